@@ -1,0 +1,3 @@
+from recjax.cli import main
+
+raise SystemExit(main())

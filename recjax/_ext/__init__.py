@@ -1,0 +1,1 @@
+"""Compiled extension modules built by setup.py from ``csrc/*.pyx``."""

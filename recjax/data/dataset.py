@@ -1,0 +1,270 @@
+"""The in-memory rating dataset: ratings with contiguous indices and their vocabularies.
+
+Example
+-------
+>>> import numpy as np
+>>> from recjax.data import Ratings
+>>> r = Ratings.from_raw(user_ids=[10, 10, 20], item_ids=["a", "b", "a"],
+...                      ratings=[4.0, 3.0, 5.0])
+>>> r.n_users, r.n_items, r.user.tolist(), r.item.tolist()
+(2, 2, [0, 0, 1], [0, 1, 0])
+>>> r.users.index([20]).tolist()
+[1]
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+__all__ = ["Vocabulary", "Ratings", "UnknownIdError"]
+
+
+class UnknownIdError(KeyError):
+    """A raw user or item id that is not in the vocabulary."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+@dataclass(frozen=True, eq=False)
+class Vocabulary:
+    """A two-way map between raw ids (any hashable dtype) and contiguous indices.
+
+    Attributes
+    ----------
+    ids : np.ndarray, shape [n]
+        ``ids[i]`` is the raw id of index ``i``; sorted ascending, unique.
+    kind : str
+        What the ids name ("user", "item"), used in error messages.
+    """
+
+    ids: np.ndarray
+    kind: str = "id"
+
+    @classmethod
+    def from_ids(cls, raw_ids: Any, kind: str = "id") -> "Vocabulary":
+        """Vocabulary of the unique values in ``raw_ids`` (sorted)."""
+        return cls(np.unique(np.asarray(raw_ids)), kind)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __contains__(self, raw_id: Any) -> bool:
+        return bool(self.contains(np.asarray([raw_id]))[0])
+
+    def contains(self, raw_ids: Any) -> np.ndarray:
+        """Boolean mask, same shape as ``raw_ids``: which raw ids are known."""
+        raw = np.asarray(raw_ids)
+        if len(self.ids) == 0:
+            return np.zeros(raw.shape, dtype=bool)
+        pos = np.clip(np.searchsorted(self.ids, raw), 0, len(self.ids) - 1)
+        return self.ids[pos] == raw
+
+    def index(self, raw_ids: Any) -> np.ndarray:
+        """Indices (int32, same shape as ``raw_ids``) of raw ids.
+
+        Raises
+        ------
+        UnknownIdError
+            If any raw id is not in the vocabulary; the message lists the first few.
+        """
+        raw = np.asarray(raw_ids)
+        if raw.dtype.kind != self.ids.dtype.kind and raw.size:
+            try:
+                raw = raw.astype(self.ids.dtype)
+            except (TypeError, ValueError):
+                raise UnknownIdError(
+                    f"{self.kind} ids of dtype {raw.dtype} cannot match this vocabulary "
+                    f"(dtype {self.ids.dtype})"
+                ) from None
+        known = self.contains(raw)
+        if not known.all():
+            missing = np.unique(raw[~known])
+            shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
+            raise UnknownIdError(
+                f"unknown {self.kind} id(s): {shown} ({len(missing)} unknown; "
+                f"the dataset has {len(self)} {self.kind}s)"
+            )
+        return np.searchsorted(self.ids, raw).astype(np.int32)
+
+    def raw(self, indices: Any) -> np.ndarray:
+        """Raw ids of ``indices``."""
+        idx = np.asarray(indices)
+        if idx.size and (idx.min() < 0 or idx.max() >= len(self.ids)):
+            raise IndexError(f"{self.kind} index out of range [0, {len(self.ids)})")
+        return self.ids[idx]
+
+
+@dataclass(frozen=True, eq=False)
+class Ratings:
+    """Explicit ratings with contiguous indices, vocabularies and side information.
+
+    Attributes
+    ----------
+    user, item : np.ndarray int32, shape [n]
+        Indices into ``users`` / ``items``.
+    rating : np.ndarray float32, shape [n]
+    timestamp : np.ndarray int64, shape [n]
+        Unix seconds (0 where the source has none).
+    users, items : Vocabulary
+        Shared by every subset and split of one dataset, so indices never shift.
+    item_info : pd.DataFrame or None
+        One row per item index (``len(items)`` rows): ``title``, ``genres`` (tuple of
+        str), ``year`` (float, NaN unknown), and more columns where the dataset has them.
+    user_info : pd.DataFrame or None
+        One row per user index: e.g. ``age``, ``sex``, ``occupation``, ``zip``.
+    rating_scale : (float, float)
+        Smallest and largest rating the dataset allows.
+    name : str
+    """
+
+    user: np.ndarray
+    item: np.ndarray
+    rating: np.ndarray
+    timestamp: np.ndarray
+    users: Vocabulary
+    items: Vocabulary
+    item_info: pd.DataFrame | None = None
+    user_info: pd.DataFrame | None = None
+    rating_scale: tuple[float, float] = (1.0, 5.0)
+    name: str = "ratings"
+
+    def __post_init__(self) -> None:
+        n = len(self.user)
+        for field in ("item", "rating", "timestamp"):
+            if len(getattr(self, field)) != n:
+                raise ValueError(f"Ratings.{field} has {len(getattr(self, field))} rows, user has {n}")
+        if n and (self.user.min() < 0 or self.user.max() >= len(self.users)):
+            raise ValueError("Ratings.user holds indices outside the user vocabulary")
+        if n and (self.item.min() < 0 or self.item.max() >= len(self.items)):
+            raise ValueError("Ratings.item holds indices outside the item vocabulary")
+
+    # ------------------------------------------------------------------ building
+    @classmethod
+    def from_raw(
+        cls,
+        user_ids: Any,
+        item_ids: Any,
+        ratings: Any,
+        timestamps: Any | None = None,
+        *,
+        users: Vocabulary | None = None,
+        items: Vocabulary | None = None,
+        **kwargs: Any,
+    ) -> "Ratings":
+        """Ratings from raw-id columns; vocabularies are built unless given."""
+        user_ids, item_ids = np.asarray(user_ids), np.asarray(item_ids)
+        users = users or Vocabulary.from_ids(user_ids, "user")
+        items = items or Vocabulary.from_ids(item_ids, "item")
+        n = len(user_ids)
+        ts = np.zeros(n, np.int64) if timestamps is None else np.asarray(timestamps, np.int64)
+        return cls(
+            users.index(user_ids),
+            items.index(item_ids),
+            np.asarray(ratings, np.float32),
+            ts,
+            users,
+            items,
+            **kwargs,
+        )
+
+    def subset(self, rows: Any) -> "Ratings":
+        """The ratings selected by a boolean mask or an index array; vocabularies kept."""
+        return dataclasses.replace(
+            self,
+            user=self.user[rows],
+            item=self.item[rows],
+            rating=self.rating[rows],
+            timestamp=self.timestamp[rows],
+        )
+
+    # ------------------------------------------------------------------ views
+    def __len__(self) -> int:
+        return len(self.user)
+
+    @property
+    def n_users(self) -> int:
+        return len(self.users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    def csr(self, values: str | None = "rating") -> sp.csr_matrix:
+        """User x item CSR matrix [n_users, n_items], sorted indices.
+
+        ``values="rating"`` stores ratings; ``values=None`` stores 1.0 (the pattern).
+        """
+        data = self.rating if values == "rating" else np.ones(len(self), np.float32)
+        mat = sp.csr_matrix(
+            (data, (self.user, self.item)), shape=(self.n_users, self.n_items), dtype=np.float32
+        )
+        mat.sort_indices()
+        return mat
+
+    def to_frame(self) -> pd.DataFrame:
+        """The ratings as a DataFrame with raw ids and indices."""
+        return pd.DataFrame(
+            {
+                "user_id": self.users.ids[self.user],
+                "item_id": self.items.ids[self.item],
+                "user": self.user,
+                "item": self.item,
+                "rating": self.rating,
+                "timestamp": self.timestamp,
+            }
+        )
+
+    def counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ratings per user [n_users] and per item [n_items] (int64)."""
+        return (
+            np.bincount(self.user, minlength=self.n_users),
+            np.bincount(self.item, minlength=self.n_items),
+        )
+
+    def binary_labels(self, threshold: float = 3.0) -> np.ndarray:
+        """The "recommend / don't" labels: ``rating > threshold`` as int32 [n]."""
+        return (self.rating > threshold).astype(np.int32)
+
+    def stats(self) -> dict[str, float]:
+        """Summary statistics (the Object2Vec notebook's), as a flat dict.
+
+        Per-user and per-item figures count only users/items with at least one rating.
+        """
+        per_user, per_item = self.counts()
+        per_user, per_item = per_user[per_user > 0], per_item[per_item > 0]
+        r = self.rating.astype(np.float64)
+        stats: dict[str, float] = {
+            "ratings": len(self),
+            "users": int(len(per_user)),
+            "items": int(len(per_item)),
+            "rating_mean": float(r.mean()) if len(r) else float("nan"),
+            "rating_median": float(np.median(r)) if len(r) else float("nan"),
+            "rating_variance": float(r.var()) if len(r) else float("nan"),
+            "density": len(self) / max(self.n_users * self.n_items, 1),
+        }
+        for who, counts in (("user", per_user), ("item", per_item)):
+            if len(counts):
+                stats[f"ratings_per_{who}_min"] = int(counts.min())
+                stats[f"ratings_per_{who}_median"] = float(np.median(counts))
+                stats[f"ratings_per_{who}_max"] = int(counts.max())
+        return stats
+
+    def item_titles(self, indices: Sequence[int] | np.ndarray) -> list[str]:
+        """Titles of item indices, or their raw ids as strings without metadata."""
+        idx = np.asarray(indices)
+        if self.item_info is not None and "title" in self.item_info:
+            return self.item_info["title"].to_numpy()[idx].tolist()
+        return [str(x) for x in self.items.raw(idx)]
+
+    def __repr__(self) -> str:
+        return (
+            f"Ratings(name={self.name!r}, ratings={len(self)}, users={self.n_users}, "
+            f"items={self.n_items}, scale={self.rating_scale})"
+        )
