@@ -75,17 +75,21 @@ class Vocabulary:
             If any raw id is not in the vocabulary; the message lists the first few.
         """
         raw = np.asarray(raw_ids)
+        given = raw
+        exact = np.ones(raw.shape, dtype=bool)
         if raw.dtype.kind != self.ids.dtype.kind and raw.size:
             try:
                 raw = raw.astype(self.ids.dtype)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):
                 raise UnknownIdError(
                     f"{self.kind} ids of dtype {raw.dtype} cannot match this vocabulary "
                     f"(dtype {self.ids.dtype})"
                 ) from None
-        known = self.contains(raw)
+            if given.dtype.kind in "iufb" and self.ids.dtype.kind in "iufb":
+                exact = raw == given  # 1.5 must not silently become id 1
+        known = self.contains(raw) & exact
         if not known.all():
-            missing = np.unique(raw[~known])
+            missing = np.unique(given[~known])
             shown = ", ".join(map(str, missing[:5])) + (" ..." if len(missing) > 5 else "")
             raise UnknownIdError(
                 f"unknown {self.kind} id(s): {shown} ({len(missing)} unknown; "

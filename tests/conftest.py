@@ -1,0 +1,42 @@
+"""Shared fixtures: the real MovieLens copies (skipped when absent) and synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+def movielens_root() -> Path | None:
+    """The folder holding ml-100k/, ml-latest-small/, ... from $RECJAX_DATA, if present."""
+    root = os.environ.get("RECJAX_DATA")
+    if root and Path(root, "ml-100k", "u.data").is_file():
+        return Path(root)
+    return None
+
+
+@pytest.fixture(scope="session")
+def movielens_dir() -> Path:
+    root = movielens_root()
+    if root is None:
+        pytest.skip(
+            "real MovieLens copies not found: set RECJAX_DATA to a folder holding ml-100k/ "
+            "(CI points it at ../shared/data/movielens)"
+        )
+    return root
+
+
+@pytest.fixture(scope="session")
+def ml100k(movielens_dir):
+    from recjax.data import load_movielens
+
+    return load_movielens("ml-100k", movielens_dir / "ml-100k", allow_download=False)
+
+
+@pytest.fixture(scope="session")
+def small_synthetic():
+    """(Ratings, SyntheticTruth): 300 users x 200 items, 12k ratings, rank 4, noise 0.3."""
+    from recjax.data import synthetic_ratings
+
+    return synthetic_ratings(300, 200, 12_000, rank=4, noise_std=0.3, seed=7)
