@@ -1,0 +1,189 @@
+"""One training run end to end: data, split, model, fit, test, run folder.
+
+The run folder holds ``config.json`` (the resolved configs), ``metrics.jsonl``
+(one line per epoch with ``train_*``/``val_*`` keys, then a ``final`` line with
+``train_*``, ``val_*``, ``test_*`` and baseline metrics), ``checkpoints/`` (orbax,
+``last`` and ``best``) and ``embeddings.npz`` (raw ids and learned vectors).
+
+Validation is carved at random (``val_fraction``, seeded) from the split's
+training part and drives early stopping; the test part is scored once, at the end.
+
+Example
+-------
+>>> import tempfile
+>>> from recjax.config import TrainConfig
+>>> from recjax.models.mf import MFConfig
+>>> from recjax.experiment import run
+>>> result = run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
+...                          out=tempfile.mkdtemp() + "/run"), MFConfig(embedding_dim=4))
+>>> sorted(k for k in result.metrics if k.startswith("test_"))
+['test_mae', 'test_mse', 'test_rmse']
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax.numpy as jnp
+import numpy as np
+
+from recjax.config import TrainConfig, from_dict
+from recjax.data.dataset import Ratings
+from recjax.data.movielens import load_movielens
+from recjax.data.splits import PREDEFINED_SPLITS, holdout_split, predefined_split
+from recjax.data.synthetic import synthetic_ratings
+from recjax.evaluation import binary_metrics, rating_metrics
+from recjax.models import MODELS
+from recjax.models.baselines import GlobalMean, UserMean
+from recjax.train.checkpoint import Checkpoints
+from recjax.train.loop import FitResult, fit
+from recjax.train.step import Model, make_predict
+
+__all__ = ["run", "RunResult", "load_splits", "load_run_config", "MONITOR"]
+
+# task -> (metric monitored on validation, higher is better)
+MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}
+
+
+@dataclass
+class RunResult:
+    """A finished run: its folder, the fit, the final metrics and the trained module."""
+
+    run_dir: Path
+    fit: FitResult
+    metrics: dict[str, float]
+    module: Any
+    splits: dict[str, Ratings]
+
+
+def load_splits(cfg: TrainConfig) -> dict[str, Ratings]:
+    """``{"train", "val", "test"}`` ratings for ``cfg`` (same vocabularies throughout)."""
+    if cfg.split in PREDEFINED_SPLITS:
+        if cfg.dataset != "ml-100k":
+            raise ValueError(f"split {cfg.split!r} exists for ml-100k only; use --split random")
+        train, test, _ = predefined_split(cfg.split, cfg.data_dir)
+    elif cfg.split == "random":
+        if cfg.dataset == "synthetic":
+            data, _ = synthetic_ratings(seed=cfg.seed)
+        else:
+            data = load_movielens(cfg.dataset, cfg.data_dir)
+        train, test, _ = holdout_split(data, cfg.test_fraction, seed=cfg.seed)
+    else:
+        raise ValueError(f"unknown split {cfg.split!r}; use random or one of {', '.join(PREDEFINED_SPLITS)}")
+    fit_part, val, _ = holdout_split(train, cfg.val_fraction, seed=cfg.seed + 1)
+    return {"train": fit_part, "val": val, "test": test}
+
+
+def _inputs(data: Ratings, cfg: TrainConfig) -> dict[str, np.ndarray]:
+    label = data.rating if cfg.task == "regression" else data.binary_labels(cfg.binary_threshold)
+    return {"user": data.user, "item": data.item, "label": label.astype(np.float32)}
+
+
+def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
+    score = rating_metrics if task == "regression" else binary_metrics
+    return score(predictions, labels, prefix)
+
+
+def _default_out(cfg: TrainConfig) -> Path:
+    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def load_run_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
+    """The (TrainConfig, model config) a run folder was trained with."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a recjax run folder (no config.json)")
+    raw = json.loads(path.read_text())
+    train_cfg = from_dict(TrainConfig, raw["train"])
+    return train_cfg, from_dict(MODELS[train_cfg.model].config, raw["model"])
+
+
+def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
+    """What a resumed checkpoint must match: everything but output and verbosity."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "quiet", "epochs")}
+    return {"train_config": train, "model_config": dataclasses.asdict(model_cfg)}
+
+
+def _save_embeddings(path: Path, module: Any, data: Ratings) -> None:
+    if not hasattr(module, "embeddings"):
+        return
+    users, items = (np.asarray(t) for t in module.embeddings())
+    np.savez(path, user_ids=data.users.ids, user_embeddings=users,
+             item_ids=data.items.ids, item_embeddings=items)
+
+
+def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
+    """Train ``cfg.model`` with ``model_cfg``; write and return the run.
+
+    Raises
+    ------
+    ValueError
+        A task the model does not support, or ``resume`` without a run folder.
+    """
+    spec = MODELS[cfg.model]
+    if not isinstance(model_cfg, spec.config):
+        raise TypeError(f"model {cfg.model!r} needs a {spec.config.__name__}")
+    if cfg.task not in spec.tasks:
+        raise ValueError(f"model {cfg.model!r} does not support task {cfg.task!r} ({', '.join(spec.tasks)})")
+    if resume and cfg.out is None:
+        raise ValueError("--resume needs --out RUN_FOLDER (the run to continue)")
+    run_dir = Path(cfg.out) if cfg.out else _default_out(cfg)
+    if resume:
+        saved_cfg, saved_model = load_run_config(run_dir)
+        if _identity(saved_cfg, saved_model) != _identity(cfg, model_cfg):
+            raise ValueError(f"--resume: the settings differ from those saved in {run_dir}/config.json")
+    elif (run_dir / "checkpoints").exists():
+        raise ValueError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
+
+    splits = load_splits(cfg)
+    module = spec.build(model_cfg, splits["train"], cfg)
+    model = Model.split(module)
+    predict = make_predict(model)
+    inputs = {name: _inputs(part, cfg) for name, part in splits.items()}
+    device_inputs = {name: {k: jnp.asarray(v) for k, v in arrays.items()} for name, arrays in inputs.items()}
+
+    def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:
+        arrays = device_inputs[part]
+        predictions = np.asarray(predict(params, arrays))
+        return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(
+        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}, indent=2))
+    log = (run_dir / "metrics.jsonl").open("a" if resume else "w")
+    monitor, higher = MONITOR[cfg.task]
+    try:
+        result = fit(
+            model, inputs["train"], cfg, task=cfg.task,
+            validate=lambda params: evaluate(params, "val", "val_"),
+            monitor=monitor, higher_is_better=higher,
+            checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
+            identity=_identity(cfg, model_cfg),
+            on_epoch=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
+        )
+        metrics: dict[str, float] = {}
+        for part in ("train", "val", "test"):
+            metrics.update(evaluate(result.params, part, f"{part}_"))
+        if cfg.task == "regression":
+            for name, baseline in (("global_mean", GlobalMean), ("user_mean", UserMean)):
+                fitted = baseline().fit(splits["train"])
+                for part in ("train", "val", "test"):
+                    p = fitted.predict(splits[part].user, splits[part].item)
+                    metrics.update(rating_metrics(p, splits[part].rating, f"{name}_{part}_"))
+        metrics.update(
+            best_epoch=result.best_epoch, epochs_run=len(result.history),
+            stopped_early=result.stopped_early, compile_seconds=result.compile_seconds,
+            train_seconds=result.train_seconds, examples_per_second=result.examples_per_second,
+        )
+        log.write(json.dumps({"event": "final", **metrics}) + "\n")
+    finally:
+        log.close()
+    trained = model.bind(result.params)
+    _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"])
+    return RunResult(run_dir, result, metrics, trained, splits)
+

@@ -1,0 +1,200 @@
+"""The training loop: compiled epochs, validation, early stopping, checkpoints, resume.
+
+:func:`fit` runs whole epochs as single compiled calls (see
+:func:`recjax.train.step.make_epoch`), validates after each, keeps the best
+parameters (Object2Vec's early stopping: stop after ``patience`` epochs whose
+validation metric did not beat the best by more than ``tolerance``) and writes
+``last``/``best`` checkpoints each epoch, from which ``resume=True`` continues to
+bitwise the same parameters as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from recjax.config import TrainConfig
+from recjax.train.checkpoint import Checkpoints
+from recjax.train.optim import make_optimizer
+from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
+
+__all__ = ["fit", "FitResult", "EarlyStopping"]
+
+# fold_in tags separating the run key's uses (model init uses nnx.Rngs(seed) directly)
+_STEPS, _EPOCHS = 1, 2
+
+
+@dataclass
+class EarlyStopping:
+    """Object2Vec's rule: stop after ``patience`` epochs without an improvement > ``tolerance``.
+
+    Attributes
+    ----------
+    best : float
+        Best monitored value so far (inf or -inf before the first epoch).
+    best_epoch : int
+        Epoch (1-based) of ``best``; 0 before the first.
+    bad_epochs : int
+        Consecutive epochs without improvement.
+    """
+
+    patience: int
+    tolerance: float
+    higher_is_better: bool = False
+    best: float = float("nan")
+    best_epoch: int = 0
+    bad_epochs: int = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record ``value`` of ``epoch``; True if it is the new best."""
+        sign = 1.0 if self.higher_is_better else -1.0
+        improved = self.best_epoch == 0 or sign * (value - self.best) > self.tolerance
+        if improved:
+            self.best, self.best_epoch, self.bad_epochs = value, epoch, 0
+        else:
+            self.bad_epochs += 1
+        return improved
+
+    @property
+    def should_stop(self) -> bool:
+        return self.bad_epochs >= self.patience
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns.
+
+    Attributes
+    ----------
+    params : dict
+        The best parameters (by the monitored validation metric).
+    history : list of dict
+        One record per epoch: ``epoch``, ``train_loss``, ``train_data_loss``,
+        the validation metrics (``val_*``) and ``seconds``.
+    best_epoch : int
+    stopped_early : bool
+    compile_seconds : float
+        Time to compile the epoch function (once per run).
+    train_seconds : float
+        Wall time of the compiled epochs, compile excluded.
+    examples_per_second : float
+        Training examples processed per second of ``train_seconds``.
+    """
+
+    params: dict
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_epoch: int = 0
+    stopped_early: bool = False
+    compile_seconds: float = 0.0
+    train_seconds: float = 0.0
+    examples_per_second: float = 0.0
+
+
+def fit(
+    model: Model,
+    train: Batch,
+    cfg: TrainConfig,
+    *,
+    task: str,
+    validate: Callable[[dict], dict[str, float]],
+    monitor: str,
+    higher_is_better: bool = False,
+    checkpoints: Checkpoints | None = None,
+    resume: bool = False,
+    identity: dict[str, Any] | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> FitResult:
+    """Train ``model`` on ``train`` (dict of arrays, leading axis = examples).
+
+    Parameters
+    ----------
+    validate : callable
+        ``validate(params) -> {"val_rmse": ..., ...}``, called after each epoch.
+    monitor : str
+        The key of ``validate``'s result that drives early stopping.
+    checkpoints : Checkpoints, optional
+        Where ``last`` and ``best`` are written after every epoch.
+    resume : bool
+        Continue from ``checkpoints``' ``last`` (an error if there is none).
+    identity : dict, optional
+        JSON-able description (model and training config) a resumed checkpoint must match.
+    on_epoch : callable, optional
+        Called with each epoch's record (for logging).
+    """
+    n = len(train["label"])
+    _, steps_per_epoch = batch_layout(n, cfg.batch_size)
+    tx = make_optimizer(cfg, steps_per_epoch)
+    run_key = jax.random.key(cfg.seed)
+    params = jax.tree.map(jnp.array, model.params)  # a copy: the epoch donates its input
+    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
+                       jax.random.fold_in(run_key, _STEPS))
+    epoch_keys = jax.random.fold_in(run_key, _EPOCHS)
+    identity = identity or {}
+    stopper = EarlyStopping(cfg.patience, cfg.tolerance, higher_is_better)
+    result = FitResult(params=model.params)
+    start = 1
+    if resume:
+        if checkpoints is None or not checkpoints.has_last():
+            raise ValueError("--resume: this run folder has no checkpoint to resume from")
+        state, meta = checkpoints.restore_last(state, identity)
+        result.params, _ = checkpoints.restore_best(model.params, identity)
+        result.history = meta["history"]
+        for name in ("best", "best_epoch", "bad_epochs"):
+            setattr(stopper, name, meta["early_stopping"][name])
+        start = meta["epoch"] + 1
+        if meta.get("finished"):
+            start = cfg.epochs + 1
+
+    data = jax.device_put(train)
+    epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size)
+    tic = time.perf_counter()
+    compiled = epoch_fn.lower(state, data, epoch_keys).compile()
+    result.compile_seconds = time.perf_counter() - tic
+
+    bar = tqdm(range(start, cfg.epochs + 1), desc="epochs", unit="epoch", disable=cfg.quiet,
+               initial=start - 1, total=cfg.epochs)
+    finished = False
+    for epoch in bar:
+        tic = time.perf_counter()
+        state, metrics = compiled(state, data, jax.random.fold_in(epoch_keys, epoch))
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        seconds = time.perf_counter() - tic
+        result.train_seconds += seconds
+        record = {"epoch": epoch, "train_loss": metrics["loss"],
+                  "train_data_loss": metrics["data_loss"], **validate(state.params),
+                  "seconds": seconds}
+        if not np.isfinite(record["train_loss"]):
+            raise FloatingPointError(
+                f"training diverged at epoch {epoch} (loss {record['train_loss']}); "
+                f"lower the learning rate or add gradient clipping"
+            )
+        result.history.append(record)
+        improved = stopper.update(epoch, record[monitor])
+        if improved:
+            result.params = jax.device_get(state.params)
+        finished = stopper.should_stop or epoch == cfg.epochs
+        if checkpoints is not None:
+            meta = {**identity, "epoch": epoch, "history": result.history, "finished": finished,
+                    "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
+                                       "bad_epochs": stopper.bad_epochs}}
+            if improved:
+                checkpoints.save_best(epoch, result.params, meta)
+            checkpoints.save_last(epoch, state, meta)
+        if on_epoch is not None:
+            on_epoch(record)
+        bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **{monitor: f"{record[monitor]:.4f}"})
+        if stopper.should_stop:
+            result.stopped_early = True
+            break
+    bar.close()
+    result.best_epoch = stopper.best_epoch
+    epochs_run = max(len(result.history) - (start - 1), 0)
+    if result.train_seconds > 0:
+        result.examples_per_second = epochs_run * n / result.train_seconds
+    return result

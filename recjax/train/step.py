@@ -1,0 +1,190 @@
+"""Pure train/eval steps and the one-compiled-call epoch.
+
+A model is a Flax NNX module split once into a static ``graphdef``, its trainable
+``nnx.Param`` values (a plain nested dict of arrays) and the rest (constants);
+training carries only the pure :class:`TrainState` pytree, which orbax saves as is. A model implements
+
+``model(batch, train=..., rngs=...) -> predictions [B]`` (or logits [B, C]) and
+``model.penalty(batch) -> scalar`` (its regularisation on this batch), and
+optionally ``model.augment(batch, key) -> batch`` (e.g. sampled negatives),
+
+where ``batch`` is a dict of arrays with a leading batch axis holding at least
+``label`` and ``weight`` (0 for padding). Per-step randomness (dropout, sampled
+negatives) is ``fold_in(state.key, state.step)``; epoch shuffles use
+``fold_in(epoch_key, epoch)``, so a run is a function of its seed.
+
+Example
+-------
+>>> import jax, jax.numpy as jnp, optax
+>>> from flax import nnx
+>>> from recjax.models.mf import MF, MFConfig
+>>> from recjax.train.step import Model, TrainState, make_epoch, make_train_step
+>>> model = Model.split(MF(MFConfig(embedding_dim=2), 3, 4, rngs=nnx.Rngs(0)))
+>>> tx = optax.sgd(0.1)
+>>> state = TrainState(model.params, tx.init(model.params), jnp.int32(0), jax.random.key(0))
+>>> data = {"user": jnp.array([0, 1, 2]), "item": jnp.array([0, 1, 3]),
+...         "label": jnp.array([4.0, 3.0, 5.0])}
+>>> epoch = make_epoch(make_train_step(model, tx, "regression"), n_examples=3, batch_size=2)
+>>> state, metrics = epoch(state, data, jax.random.key(1))
+>>> int(state.step), sorted(metrics)
+(2, ['data_loss', 'loss'])
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from recjax.train.losses import TASK_LOSSES, masked_mean
+
+__all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict", "Batch"]
+
+Batch = dict[str, jax.Array]
+
+
+class TrainState(NamedTuple):
+    """Everything that changes during training, as one pytree.
+
+    Attributes
+    ----------
+    params : dict
+        The model's ``nnx.Param`` values as a nested dict of arrays.
+    opt_state : optax.OptState
+    step : int32 scalar
+        Optimiser steps taken so far.
+    key : PRNG key
+        The run's base key for per-step randomness.
+    """
+
+    params: dict
+    opt_state: Any
+    step: jax.Array
+    key: jax.Array
+
+
+@dataclass(frozen=True, eq=False)
+class Model:
+    """A split NNX module: static structure plus the initial trainable state.
+
+    Attributes
+    ----------
+    graphdef : nnx.GraphDef
+    params : dict
+        Initial trainable ``nnx.Param`` values (nested dict of arrays).
+    rest : nnx.State
+        Everything else (constants), fixed during training.
+    """
+
+    graphdef: Any
+    params: dict
+    rest: nnx.State
+
+    @classmethod
+    def split(cls, module: nnx.Module) -> "Model":
+        graphdef, params, rest = nnx.split(module, nnx.Param, ...)
+        return cls(graphdef, nnx.to_pure_dict(params), rest)
+
+    def bind(self, params: dict) -> nnx.Module:
+        """The module with ``params`` (a fresh object; nothing is mutated)."""
+        return nnx.merge(self.graphdef, params, self.rest)
+
+
+def make_train_step(
+    model: Model, tx: optax.GradientTransformation, task: str
+) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
+    """``step(state, batch) -> (state, metrics)``: one optimiser update, pure.
+
+    ``metrics`` holds ``loss`` (data loss + penalty) and ``data_loss`` (the task
+    loss alone), both averaged over the batch's real examples.
+    """
+    per_example = TASK_LOSSES[task]
+
+    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+        key = jax.random.fold_in(state.key, state.step)
+        augment = getattr(model.bind(state.params), "augment", None)
+        if augment is not None:
+            batch = augment(batch, jax.random.fold_in(key, 1))
+
+        def objective(params: dict) -> tuple[jax.Array, jax.Array]:
+            module = model.bind(params)
+            predictions = module(batch, train=True, rngs=nnx.Rngs(dropout=key))
+            data_loss = masked_mean(per_example(predictions, batch["label"]), batch["weight"])
+            return data_loss + module.penalty(batch), data_loss
+
+        (loss, data_loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(params, opt_state, state.step + 1, state.key)
+        return new_state, {"loss": loss, "data_loss": data_loss}
+
+    return step
+
+
+def batch_layout(n_examples: int, batch_size: int) -> tuple[int, int]:
+    """(batch size, batches per epoch); ``batch_size=0`` means one full batch."""
+    size = n_examples if batch_size == 0 else batch_size
+    return size, math.ceil(n_examples / size)
+
+
+def make_epoch(
+    step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
+    n_examples: int,
+    batch_size: int,
+) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
+    """``epoch(state, data, epoch_key) -> (state, mean metrics)``: one jit-compiled call.
+
+    ``data`` holds arrays with leading axis ``n_examples``, resident on the device.
+    Each epoch visits a fresh permutation in ``ceil(n / batch_size)`` batches; the
+    last batch is filled up with repeated examples at weight 0, so every example
+    counts exactly once and the shapes never change (no recompilation). The input
+    state's buffers are donated.
+    """
+    size, n_batches = batch_layout(n_examples, batch_size)
+    padded = size * n_batches
+
+    def epoch(state: TrainState, data: Batch, epoch_key: jax.Array):
+        order = jnp.resize(jax.random.permutation(epoch_key, n_examples), padded)
+        real = (jnp.arange(padded) < n_examples).astype(jnp.float32)
+        order, real = order.reshape(n_batches, size), real.reshape(n_batches, size)
+
+        def body(carry: TrainState, xs: tuple[jax.Array, jax.Array]):
+            rows, mask = xs
+            batch = {name: values[rows] for name, values in data.items()}
+            batch["weight"] = batch["weight"] * mask if "weight" in batch else mask
+            carry, metrics = step(carry, batch)
+            return carry, (metrics, jnp.sum(mask))
+
+        state, (metrics, counts) = jax.lax.scan(body, state, (order, real))
+        means = {k: jnp.sum(v * counts) / jnp.sum(counts) for k, v in metrics.items()}
+        return state, means
+
+    return jax.jit(epoch, donate_argnums=0)
+
+
+def make_predict(model: Model, chunk: int = 8192) -> Callable[[dict, Batch], jax.Array]:
+    """``predict(params, data) -> predictions [n]``: jitted, in fixed-size chunks.
+
+    Inputs are padded to a multiple of ``chunk``; one compile per padded length.
+    """
+
+    def predict(params: dict, data: Batch) -> jax.Array:
+        module = model.bind(params)
+        n = next(iter(data.values())).shape[0]
+        n_chunks = max(1, -(-n // chunk))
+        pad = n_chunks * chunk - n
+
+        def reshape(values: jax.Array) -> jax.Array:
+            values = jnp.pad(values, [(0, pad)] + [(0, 0)] * (values.ndim - 1))
+            return values.reshape(n_chunks, chunk, *values.shape[1:])
+
+        chunks = {name: reshape(values) for name, values in data.items()}
+        out = jax.lax.map(lambda b: module(b, train=False), chunks)
+        return out.reshape(n_chunks * chunk, *out.shape[2:])[:n]
+
+    return jax.jit(predict)
