@@ -79,11 +79,6 @@ def load_splits(cfg: TrainConfig) -> dict[str, Ratings]:
     return {"train": fit_part, "val": val, "test": test}
 
 
-def _inputs(data: Ratings, cfg: TrainConfig) -> dict[str, np.ndarray]:
-    label = data.rating if cfg.task == "regression" else data.binary_labels(cfg.binary_threshold)
-    return {"user": data.user, "item": data.item, "label": label.astype(np.float32)}
-
-
 def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
     score = rating_metrics if task == "regression" else binary_metrics
     return score(predictions, labels, prefix)
@@ -144,7 +139,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     module = spec.build(model_cfg, splits["train"], cfg)
     model = Model.split(module)
     predict = make_predict(model)
-    inputs = {name: _inputs(part, cfg) for name, part in splits.items()}
+    inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
     device_inputs = {name: {k: jnp.asarray(v) for k, v in arrays.items()} for name, arrays in inputs.items()}
 
     def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:

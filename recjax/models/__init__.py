@@ -18,8 +18,14 @@ from recjax.data.dataset import Ratings
 from recjax.models.baselines import BASELINES, BiasModel, GlobalMean, ItemMean, UserMean
 from recjax.models.mf import MF, MFConfig
 
-__all__ = ["MODELS", "ModelSpec", "MF", "MFConfig", "BASELINES", "BiasModel", "GlobalMean",
+__all__ = ["MODELS", "ModelSpec", "rating_inputs", "MF", "MFConfig", "BASELINES", "BiasModel", "GlobalMean",
            "ItemMean", "UserMean"]
+
+
+def rating_inputs(part: Ratings, run: TrainConfig) -> dict[str, np.ndarray]:
+    """One example per rating: ``user``, ``item`` indices and the task's ``label``."""
+    label = part.rating if run.task == "regression" else part.binary_labels(run.binary_threshold)
+    return {"user": part.user, "item": part.item, "label": label.astype(np.float32)}
 
 
 @dataclass(frozen=True)
@@ -34,11 +40,15 @@ class ModelSpec:
         ``build(model_cfg, train, run_cfg) -> nnx.Module``.
     tasks : tuple of str
         Supported ``TrainConfig.task`` values.
+    inputs : callable
+        ``inputs(part, run_cfg) -> dict`` of NumPy arrays with a leading example
+        axis, holding ``label``: what the module's ``__call__`` reads from a batch.
     """
 
     config: type
     build: Callable[[Any, Ratings, TrainConfig], nnx.Module]
     tasks: tuple[str, ...]
+    inputs: Callable[[Ratings, TrainConfig], dict[str, np.ndarray]] = rating_inputs
 
 
 def _build_mf(cfg: MFConfig, train: Ratings, run: TrainConfig) -> MF:

@@ -28,6 +28,7 @@ Example
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import jax
@@ -156,4 +157,4 @@ class MF(nnx.Module):
 def _logit(p: float) -> float:
     """The logit of ``p``, clipped away from 0 and 1: centres the squashed output on the mean."""
     p = min(max(p, 1e-3), 1 - 1e-3)
-    return float(jnp.log(p / (1 - p)))
+    return math.log(p / (1 - p))
