@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from recjax.config import TrainConfig, from_dict
+from recjax.config import TrainConfig
 from recjax.data.download import DATASETS
 
 __all__ = ["main", "build_parser"]
@@ -124,25 +124,25 @@ def _read_toml(path: str) -> tuple[dict, dict]:
 
 
 def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
-    """(TrainConfig, model config) from a TOML file (optional) overridden by flags."""
-    from recjax.models import MODELS
+    """(TrainConfig, model config) from the model's recommended settings, overridden by a
+    TOML file (optional), overridden by flags."""
+    from recjax.models import MODELS, recommended_configs
 
     given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "resume")}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     train_values = {**train_file, **{k: v for k, v in given.items() if k in train_names}}
-    train_cfg = from_dict(TrainConfig, train_values)
-    if train_cfg.model not in MODELS:
-        raise CommandError(f"unknown model {train_cfg.model!r}; choose one of {', '.join(MODELS)}")
-    model_cls = MODELS[train_cfg.model].config
-    model_names = {f.name for f in dataclasses.fields(model_cls)}
+    model = train_values.get("model", TrainConfig.model)
+    if model not in MODELS:
+        raise CommandError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    model_names = {f.name for f in dataclasses.fields(MODELS[model].config)}
     model_flags = {k: v for k, v in given.items() if k not in train_names}
     foreign = sorted(k for k in model_flags if k not in model_names)
     if foreign:
         owners = _model_flag_owners()
         detail = ", ".join(f"{_flag(k)} ({'/'.join(owners[k])})" for k in foreign)
-        raise CommandError(f"flag(s) not used by model {train_cfg.model!r}: {detail}")
-    return train_cfg, from_dict(model_cls, {**model_file, **model_flags})
+        raise CommandError(f"flag(s) not used by model {model!r}: {detail}")
+    return recommended_configs(model, train_values, {**model_file, **model_flags})
 
 
 def _train(args: argparse.Namespace) -> int:

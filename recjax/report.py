@@ -7,8 +7,10 @@ from typing import Any
 __all__ = ["format_table", "print_run_summary"]
 
 
-def format_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".4f") -> str:
-    """A fixed-width text table; floats formatted with ``floatfmt``, None as '-'."""
+def format_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".4f",
+                 markdown: bool = False) -> str:
+    """A fixed-width text table (or a markdown one); floats formatted with ``floatfmt``,
+    None as '-'; the first column left-aligned, the others right-aligned."""
     def cell(value: Any) -> str:
         if value is None:
             return "-"
@@ -16,11 +18,15 @@ def format_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".4f"
 
     cells = [[cell(v) for v in row] for row in rows]
     widths = [max(len(h), *(len(r[j]) for r in cells)) for j, h in enumerate(header)]
-    lines = ["  ".join(h.ljust(w) if j == 0 else h.rjust(w) for j, (h, w) in enumerate(zip(header, widths)))]
-    lines.append("  ".join("-" * w for w in widths))
-    for row in cells:
-        lines.append("  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths))))
-    return "\n".join(lines)
+
+    def line(values: list[str]) -> str:
+        padded = [v.ljust(w) if j == 0 else v.rjust(w) for j, (v, w) in enumerate(zip(values, widths))]
+        return "| " + " | ".join(padded) + " |" if markdown else "  ".join(padded)
+
+    rule = (["-" * w for w in widths] if not markdown
+            else [("-" * w) if j == 0 else ("-" * (w - 1) + ":") for j, w in enumerate(widths)])
+    separator = "| " + " | ".join(rule) + " |" if markdown else "  ".join(rule)
+    return "\n".join([line(header), separator, *(line(r) for r in cells)])
 
 
 def print_run_summary(result: Any) -> None:
