@@ -202,7 +202,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except (CommandError, DatasetNotFoundError, ChecksumError, MalformedFileError,
-            UnknownIdError, CheckpointError, FileNotFoundError, FloatingPointError, ValueError) as err:
+            UnknownIdError, CheckpointError, OSError, FloatingPointError, ValueError) as err:
         print(f"recjax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -256,11 +256,15 @@ def _read_100k_users(folder: Path) -> pd.DataFrame:
 
 def _read_dat(path: Path, names: list[str]) -> pd.DataFrame:
     """A small ``::``-separated latin-1 file (titles may contain ':')."""
-    rows = [line.split("::") for line in path.read_text(encoding="latin-1").splitlines() if line]
-    bad = [i for i, row in enumerate(rows) if len(row) != len(names)]
+    numbered = [
+        (number, line.split("::"))
+        for number, line in enumerate(path.read_text(encoding="latin-1").splitlines(), start=1)
+        if line
+    ]
+    bad = [number for number, row in numbered if len(row) != len(names)]
     if bad:
-        raise MalformedFileError(f"{path}:{bad[0] + 1}: expected {len(names)} '::'-separated fields")
-    return pd.DataFrame(rows, columns=names)
+        raise MalformedFileError(f"{path}:{bad[0]}: expected {len(names)} '::'-separated fields")
+    return pd.DataFrame([row for _, row in numbered], columns=names)
 
 
 def _read_1m_items(folder: Path) -> pd.DataFrame:
@@ -287,6 +291,25 @@ def _csv_style_items(movies: pd.DataFrame) -> pd.DataFrame:
 def _read_csv_items(folder: Path) -> pd.DataFrame:
     movies = pd.read_csv(folder / "movies.csv", dtype={"title": str, "genres": str})
     return _csv_style_items(movies.rename(columns={"movieId": "item_id"}))
+
+
+def _read_metadata(folder: Path, reader: Callable[[Path], pd.DataFrame] | None) -> pd.DataFrame | None:
+    """Run a metadata reader; parse failures become :class:`MalformedFileError` naming the file."""
+    if reader is None:
+        return None
+    try:
+        return reader(folder)
+    except MalformedFileError:
+        raise
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as err:
+        names = {
+            _read_100k_items: "u.item", _read_100k_users: "u.user", _read_1m_items: "movies.dat",
+            _read_1m_users: "users.dat", _read_csv_items: "movies.csv",
+        }
+        path = folder / names.get(reader, "")
+        line = re.search(r"\bline (\d+)", str(err))
+        where = f"{path}:{line.group(1)}" if line else str(path)
+        raise MalformedFileError(f"{where}: {err}") from err
 
 
 # --------------------------------------------------------------------------- assembly
@@ -354,8 +377,8 @@ def load_movielens(
         frame["timestamp"].to_numpy(),
         users=users,
         items=items,
-        item_info=_align(read_items(folder) if read_items else None, "item_id", items),
-        user_info=_align(read_users(folder) if read_users else None, "user_id", users),
+        item_info=_align(_read_metadata(folder, read_items), "item_id", items),
+        user_info=_align(_read_metadata(folder, read_users), "user_id", users),
         rating_scale=RATING_SCALES[name],
         name=name,
     )
