@@ -185,9 +185,8 @@ def _line_numbers(path: Path, rows: list[int], skip: int) -> list[int]:
 
 
 def _drop_duplicates(frame: pd.DataFrame, source: Path, rule: str, skip: int = 0) -> pd.DataFrame:
-    """Apply the duplicate (user, item) rule: keep the latest, or raise."""
-    if rule not in ("last", "error"):
-        raise ValueError(f"duplicates must be 'last' or 'error', not {rule!r}")
+    """Apply the duplicate (user, item) rule: keep the latest, or raise. The returned
+    frame keeps the original row labels (positions in the file)."""
     repeat = frame.duplicated(["user_id", "item_id"]).to_numpy()
     if not repeat.any():
         return frame
@@ -366,13 +365,19 @@ def load_movielens(
     ratings_file, sep, header, encoding, read_items, read_users = _FORMATS[entry.name]
     folder = resolve(name, data_dir, allow_download=allow_download)
     path = folder / ratings_file
+    if duplicates not in ("last", "error"):
+        raise ValueError(f"duplicates must be 'last' or 'error', not {duplicates!r}")
     frame = read_ratings(path, sep=sep, header=header, scale=RATING_SCALES[name], encoding=encoding)
-    frame = _drop_duplicates(frame, path, duplicates, skip=int(header))
-    users = Vocabulary.from_ids(frame["user_id"].to_numpy(), "user")
-    items = Vocabulary.from_ids(frame["item_id"].to_numpy(), "item")
-    return Ratings.from_raw(
-        frame["user_id"].to_numpy(),
-        frame["item_id"].to_numpy(),
+    user_ids, user = np.unique(frame["user_id"].to_numpy(), return_inverse=True)
+    item_ids, item = np.unique(frame["item_id"].to_numpy(), return_inverse=True)
+    key = user.astype(np.int64) * len(item_ids) + item
+    if not np.all(key[1:] > key[:-1]):  # MovieLens files sorted by (user, item) skip this
+        frame = _drop_duplicates(frame, path, duplicates, skip=int(header))
+        user, item = user[frame.index.to_numpy()], item[frame.index.to_numpy()]
+    users, items = Vocabulary(user_ids, "user"), Vocabulary(item_ids, "item")
+    return Ratings(
+        user.astype(np.int32),
+        item.astype(np.int32),
         frame["rating"].to_numpy(),
         frame["timestamp"].to_numpy(),
         users=users,
