@@ -80,9 +80,25 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:
-    """Build dataclass ``cls`` from a dict; unknown keys are an error naming them."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - names)
+    """Build dataclass ``cls`` from a dict; unknown keys and wrongly typed values are errors."""
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(unknown)}")
-    return cls(**values)
+    return cls(**{name: _typed(cls, fields[name], value) for name, value in values.items()})
+
+
+def _typed(cls: type, field: dataclasses.Field, value: Any) -> Any:
+    """``value`` checked against the type of the field's default (a TOML or JSON file
+    can hold any type): bool, int, float (an int is accepted) or str."""
+    kind = type(field.default)
+    if kind not in (bool, int, float, str):
+        return value
+    ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if not ok:
+        raise ValueError(
+            f"{cls.__name__} setting {field.name} must be {kind.__name__}, got {value!r}"
+        )
+    return value

@@ -42,13 +42,13 @@ __all__ = ["MFConfig", "MF", "gravity"]
 class MFConfig:
     """Matrix factorisation hyper-parameters (defaults: the recommended ml-100k setting)."""
 
-    embedding_dim: int = 128  # factors per user and item
-    init_std: float = 0.05  # std of the normal initialisation of both tables
+    embedding_dim: int = 512  # factors per user and item
+    init_std: float = 0.01  # std of the normal initialisation of both tables
     user_bias: bool = True  # learn b_u
     item_bias: bool = True  # learn b_i
     global_mean: bool = True  # add the training mean rating mu (fixed)
     squash: bool = False  # sigmoid scaled to the rating range (regression only)
-    l2: float = 0.1  # L2 on the rows looked up in a batch (mean over the batch)
+    l2: float = 0.06  # L2 on the rows looked up in a batch (mean over the batch)
     l2_table: float = 0.0  # L2 on the whole tables (sum of squares)
     gravity: float = 0.0  # weight of the lab's gravity term
     num_negatives: int = 0  # binary task: random items per example added as label 0

@@ -60,7 +60,11 @@ class Checkpoints:
             options = ocp.CheckpointManagerOptions(
                 max_to_keep=1, create=True, enable_async_checkpointing=False
             )
-            self._managers[which] = ocp.CheckpointManager(self.directory / which, options=options)
+            handlers = {"state": ocp.StandardCheckpointHandler(),
+                        "meta": ocp.JsonCheckpointHandler()}
+            self._managers[which] = ocp.CheckpointManager(
+                self.directory / which, options=options, item_handlers=handlers
+            )
         return self._managers[which]
 
     def _steps(self, which: str) -> list[int]:
@@ -99,19 +103,20 @@ class Checkpoints:
         where = self.directory / which
         if not steps:
             raise CheckpointError(f"no {which} checkpoint in {where}")
-        try:
-            restored = self._manager(which).restore(
-                steps[-1],
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(_abstract(template)), meta=ocp.args.JsonRestore()
-                ),
-            )
-        except Exception as err:  # orbax raises many types for damaged folders
-            raise CheckpointError(
-                f"cannot read the {which} checkpoint in {where}/{steps[-1]} (truncated, damaged "
-                f"or written by a different model): {type(err).__name__}: {err}"
-            ) from err
-        meta = restored["meta"] or {}
+        manager = self._manager(which)
+
+        def read(**items: Any) -> Any:
+            try:
+                return manager.restore(steps[-1], args=ocp.args.Composite(**items))
+            except Exception as err:  # orbax raises many types for damaged folders
+                raise CheckpointError(
+                    f"cannot read the {which} checkpoint in {where}/{steps[-1]} (truncated, "
+                    f"damaged or written by a different model): "
+                    f"{type(err).__name__}: {_first_line(err)}"
+                ) from err
+
+        # the metadata first: a foreign checkpoint is named as such, before any array is read
+        meta = read(meta=ocp.args.JsonRestore())["meta"] or {}
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{where}/{steps[-1]} is not a recjax checkpoint ({FORMAT})")
         for key, value in expect.items():
@@ -120,6 +125,7 @@ class Checkpoints:
                     f"{where}/{steps[-1]} was written with a different {key}: "
                     f"{meta.get(key)!r}, this run has {value!r}"
                 )
+        restored = read(state=ocp.args.StandardRestore(_abstract(template)))
         tree = restored["state"]
         _check_shapes(template, tree, where)
         return tree, meta
@@ -132,6 +138,14 @@ class Checkpoints:
 
     def restore_best(self, template: dict, expect: dict[str, Any]) -> tuple[dict, dict]:
         return self.restore("best", template, expect)
+
+
+def _first_line(err: BaseException, limit: int = 200) -> str:
+    """The start of an error's message: orbax/tensorstore errors span many lines and
+    kilobytes of spec; the full error stays chained as ``__cause__``."""
+    lines = str(err).strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def _check_shapes(template: Any, tree: Any, where: Path) -> None:

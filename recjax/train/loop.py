@@ -148,8 +148,9 @@ def fit(
         for name in ("best", "best_epoch", "bad_epochs"):
             setattr(stopper, name, meta["early_stopping"][name])
         start = meta["epoch"] + 1
-        if meta.get("finished"):
-            start = cfg.epochs + 1
+        if stopper.should_stop:  # stopped early: nothing left to run (a larger cfg.epochs
+            start = cfg.epochs + 1  # only extends a run that ran out of epochs)
+            result.stopped_early = True
 
     data = jax.device_put(train)
     epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size)

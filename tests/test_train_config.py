@@ -1,0 +1,105 @@
+"""TrainConfig validation and from_dict: every bad setting is a ValueError with its message."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from recjax.config import OPTIMIZERS, SCHEDULES, TrainConfig, from_dict
+from recjax.models.mf import MFConfig
+
+
+def test_defaults_are_valid_and_frozen():
+    cfg = TrainConfig()
+    assert (cfg.optimizer, cfg.schedule, cfg.task, cfg.split) == ("adam", "constant", "regression", "ua")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.epochs = 3  # type: ignore[misc]
+    assert dataclasses.replace(cfg, epochs=3).epochs == 3
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(epochs=0), "invalid epochs=0 (see --help)"),
+        (dict(epochs=-2), "invalid epochs=-2"),
+        (dict(batch_size=-1), "invalid batch_size=-1"),
+        (dict(learning_rate=0.0), "invalid learning_rate=0.0"),
+        (dict(learning_rate=-0.1), "invalid learning_rate=-0.1"),
+        (dict(val_fraction=0.0), "invalid val_fraction=0.0"),
+        (dict(val_fraction=1.0), "invalid val_fraction=1.0"),
+        (dict(test_fraction=0.0), "invalid test_fraction=0.0"),
+        (dict(test_fraction=1.5), "invalid test_fraction=1.5"),
+        (dict(patience=0), "invalid patience=0"),
+        (dict(tolerance=-0.01), "invalid tolerance=-0.01"),
+        (dict(optimizer="adamw", weight_decay=-1.0), "invalid weight_decay=-1.0"),
+        (dict(grad_clip=-1.0), "invalid grad_clip=-1.0"),
+        (dict(warmup_epochs=-1.0), "invalid warmup_epochs=-1.0"),
+        (dict(epochs=3, warmup_epochs=4.0), "invalid warmup_epochs=4.0"),
+        (dict(optimizer="nesterov"), "unknown optimizer 'nesterov'; choose one of sgd, adam, adagrad, adamw"),
+        (dict(schedule="linear"), "unknown schedule 'linear'; choose one of constant, cosine"),
+        (dict(task="ranking"), "unknown task 'ranking'; choose one of regression, binary"),
+        (dict(weight_decay=0.01), "weight_decay needs optimizer='adamw'"),
+        (dict(optimizer="sgd", weight_decay=0.01), "weight_decay needs optimizer='adamw'"),
+    ],
+)
+def test_invalid_settings(kwargs, message):
+    with pytest.raises(ValueError) as info:
+        TrainConfig(**kwargs)
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(batch_size=0), dict(optimizer="adamw", weight_decay=0.01), dict(epochs=2, warmup_epochs=2.0),
+     dict(tolerance=0.0), dict(grad_clip=0.0), dict(task="binary", binary_threshold=4.0)]
+    + [dict(optimizer=o) for o in OPTIMIZERS] + [dict(schedule=s) for s in SCHEDULES],
+)
+def test_valid_edge_settings(kwargs):
+    cfg = TrainConfig(**kwargs)
+    for key, value in kwargs.items():
+        assert getattr(cfg, key) == value
+
+
+def test_from_dict_builds_and_names_unknown_keys():
+    cfg = from_dict(TrainConfig, {"epochs": 3, "learning_rate": 0.1, "quiet": True})
+    assert cfg == TrainConfig(epochs=3, learning_rate=0.1, quiet=True)
+    with pytest.raises(ValueError, match="unknown TrainConfig setting\\(s\\): bogus, epoch$"):
+        from_dict(TrainConfig, {"epoch": 3, "bogus": 1})
+    with pytest.raises(ValueError, match="unknown MFConfig setting\\(s\\): epochs"):
+        from_dict(MFConfig, {"epochs": 3})
+
+
+def test_from_dict_round_trips_asdict():
+    cfg = TrainConfig(epochs=7, optimizer="adamw", weight_decay=0.5, out="somewhere", data_dir=None)
+    assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg
+    mf = MFConfig(embedding_dim=5, squash=True, gravity=0.25)
+    assert from_dict(MFConfig, dataclasses.asdict(mf)) == mf
+
+
+@pytest.mark.parametrize(
+    "cls, values, message",
+    [
+        (TrainConfig, {"epochs": "five"}, "TrainConfig setting epochs must be int, got 'five'"),
+        (TrainConfig, {"epochs": 2.5}, "epochs must be int, got 2.5"),
+        (TrainConfig, {"epochs": True}, "epochs must be int, got True"),
+        (TrainConfig, {"learning_rate": "fast"}, "learning_rate must be float, got 'fast'"),
+        (TrainConfig, {"quiet": "yes"}, "quiet must be bool, got 'yes'"),
+        (TrainConfig, {"optimizer": 3}, "optimizer must be str, got 3"),
+        (MFConfig, {"embedding_dim": 4.5}, "MFConfig setting embedding_dim must be int, got 4.5"),
+        (MFConfig, {"user_bias": 1}, "user_bias must be bool, got 1"),
+    ],
+)
+def test_from_dict_checks_types(cls, values, message):
+    """A TOML or JSON file can hold any type: a wrong one is a clear ValueError, not a
+    TypeError from deep inside the validation (or from JAX)."""
+    with pytest.raises(ValueError) as info:
+        from_dict(cls, values)
+    assert message in str(info.value)
+
+
+def test_from_dict_accepts_integers_for_floats():
+    cfg = from_dict(TrainConfig, {"learning_rate": 1, "warmup_epochs": 0})
+    assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
+    assert from_dict(MFConfig, {"l2": 0}).l2 == 0.0

@@ -1,0 +1,134 @@
+"""recjax.experiment.run: every bad setting is reported before any data is trained on
+(nothing compiled, no run folder written)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import recjax.experiment as experiment
+from recjax.config import TrainConfig
+from recjax.experiment import load_run_config, load_splits, run
+from recjax.models import MODELS, ModelSpec
+from recjax.models.mf import MF, MFConfig
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Fail loudly if run() gets as far as training (compiling)."""
+    def fit(*args, **kwargs):
+        raise AssertionError("run() reached fit(): the error should have come first")
+
+    monkeypatch.setattr(experiment, "fit", fit)
+
+
+def _synthetic(tmp_path, **kwargs) -> TrainConfig:
+    values = dict(dataset="synthetic", split="random", epochs=2, quiet=True, out=str(tmp_path / "run"))
+    return TrainConfig(**{**values, **kwargs})
+
+
+def test_unknown_model(tmp_path, no_training):
+    with pytest.raises(ValueError, match="unknown model 'nope'; choose one of mf"):
+        run(_synthetic(tmp_path, model="nope"), MFConfig())
+
+
+def test_model_config_of_another_class(tmp_path, no_training):
+    with pytest.raises(TypeError, match="model 'mf' needs a MFConfig"):
+        run(_synthetic(tmp_path), {"embedding_dim": 4})
+
+
+def test_task_the_model_does_not_support(tmp_path, monkeypatch, no_training):
+    def build(cfg, train, run_cfg):
+        return MF(cfg, train.n_users, train.n_items, rngs=None)
+
+    monkeypatch.setitem(MODELS, "toy", ModelSpec(MFConfig, build, ("regression",)))
+    with pytest.raises(ValueError, match=r"model 'toy' does not support task 'binary' \(regression\)"):
+        run(_synthetic(tmp_path, model="toy", task="binary"), MFConfig())
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "train, model, message",
+    [
+        (dict(task="binary"), dict(squash=True), "squash applies to the regression task only"),
+        (dict(), dict(num_negatives=2), "num_negatives applies to the binary task only"),
+    ],
+)
+def test_model_settings_that_contradict_the_task(tmp_path, no_training, train, model, message):
+    with pytest.raises(ValueError, match=message):
+        run(_synthetic(tmp_path, **train), MFConfig(embedding_dim=2, **model))
+    assert not (tmp_path / "run").exists()  # nothing written either
+
+
+def test_unknown_split_and_split_of_another_dataset(tmp_path, no_training):
+    with pytest.raises(ValueError, match="unknown split 'u9'; use random or one of ua, ub, u1"):
+        run(_synthetic(tmp_path, split="u9"), MFConfig())
+    with pytest.raises(ValueError, match="split 'u1' exists for ml-100k only; use --split random"):
+        run(TrainConfig(dataset="synthetic", split="u1", out=str(tmp_path / "run")), MFConfig())
+
+
+def test_resume_without_a_run_folder(tmp_path, no_training):
+    with pytest.raises(ValueError, match="--resume needs --out RUN_FOLDER"):
+        run(TrainConfig(dataset="synthetic", split="random"), MFConfig(), resume=True)
+    with pytest.raises(FileNotFoundError, match="is not a recjax run folder \\(no config.json\\)"):
+        run(_synthetic(tmp_path), MFConfig(), resume=True)
+
+
+def _fake_run_folder(tmp_path, cfg: TrainConfig, model_cfg: MFConfig, checkpoints: bool):
+    import dataclasses
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(
+        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}))
+    if checkpoints:
+        (folder / "checkpoints").mkdir()
+    return folder
+
+
+def test_resume_with_other_settings(tmp_path, no_training):
+    cfg = _synthetic(tmp_path)
+    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=4), checkpoints=True)
+    with pytest.raises(ValueError, match="--resume: the settings differ from those saved in"):
+        run(cfg, MFConfig(embedding_dim=8), resume=True)
+    with pytest.raises(ValueError, match="--resume: the settings differ"):
+        run(_synthetic(tmp_path, learning_rate=0.5), MFConfig(embedding_dim=4), resume=True)
+
+
+def test_resume_of_a_folder_without_checkpoints_fails_before_compiling(tmp_path, monkeypatch):
+    import recjax.train.loop as loop
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before checking the checkpoint")
+
+    monkeypatch.setattr(loop, "make_epoch", no_compile)
+    cfg = _synthetic(tmp_path)
+    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=2), checkpoints=False)
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        run(cfg, MFConfig(embedding_dim=2), resume=True)
+
+
+def test_an_existing_run_is_not_overwritten(tmp_path, no_training):
+    cfg = _synthetic(tmp_path)
+    _fake_run_folder(tmp_path, cfg, MFConfig(), checkpoints=True)
+    with pytest.raises(ValueError, match="already holds a run; use --resume to continue it or another --out"):
+        run(cfg, MFConfig())
+
+
+def test_load_run_config_round_trip(tmp_path):
+    cfg = _synthetic(tmp_path, optimizer="adamw", weight_decay=0.1)
+    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=6, gravity=0.5), checkpoints=False)
+    train_cfg, model_cfg = load_run_config(tmp_path / "run")
+    assert train_cfg == cfg and model_cfg == MFConfig(embedding_dim=6, gravity=0.5)
+
+
+def test_load_splits_synthetic_random(tmp_path):
+    cfg = _synthetic(tmp_path, test_fraction=0.2, val_fraction=0.1)
+    parts = load_splits(cfg)
+    n = sum(len(p) for p in parts.values())
+    assert n == 50_000  # synthetic_ratings' default size
+    assert len(parts["test"]) == 10_000 and len(parts["val"]) == 4_000
+    assert parts["train"].users is parts["test"].users  # one vocabulary for every part
+    again = load_splits(cfg)
+    assert (again["val"].user == parts["val"].user).all()  # seeded

@@ -1,0 +1,275 @@
+"""The training loop: early stopping, determinism, resume equivalence, divergence."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from jax.experimental.compilation_cache import compilation_cache
+
+import recjax.train.loop as loop_module
+from recjax.config import TrainConfig
+from recjax.data import synthetic_ratings
+from recjax.evaluation import rmse
+from recjax.models.mf import MF, MFConfig
+from recjax.train.checkpoint import CheckpointError, Checkpoints
+from recjax.train.loop import EarlyStopping, fit
+from recjax.train.step import Model, make_predict
+
+
+
+@pytest.fixture(scope="module", autouse=True)
+def compile_once(tmp_path_factory):
+    """Every fit compiles its epoch afresh (~1 s of XLA each); for this module, identical
+    programs come from a persistent compilation cache instead. Restored afterwards."""
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    old = {name: getattr(jax.config, name) for name in names}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    for name, value in old.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
+# ----------------------------------------------------------------------------- EarlyStopping
+def _run(stopper: EarlyStopping, values) -> list[tuple[bool, float, int, int, bool]]:
+    out = []
+    for epoch, value in enumerate(values, start=1):
+        improved = stopper.update(epoch, value)
+        out.append((improved, stopper.best, stopper.best_epoch, stopper.bad_epochs, stopper.should_stop))
+    return out
+
+
+def test_early_stopping_lower_is_better_with_tolerance():
+    stopper = EarlyStopping(patience=3, tolerance=0.01)
+    assert stopper.best_epoch == 0 and not stopper.should_stop
+    got = _run(stopper, [1.0, 0.9, 0.895, 0.85, 0.86, 0.845, 0.8401])
+    assert got == [
+        (True, 1.0, 1, 0, False),  # the first epoch is always the best so far
+        (True, 0.9, 2, 0, False),  # 0.1 better
+        (False, 0.9, 2, 1, False),  # 0.005 better: within tolerance, does not count
+        (True, 0.85, 4, 0, False),  # resets the count
+        (False, 0.85, 4, 1, False),  # worse
+        (False, 0.85, 4, 2, False),  # 0.005 better: no
+        (False, 0.85, 4, 3, True),  # 0.0099 better: no -> patience used up
+    ]
+
+
+def test_early_stopping_higher_is_better():
+    stopper = EarlyStopping(patience=2, tolerance=0.0, higher_is_better=True)
+    got = _run(stopper, [0.5, 0.7, 0.7, 0.6])
+    assert [g[0] for g in got] == [True, True, False, False]  # an equal value is no improvement
+    assert stopper.best == 0.7 and stopper.best_epoch == 2 and stopper.should_stop
+
+
+def test_early_stopping_zero_tolerance_counts_any_improvement():
+    stopper = EarlyStopping(patience=1, tolerance=0.0)
+    _run(stopper, [1.0, 0.999999])
+    assert stopper.best_epoch == 2 and not stopper.should_stop
+    stopper.update(3, 0.999999)
+    assert stopper.should_stop
+
+
+def test_early_stopping_patience_one_stops_at_first_bad_epoch():
+    stopper = EarlyStopping(patience=1, tolerance=0.001)
+    got = _run(stopper, [3.0, 2.0, 2.5])
+    assert [g[4] for g in got] == [False, False, True]
+
+
+# ----------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def problem():
+    """A small rating problem: (model, train arrays, validate-by-rmse, model config)."""
+    data, _ = synthetic_ratings(80, 60, 900, rank=2, noise_std=0.3, seed=11)
+    mcfg = MFConfig(embedding_dim=3, l2=0.01, init_std=0.1)
+    model = Model.split(MF(mcfg, data.n_users, data.n_items, global_mean=float(data.rating.mean()),
+                           rngs=nnx.Rngs(0)))
+    train = {"user": data.user[:800], "item": data.item[:800], "label": data.rating[:800]}
+    val = {"user": data.user[800:], "item": data.item[800:], "label": data.rating[800:]}
+    predict = make_predict(model, chunk=128)
+
+    def validate(params):
+        return {"val_rmse": rmse(np.asarray(predict(params, val)), val["label"])}
+
+    return model, train, validate, mcfg
+
+
+BASE = TrainConfig(epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
+
+
+def _fit(problem, cfg=BASE, **kwargs):
+    model, train, validate, mcfg = problem
+    kwargs.setdefault("validate", validate)
+    kwargs.setdefault("monitor", "val_rmse")
+    return fit(model, train, cfg, task="regression", **kwargs)
+
+
+def _same(a: dict, b: dict) -> bool:
+    return sorted(a) == sorted(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
+
+
+def _strip_seconds(history):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+
+
+# ----------------------------------------------------------------------------- fit
+IDENTITY = {"model_config": {"embedding_dim": 3}}
+
+
+@pytest.fixture(scope="module")
+def reference(problem, tmp_path_factory):
+    """BASE trained for 4 epochs with checkpoints: (result, checkpoint folder). Shared, since
+    every fit compiles its epoch (~1 s)."""
+    folder = tmp_path_factory.mktemp("reference") / "checkpoints"
+    return _fit(problem, checkpoints=Checkpoints(folder), identity=IDENTITY), folder
+
+
+def test_fit_records_history_and_speed(reference):
+    result, _ = reference
+    assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
+    for record in result.history:
+        assert {"epoch", "train_loss", "train_data_loss", "val_rmse", "seconds"} <= set(record)
+        assert record["train_loss"] >= record["train_data_loss"] > 0  # penalty l2 > 0
+    assert result.history[-1]["train_data_loss"] < result.history[0]["train_data_loss"]
+    assert result.compile_seconds > 0 and result.train_seconds > 0
+    assert result.examples_per_second == pytest.approx(4 * 800 / result.train_seconds)
+    assert not result.stopped_early
+    assert result.best_epoch == int(np.argmin([r["val_rmse"] for r in result.history])) + 1
+
+
+def test_same_seed_same_parameters_other_seed_other_parameters(problem, reference):
+    a, _ = reference
+    b = _fit(problem)  # no checkpoints this time: they do not change the result
+    c = _fit(problem, dataclasses.replace(BASE, seed=1))
+    assert _same(a.params, b.params)
+    assert _strip_seconds(a.history) == _strip_seconds(b.history)
+    assert not np.allclose(a.params["user_embedding"], c.params["user_embedding"])
+    # the initial model is not modified by training (the epoch donates a copy)
+    model = problem[0]
+    assert not np.allclose(np.asarray(model.params["user_embedding"]), a.params["user_embedding"])
+
+
+def test_early_stopping_stops_returns_the_best_epoch_and_stays_stopped(problem, tmp_path):
+    scores = [0.5, 0.8, 0.9, 0.85, 0.9005, 0.7, 0.95, 0.99]  # higher is better, tolerance 0.001
+    seen = []
+
+    def validate(params):  # a made-up validation curve; remember each epoch's parameters
+        seen.append(jax.tree.map(np.array, params))
+        return {"val_auc": scores[len(seen) - 1]}
+
+    cfg = dataclasses.replace(BASE, epochs=8, patience=3)
+    kwargs = dict(validate=validate, monitor="val_auc", higher_is_better=True,
+                  checkpoints=Checkpoints(tmp_path / "c"), identity=IDENTITY)
+    result = _fit(problem, cfg, **kwargs)
+    assert result.stopped_early
+    assert len(result.history) == 6 < cfg.epochs  # best at 3, then 3 epochs without +0.001
+    assert result.best_epoch == 3
+    assert _same(result.params, seen[2])
+    assert not _same(result.params, seen[-1])
+
+    # resuming an early-stopped run trains no more and returns the same best parameters
+    ran = []
+    again = _fit(problem, cfg, on_epoch=ran.append, resume=True, **kwargs)
+    assert ran == [] and len(seen) == 6
+    assert again.stopped_early and again.best_epoch == 3 and _same(again.params, seen[2])
+    assert _strip_seconds(again.history) == _strip_seconds(result.history)
+
+
+def test_divergence_is_an_error(problem):
+    cfg = dataclasses.replace(BASE, optimizer="sgd", learning_rate=1e6, epochs=3)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 1.*lower the learning rate"):
+        _fit(problem, cfg)
+
+
+# ----------------------------------------------------------------------------- resume
+def _interrupted_after(epoch):
+    class Interrupted(Exception):
+        pass
+
+    def on_epoch(record):
+        if record["epoch"] == epoch:
+            raise Interrupted  # after the epoch's checkpoints were written
+
+    return on_epoch, Interrupted
+
+
+def _last_tree(folder, cfg, problem):
+    from recjax.train.checkpoint import _to_tree
+    from recjax.train.optim import make_optimizer
+    from recjax.train.step import TrainState
+
+    params = problem[0].params
+    tx = make_optimizer(cfg, 9)
+    template = _to_tree(TrainState(params, tx.init(params), jax.numpy.int32(0), jax.random.key(0)))
+    tree, _ = Checkpoints(folder).restore("last", template, IDENTITY)
+    return tree
+
+
+def test_resume_after_interruption_is_bitwise_identical(problem, tmp_path):
+    """Interrupted after epoch 2 of 4 with a cosine schedule (which depends on the step)."""
+    cfg = dataclasses.replace(BASE, epochs=4, schedule="cosine", optimizer="adam")
+    full = _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "full"), identity=IDENTITY)
+
+    on_epoch, interrupted = _interrupted_after(2)
+    with pytest.raises(interrupted):
+        _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "cut"), identity=IDENTITY, on_epoch=on_epoch)
+    epochs_seen = []
+    resumed = _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "cut"), identity=IDENTITY, resume=True,
+                   on_epoch=lambda r: epochs_seen.append(r["epoch"]))
+    assert epochs_seen == [3, 4]  # only the missing epochs ran
+    assert _same(resumed.params, full.params)
+    assert _strip_seconds(resumed.history) == _strip_seconds(full.history)
+    assert resumed.best_epoch == full.best_epoch
+    # the last state too: parameters, optimiser moments and schedule count, step, key
+    a, b = _last_tree(tmp_path / "full", cfg, problem), _last_tree(tmp_path / "cut", cfg, problem)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+    assert int(a["step"]) == 4 * 9
+
+
+def test_resume_extends_a_finished_run_to_more_epochs(problem, reference, tmp_path):
+    """identity excludes epochs: a run of 2 epochs continued to 4 equals a run of 4
+    (with a schedule that does not depend on the planned length)."""
+    full, full_folder = reference
+    _fit(problem, dataclasses.replace(BASE, epochs=2), checkpoints=Checkpoints(tmp_path / "short"),
+         identity=IDENTITY)
+    resumed = _fit(problem, BASE, checkpoints=Checkpoints(tmp_path / "short"), identity=IDENTITY,
+                   resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    assert _same(resumed.params, full.params)
+    assert _strip_seconds(resumed.history) == _strip_seconds(full.history)
+    a, b = _last_tree(full_folder, BASE, problem), _last_tree(tmp_path / "short", BASE, problem)
+    assert all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+    # a finished run resumed with the same settings trains no more
+    ran = []
+    again = _fit(problem, BASE, checkpoints=Checkpoints(tmp_path / "short"), identity=IDENTITY,
+                 resume=True, on_epoch=ran.append)
+    assert ran == [] and _same(again.params, full.params) and len(again.history) == 4
+
+
+def test_resume_needs_a_checkpoint_and_fails_before_compiling(problem, tmp_path, monkeypatch):
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before checking the checkpoint")
+
+    monkeypatch.setattr(loop_module, "make_epoch", no_compile)
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        _fit(problem, resume=True)
+    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+        _fit(problem, resume=True, checkpoints=Checkpoints(tmp_path / "empty"))
+
+
+def test_resume_rejects_a_checkpoint_of_another_configuration(problem, reference, monkeypatch):
+    _, folder = reference
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("compiled before checking the checkpoint")
+
+    monkeypatch.setattr(loop_module, "make_epoch", no_compile)
+    with pytest.raises(CheckpointError, match="different model_config"):
+        _fit(problem, checkpoints=Checkpoints(folder), identity={"model_config": {"embedding_dim": 4}},
+             resume=True)
