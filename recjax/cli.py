@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import json
 import re
 import sys
 import tomllib
@@ -177,8 +178,221 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.set_defaults(func=_train)
 
 
+# ----------------------------------------------------------------------------- explore
+def _load_run(path: str) -> Any:
+    from recjax.explore import load_run
+
+    return load_run(path)
+
+
+_EVAL_COLUMNS = [  # (key prefix, header)
+    ("rmse", "RMSE"), ("mae", "MAE"), ("accuracy", "acc"), ("auc", "AUC"), ("log_loss", "logloss"),
+    ("precision@", "P@{k}"), ("recall@", "R@{k}"), ("ndcg@", "NDCG@{k}"), ("map@", "MAP@{k}"),
+    ("mrr@", "MRR@{k}"), ("hit_rate@", "HR@{k}"), ("coverage@", "cov@{k}"), ("diversity@", "div@{k}"),
+    ("popularity@", "pop@{k}"), ("self_information@", "novelty@{k}"),
+]
+
+
+def evaluation_table(results: dict[str, dict[str, float]], k: int, markdown: bool = False) -> str:
+    """The ``evaluate`` table: one row per model, the columns any of them has."""
+    from recjax.report import format_table
+
+    def key(prefix: str) -> str:
+        return f"{prefix}{k}" if prefix.endswith("@") else prefix
+
+    columns = [(key(p), h.format(k=k)) for p, h in _EVAL_COLUMNS
+               if any(key(p) in m for m in results.values())]
+    rows = [[name] + [m.get(c) for c, _ in columns] for name, m in results.items()]
+    return format_table(["model"] + [h for _, h in columns], rows, markdown=markdown)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from recjax.explore import evaluate_runs
+
+    runs = [_load_run(path) for path in args.run]
+    first = runs[0]
+    for path, run in zip(args.run, runs):
+        if args.split is not None and args.split != run.train_config.split:
+            raise CommandError(
+                f"{path} was trained on split {run.train_config.split!r}; evaluating it on "
+                f"{args.split!r} would score items it was trained on (train a run on {args.split!r})")
+    results = evaluate_runs(runs, args.k, baselines=not args.no_baselines)
+    print(f"{first.train_config.dataset} split {first.train_config.split!r}: "
+          f"{next(iter(results.values()))['users']} test users, all unrated items ranked, "
+          f"relevant = the user's test items\n")
+    print(evaluation_table(results, args.k, markdown=args.markdown))
+    print(f"\nrating metrics on the test part; novelty@{args.k} = mean self-information "
+          f"-log2 p(item) in bits, pop@{args.k} = mean share of users who rated a recommended "
+          f"item; div@{args.k} measured in {first.name}'s item embedding space")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"runs": [str(r.path) for r in runs], "dataset": first.train_config.dataset,
+             "split": first.train_config.split, "k": args.k, "results": results}, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    ev = sub.add_parser("evaluate", help="rating and ranking metrics of runs against baselines",
+                        description="Rank all unrated items for every test user of the runs' "
+                                    "split; report rating, ranking, coverage, diversity and novelty "
+                                    "metrics with the most-popular and EASE baselines.")
+    ev.add_argument("run", nargs="+", help="run folder(s), all trained on one split")
+    ev.add_argument("--split", help="must be the runs' own split (default: it)")
+    ev.add_argument("--k", type=_positive, default=10, help="ranking cut-off (default 10)")
+    ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ev.add_argument("--markdown", action="store_true", help="print a markdown table")
+    ev.add_argument("--no-baselines", action="store_true", help="the runs only")
+    ev.set_defaults(func=_evaluate)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _recommend(args: argparse.Namespace) -> int:
+    import time
+
+    from recjax.explore import recommend, recommend_all
+    from recjax.report import format_table
+
+    if not args.all and not args.user:
+        raise CommandError("give --user ID [ID ...] or --all")
+    if args.all and args.user:
+        raise CommandError("give either --user or --all, not both")
+    if args.all and not args.out:
+        raise CommandError("--all needs --out FILE.csv (one row per user and item)")
+    run = _load_run(args.run)
+    tic = time.perf_counter()
+    if args.all:
+        recs = recommend_all(run, args.N, measure=args.measure, include_rated=args.include_rated)
+    else:
+        recs = recommend(run, args.user, args.N, measure=args.measure, include_rated=args.include_rated)
+    seconds = time.perf_counter() - tic
+    if args.out:
+        recs.to_csv(args.out, index=False)
+        print(f"wrote {len(recs):,} recommendations for {recs['user_id'].nunique():,} users to "
+              f"{args.out} ({seconds:.1f} s)")
+    if not args.all:
+        rated = run.rated
+        index = run.data.users.index(recs["user_id"].drop_duplicates().to_numpy())
+        for (user_id, group), u in zip(recs.groupby("user_id", sort=False), index):
+            n_rated = int(rated.indptr[u + 1] - rated.indptr[u])
+            print(f"\nuser {user_id} ({n_rated} rated items, "
+                  f"{'included' if args.include_rated else 'excluded'}; {args.measure} score)")
+            print(format_table(["rank", "item", "title", "genres", "score"],
+                               group[["rank", "item_id", "title", "genres", "score"]].values.tolist(),
+                               floatfmt=".3f"))
+    return 0
+
+
+def _add_recommend(sub: argparse._SubParsersAction) -> None:
+    rec = sub.add_parser("recommend", help="top-N items for users of a trained run")
+    rec.add_argument("run", help="run folder")
+    rec.add_argument("--user", nargs="+", metavar="ID", help="raw user id(s) of the dataset")
+    rec.add_argument("--all", action="store_true", help="every user (needs --out)")
+    rec.add_argument("-N", type=_positive, default=10, help="items per user (default 10)")
+    rec.add_argument("--measure", choices=("dot", "cosine"), default="dot",
+                     help="dot: the model's own ranking; cosine: of the embeddings (default dot)")
+    rec.add_argument("--include-rated", action="store_true", help="allow items the user has rated")
+    rec.add_argument("--out", metavar="FILE.csv", help="write user_id,rank,item_id,title,genres,score")
+    rec.set_defaults(func=_recommend)
+
+
+def _neighbors(args: argparse.Namespace) -> int:
+    from recjax.explore import neighbors
+    from recjax.report import format_table
+
+    if (args.movie is None) == (args.item is None):
+        raise CommandError("give --movie TITLE or --item ID")
+    run = _load_run(args.run)
+    found = neighbors(run, args.movie, args.k, measure=args.measure, item_id=args.item,
+                      include_self=args.include_self)
+    print(f"Nearest neighbors of: {found.title} (item {found.item_id}; {args.measure})")
+    if found.others:
+        print(f"[Found more than one matching movie. Other candidates: {', '.join(found.others)}]")
+    header = "distance" if args.measure == "l2" else f"{args.measure} score"
+    print(format_table(["rank", "item", "title", "genres", header],
+                       found.table[["rank", "item_id", "title", "genres", "score"]].values.tolist(),
+                       floatfmt=".3f"))
+    return 0
+
+
+def _add_neighbors(sub: argparse._SubParsersAction) -> None:
+    nb = sub.add_parser("neighbors", help="nearest items of a movie in embedding space")
+    nb.add_argument("run", help="run folder")
+    nb.add_argument("--movie", help="title substring (case-insensitive); the first match is used")
+    nb.add_argument("--item", help="raw item id, instead of --movie")
+    nb.add_argument("-k", type=_positive, default=6, help="neighbours (default 6)")
+    nb.add_argument("--measure", choices=("dot", "cosine", "l2"), default="cosine",
+                    help="similarity (default cosine)")
+    nb.add_argument("--include-self", action="store_true", help="let the movie itself be listed")
+    nb.set_defaults(func=_neighbors)
+
+
+def _plot(args: argparse.Namespace) -> int:
+    try:
+        from recjax.plots import plot_run
+    except ImportError as err:
+        raise CommandError(f"plot needs matplotlib: pip install 'recjax[plot]' ({err})") from None
+    run = _load_run(args.run)
+    out = Path(args.out) if args.out else run.path / "plots"
+    for path in plot_run(run, out, tsne=False if args.no_tsne else None, label=args.label):
+        print(path)
+    return 0
+
+
+def _add_plot(sub: argparse._SubParsersAction) -> None:
+    pl = sub.add_parser("plot", help="PNG plots of a run (needs the plot extra)",
+                        description="Learning curves, embedding norm vs number of ratings, a 2-D "
+                                    "projection of the item embeddings by genre (PCA; t-SNE with "
+                                    "scikit-learn), and rating-count histograms.")
+    pl.add_argument("run", help="run folder")
+    pl.add_argument("--out", metavar="DIR", help="output folder (default RUN/plots)")
+    pl.add_argument("--no-tsne", action="store_true", help="skip t-SNE (the slowest plot)")
+    pl.add_argument("--label", type=int, default=8, help="outliers labelled by title (default 8)")
+    pl.set_defaults(func=_plot)
+
+
+# ----------------------------------------------------------------------------- predict
+def _predict(args: argparse.Namespace) -> int:
+    from recjax.predict import load_trained, read_requests, respond
+
+    if not Path(args.input).is_file():
+        raise CommandError(f"--input {args.input}: no such file")
+    answer = json.dumps(respond(load_trained(args.run), read_requests(args.input)))
+    if args.output:
+        Path(args.output).write_text(answer + "\n", encoding="utf-8")
+    else:
+        print(answer)
+    return 0
+
+
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    pr = sub.add_parser(
+        "predict", help="Object2Vec-style inference: scores of pairs, or one side's embeddings",
+        description='Answer {"instances": [{"in0": [...], "in1": [...]}, ...]} (or JSON Lines of '
+                    'instances) with {"predictions": [{"scores": [...]}, ...]}; instances with only '
+                    'in0 or only in1 get {"predictions": [{"embeddings": [...]}, ...]}. MovieLens runs '
+                    'take raw ids: in0 = [user id], in1 = [movie id]. See recjax/predict.py.')
+    pr.add_argument("run", help="run folder of a pair, mf or dnn model")
+    pr.add_argument("--input", required=True, help="request file (JSON or JSON Lines)")
+    pr.add_argument("--output", help="write the response here instead of to stdout")
+    pr.set_defaults(func=_predict)
+
+
 # ----------------------------------------------------------------------------- main
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_train, _add_data]
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_train, _add_data, _add_evaluate, _add_recommend, _add_neighbors, _add_plot]
+COMMANDS.append(_add_predict)
 
 
 def build_parser() -> argparse.ArgumentParser:

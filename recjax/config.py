@@ -47,6 +47,7 @@ class TrainConfig:
     grad_clip: float = 0.0  # clip the global gradient norm to this; 0 = off
     patience: int = 3  # epochs without improvement before stopping (Object2Vec's default)
     tolerance: float = 0.001  # smallest validation improvement that counts
+    refit: bool = False  # after early stopping, retrain on train + validation for the best epoch count
     seed: int = 0  # all randomness (init, shuffling, splits, negatives) derives from it
     out: str | None = None  # run folder; default runs/<model>-<dataset>-<split>-<time>
     quiet: bool = False  # no progress bar or table

@@ -1,23 +1,42 @@
-"""Metrics: rating (MSE, RMSE, MAE), binary (accuracy, AUC, log loss).
+"""Metrics: rating (MSE, RMSE, MAE), binary (accuracy, AUC, log loss), ranking
+(precision, recall, NDCG, MAP, MRR and hit rate at k, catalogue coverage), beyond
+accuracy (diversity, novelty) and embedding diagnostics (norm vs popularity).
 
-All functions take NumPy arrays and compute in float64.
+All functions take NumPy arrays, compute in float64 and are vectorised over users
+(no Python loop per user). The ranking metrics read a top-k list
+(:class:`recjax.retrieval.TopK`, ids ``[U, K]`` best first, -1 padding) and a
+held-out user x item CSR matrix whose non-zero entries are the relevant items.
 
 Example
 -------
 >>> import numpy as np
->>> from recjax.evaluation import rmse, accuracy
+>>> import scipy.sparse as sp
+>>> from recjax.evaluation import rmse, accuracy, ranking_metrics
 >>> rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
 0.7071067811865476
 >>> accuracy(np.array([2.0, -1.0, 0.5]), np.array([1, 0, 0]))
 0.6666666666666666
+>>> recommended = np.array([[3, 1, 2], [0, 1, 2]])         # 2 users, top-3 each
+>>> relevant = sp.csr_array(([1, 1, 1], ([0, 0, 1], [1, 4, 3])), shape=(2, 5))
+>>> m = ranking_metrics(recommended, relevant, k=3)
+>>> round(m["precision@3"], 4), round(m["recall@3"], 4), m["hit_rate@3"]
+(0.1667, 0.25, 0.5)
 """
 
 from __future__ import annotations
 
-import numpy as np
-from scipy.stats import rankdata
+from typing import Any
 
-__all__ = ["mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics"]
+import numpy as np
+import scipy.sparse as sp
+from scipy.stats import pearsonr, rankdata, spearmanr
+
+__all__ = [
+    "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
+    "RANKING_METRICS", "hits", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
+    "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
+    "norm_popularity_correlation",
+]
 
 
 def _pair(predictions, targets) -> tuple[np.ndarray, np.ndarray]:
@@ -81,3 +100,284 @@ def binary_metrics(logits, labels, prefix: str = "") -> dict[str, float]:
     """``{prefix}accuracy``, ``auc`` and ``log_loss`` of logits."""
     return {f"{prefix}accuracy": accuracy(logits, labels), f"{prefix}auc": auc(logits, labels),
             f"{prefix}log_loss": log_loss(logits, labels)}
+
+
+# ----------------------------------------------------------------------------- ranking
+RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
+
+
+def _recommended(recommended: Any, k: int | None) -> np.ndarray:
+    """The ids [U, k] of a TopK or an int array [U, K], cut to the first ``k`` columns."""
+    ids = getattr(recommended, "ids", recommended)
+    ids = np.asarray(ids)
+    if ids.ndim == 1:
+        ids = ids[None, :]
+    if ids.ndim != 2:
+        raise ValueError(f"recommended ids must be [users, k], got shape {ids.shape}")
+    if ids.size and ids.dtype.kind not in "iu":
+        raise ValueError(f"recommended ids must be integers, got dtype {ids.dtype}")
+    if k is None:
+        k = ids.shape[1]
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    if k > ids.shape[1]:
+        raise ValueError(f"k={k} exceeds the {ids.shape[1]} recommendations per user")
+    return ids[:, :k].astype(np.int64, copy=False)
+
+
+def hits(recommended: Any, relevant: Any, k: int | None = None, *,
+         users: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Which recommendations are relevant, and how many relevant items each user has.
+
+    Parameters
+    ----------
+    recommended : TopK or int array, shape [U, K]
+        Item ids per user, best first; -1 marks padding (never a hit).
+    relevant : scipy.sparse matrix, shape [n_users, n_items]
+        Held-out interactions; every stored non-zero entry is a relevant item.
+    k : int, optional
+        Use the first ``k`` columns (default all ``K``).
+    users : int array, shape [U], optional
+        The row of ``relevant`` of each row of ``recommended`` (default: row ``u`` is
+        user ``u``, which needs ``U == n_users``).
+
+    Returns
+    -------
+    hit : bool array, shape [U, k]
+    n_relevant : int64 array, shape [U]
+    """
+    ids = _recommended(recommended, k)
+    if not sp.issparse(relevant):
+        raise ValueError(f"relevant must be a scipy.sparse user x item matrix, got {type(relevant).__name__}")
+    rel = sp.csr_matrix(relevant, copy=True)
+    rel.eliminate_zeros()
+    rel.sort_indices()
+    n_rows, n_items = rel.shape
+    if users is None:
+        if ids.shape[0] != n_rows:
+            raise ValueError(f"recommended has {ids.shape[0]} rows but relevant has {n_rows} users; "
+                             f"pass users= to map rows to users")
+        rows = np.arange(n_rows, dtype=np.int64)
+    else:
+        rows = np.asarray(users, dtype=np.int64).reshape(-1)
+        if rows.shape[0] != ids.shape[0]:
+            raise ValueError(f"users has {rows.shape[0]} entries, recommended has {ids.shape[0]} rows")
+        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+            raise ValueError(f"users must be rows of relevant, in [0, {n_rows})")
+    if ids.size and ids.max() >= n_items:
+        raise ValueError(f"recommended ids must be item ids below {n_items} (relevant's columns)")
+    row_of_entry = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(rel.indptr))
+    keys = row_of_entry * n_items + rel.indices  # sorted: CSR rows in order, indices sorted
+    wanted = rows[:, None] * n_items + ids
+    pos = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
+    hit = (ids >= 0) & (keys[pos] == wanted) if len(keys) else np.zeros(ids.shape, bool)
+    return hit, np.diff(rel.indptr)[rows].astype(np.int64)
+
+
+def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any) -> dict[str, np.ndarray]:
+    """Every ranking metric per user with at least one relevant item."""
+    hit, n_rel = hits(recommended, relevant, k, users=users)
+    keep = n_rel > 0
+    if not keep.any():
+        raise ValueError("relevant holds no items for any of the recommended users")
+    hit, n_rel = hit[keep].astype(np.float64), n_rel[keep]
+    k = hit.shape[1]
+    positions = np.arange(1, k + 1, dtype=np.float64)
+    discount = 1.0 / np.log2(positions + 1.0)
+    n_hits = hit.sum(1)
+    ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]  # IDCG over min(k, |relevant|)
+    first = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+    precision_at_j = np.cumsum(hit, 1) / positions
+    return {
+        "precision": n_hits / k,
+        "recall": n_hits / n_rel,
+        "ndcg": (hit * discount).sum(1) / ideal,
+        "map": (precision_at_j * hit).sum(1) / np.minimum(n_rel, k),
+        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+        "hit_rate": (n_hits > 0).astype(np.float64),
+    }
+
+
+def precision_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Mean over users of (relevant items in the top k) / k.
+
+    Users with no relevant item are left out of every ranking mean. Arguments as
+    in :func:`hits`.
+    """
+    return float(_per_user(recommended, relevant, k, users)["precision"].mean())
+
+
+def recall_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Mean over users of (relevant items in the top k) / (relevant items)."""
+    return float(_per_user(recommended, relevant, k, users)["recall"].mean())
+
+
+def ndcg_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Mean normalised DCG with binary gain: ``sum_j hit_j / log2(j + 1)`` over positions
+    ``j = 1..k``, divided by the ideal DCG of ``min(k, |relevant|)`` hits."""
+    return float(_per_user(recommended, relevant, k, users)["ndcg"].mean())
+
+
+def map_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Mean average precision: per user ``sum_j P@j * hit_j / min(k, |relevant|)``."""
+    return float(_per_user(recommended, relevant, k, users)["map"].mean())
+
+
+def mrr(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Mean reciprocal rank of the first relevant item in the top k (0 when none is)."""
+    return float(_per_user(recommended, relevant, k, users)["mrr"].mean())
+
+
+def hit_rate(recommended, relevant, k: int | None = None, *, users=None) -> float:
+    """Share of users with at least one relevant item in their top k."""
+    return float(_per_user(recommended, relevant, k, users)["hit_rate"].mean())
+
+
+def ranking_metrics(recommended, relevant, k: int | None = None, *, users=None,
+                    prefix: str = "") -> dict[str, float]:
+    """All of :data:`RANKING_METRICS` at ``k`` in one pass: ``{prefix}precision@k``, ...
+
+    Parameters
+    ----------
+    recommended, relevant, k, users
+        As in :func:`hits`.
+    prefix : str
+        Prepended to every key.
+
+    Returns
+    -------
+    dict
+        ``precision@k``, ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr@k``, ``hit_rate@k``
+        and ``users`` (how many users were averaged).
+
+    Raises
+    ------
+    ValueError
+        No recommended user has a relevant item, or the shapes disagree.
+    """
+    per_user = _per_user(recommended, relevant, k, users)
+    k = _recommended(recommended, k).shape[1]
+    out = {f"{prefix}{name}@{k}": float(values.mean()) for name, values in per_user.items()}
+    out[f"{prefix}users"] = int(len(per_user["precision"]))
+    return out
+
+
+def catalogue_coverage(recommended, n_items: int, k: int | None = None) -> float:
+    """Share of the ``n_items`` catalogue recommended to at least one user in a top k."""
+    ids = _recommended(recommended, k)
+    if n_items < 1:
+        raise ValueError(f"n_items must be >= 1, got {n_items}")
+    ids = ids[ids >= 0]
+    if ids.size and ids.max() >= n_items:
+        raise ValueError(f"recommended ids must be below n_items={n_items}")
+    return float(np.unique(ids).size / n_items)
+
+
+def diversity(recommended, item_embeddings, k: int | None = None) -> float:
+    """Mean over users of ``1 - mean pairwise cosine similarity`` within their top k
+    (the Keras course notebook's diversity).
+
+    Parameters
+    ----------
+    recommended : TopK or int array [U, K]
+    item_embeddings : float array [n_items, d]
+        Cosine with a zero vector counts as 0.
+    k : int, optional
+
+    Returns
+    -------
+    float
+        Users with fewer than two recommended items are left out. Computed from the
+        sum of the normalised vectors: ``sum_{i != j} c_ij = |sum_i n_i|^2 - sum_i |n_i|^2``
+        (O(U k d), no k x k matrix).
+    """
+    ids = _recommended(recommended, k)
+    emb = np.asarray(item_embeddings, np.float64)
+    if emb.ndim != 2:
+        raise ValueError(f"item_embeddings must be [n_items, d], got shape {emb.shape}")
+    if ids.size and ids.max() >= emb.shape[0]:
+        raise ValueError(f"recommended ids must be below the {emb.shape[0]} item embeddings")
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+    valid = ids >= 0
+    vectors = unit[np.where(valid, ids, 0)] * valid[..., None]  # [U, k, d]
+    m = valid.sum(1)
+    total = vectors.sum(1)
+    pair_sum = (total**2).sum(1) - (vectors**2).sum((1, 2))
+    keep = m >= 2
+    if not keep.any():
+        raise ValueError("diversity needs at least two recommended items for some user")
+    mean_similarity = pair_sum[keep] / (m[keep] * (m[keep] - 1))
+    return float(np.mean(1.0 - mean_similarity))
+
+
+def novelty(recommended, item_counts, n_users: int, k: int | None = None) -> dict[str, float]:
+    """How popular the recommended items are (the Keras notebook's novelty).
+
+    Parameters
+    ----------
+    recommended : TopK or int array [U, K]
+    item_counts : int array [n_items]
+        Training interactions per item.
+    n_users : int
+        Users in the training data: ``p(i) = count_i / n_users``, the share of users
+        who rated item ``i`` (an item nobody rated counts as rated once, so that its
+        self-information stays finite).
+    k : int, optional
+
+    Returns
+    -------
+    dict
+        ``popularity``: mean ``p(i)`` of the recommended items (lower is more novel);
+        ``self_information``: mean ``-log2 p(i)`` in bits (higher is more novel);
+        ``ratings``: mean training count of the recommended items. Each is the mean
+        over users of the mean over their list.
+    """
+    ids = _recommended(recommended, k)
+    counts = np.asarray(item_counts, np.float64).reshape(-1)
+    if n_users < 1:
+        raise ValueError(f"n_users must be >= 1, got {n_users}")
+    if ids.size and ids.max() >= counts.shape[0]:
+        raise ValueError(f"recommended ids must be below len(item_counts)={counts.shape[0]}")
+    valid = ids >= 0
+    keep = valid.any(1)
+    if not keep.any():
+        raise ValueError("novelty needs at least one recommended item")
+    c = counts[np.where(valid, ids, 0)]
+    p = np.maximum(c, 1.0) / n_users
+    m = valid.sum(1)[keep]
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.mean((values * valid).sum(1)[keep] / m))
+
+    return {"popularity": mean(p), "self_information": mean(-np.log2(p)), "ratings": mean(c)}
+
+
+def norm_popularity_correlation(item_embeddings, item_counts) -> dict[str, float]:
+    """Correlation of the item embedding norm with the number of ratings (the Google lab's
+    popularity-norm effect: in MF, popular items tend to get larger norms).
+
+    Parameters
+    ----------
+    item_embeddings : float array [n_items, d]
+    item_counts : int array [n_items]
+
+    Returns
+    -------
+    dict
+        ``spearman`` (rank correlation of norm and count), ``pearson_log`` (Pearson of
+        norm and ``log(1 + count)``), over items with at least one rating.
+    """
+    emb = np.asarray(item_embeddings, np.float64)
+    counts = np.asarray(item_counts, np.float64).reshape(-1)
+    if emb.ndim != 2 or emb.shape[0] != counts.shape[0]:
+        raise ValueError(f"item_embeddings {emb.shape} and item_counts {counts.shape} disagree")
+    rated = counts > 0
+    if rated.sum() < 3:
+        raise ValueError("norm_popularity_correlation needs at least 3 rated items")
+    norms = np.linalg.norm(emb, axis=1)[rated]
+    counts = counts[rated]
+    if np.ptp(norms) == 0 or np.ptp(counts) == 0:
+        return {"spearman": float("nan"), "pearson_log": float("nan")}
+    return {"spearman": float(spearmanr(norms, counts).statistic),
+            "pearson_log": float(pearsonr(norms, np.log1p(counts)).statistic)}

@@ -7,6 +7,10 @@ The run folder holds ``config.json`` (the resolved configs), ``metrics.jsonl``
 
 Validation is carved at random (``val_fraction``, seeded) from the split's
 training part and drives early stopping; the test part is scored once, at the end.
+With ``refit=True`` the model is then trained afresh on training + validation data
+for the epoch count validation chose (its epochs are logged with ``"phase":
+"refit"``); ``val_*`` metrics stay those of the validated model, and ``train_*``,
+``test_*`` and the baselines are those of the refitted one.
 
 Example
 -------
@@ -23,6 +27,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import time
 from dataclasses import dataclass
@@ -104,10 +109,14 @@ def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
     return {"train_config": train, "model_config": dataclasses.asdict(model_cfg)}
 
 
-def _save_embeddings(path: Path, module: Any, data: Ratings) -> None:
-    if not hasattr(module, "embeddings"):
+def _save_embeddings(path: Path, module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> None:
+    """Raw ids and vectors; ``module.embeddings()``, or ``embeddings(train_inputs)`` for models whose
+    user vectors come from their inputs (the softmax model's user tower)."""
+    if not hasattr(module, "embeddings") or not isinstance(data, Ratings):
         return
-    users, items = (np.asarray(t) for t in module.embeddings())
+    takes_inputs = bool(inspect.signature(module.embeddings).parameters)
+    users, items = (np.asarray(t) for t in (module.embeddings(train_inputs) if takes_inputs
+                                             else module.embeddings()))
     np.savez(path, user_ids=data.users.ids, user_embeddings=users,
              item_ids=data.items.ids, item_embeddings=items)
 
@@ -120,6 +129,8 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     ValueError
         A task the model does not support, or ``resume`` without a run folder.
     """
+    if cfg.model not in MODELS:
+        raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
     spec = MODELS[cfg.model]
     if not isinstance(model_cfg, spec.config):
         raise TypeError(f"model {cfg.model!r} needs a {spec.config.__name__}")
@@ -127,6 +138,8 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
         raise ValueError(f"model {cfg.model!r} does not support task {cfg.task!r} ({', '.join(spec.tasks)})")
     if resume and cfg.out is None:
         raise ValueError("--resume needs --out RUN_FOLDER (the run to continue)")
+    if cfg.refit and (spec.prepare or spec.evaluator):
+        raise ValueError(f"refit is available for rating models only, not {cfg.model!r}")
     run_dir = Path(cfg.out) if cfg.out else _default_out(cfg)
     if resume:
         saved_cfg, saved_model = load_run_config(run_dir)
@@ -135,14 +148,23 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     elif (run_dir / "checkpoints").exists():
         raise ValueError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
 
-    splits = load_splits(cfg)
+    splits = (spec.load(model_cfg, cfg) if spec.load else None) or load_splits(cfg)
+    if cfg.refit and not isinstance(splits["train"], Ratings):
+        raise ValueError(f"refit is available for rating data only, not {cfg.model!r}'s own data files")
     module = spec.build(model_cfg, splits["train"], cfg)
     model = Model.split(module)
     predict = make_predict(model)
-    inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
-    device_inputs = {name: {k: jnp.asarray(v) for k, v in arrays.items()} for name, arrays in inputs.items()}
+    if spec.prepare is not None:
+        inputs = spec.prepare(model_cfg, splits, cfg)
+    else:
+        inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
+    custom = spec.evaluator(model, inputs, cfg) if spec.evaluator is not None else None
+    device_inputs = {} if custom else {name: {k: jnp.asarray(v) for k, v in arrays.items()}
+                                       for name, arrays in inputs.items()}
 
-    def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:
+    def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
+        if custom is not None:
+            return custom(params, part, prefix)
         arrays = device_inputs[part]
         predictions = np.asarray(predict(params, arrays))
         return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
@@ -151,34 +173,54 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     (run_dir / "config.json").write_text(json.dumps(
         {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}, indent=2))
     log = (run_dir / "metrics.jsonl").open("a" if resume else "w")
-    monitor, higher = MONITOR[cfg.task]
+    monitor, higher = spec.monitor or MONITOR[cfg.task]
     try:
         result = fit(
-            model, inputs["train"], cfg, task=cfg.task,
+            model, inputs["train"], cfg, task=spec.loss or cfg.task,
             validate=lambda params: evaluate(params, "val", "val_"),
             monitor=monitor, higher_is_better=higher,
             checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
             identity=_identity(cfg, model_cfg),
             on_epoch=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
         )
-        metrics: dict[str, float] = {}
-        for part in ("train", "val", "test"):
-            metrics.update(evaluate(result.params, part, f"{part}_"))
-        if cfg.task == "regression":
+        metrics: dict[str, float] = evaluate(result.params, "val", "val_")
+        selected = result
+        if cfg.refit:
+            # Validation chose the epoch count; now train afresh on all training data.
+            splits = {**splits, "train": splits["train"].concat(splits["val"])}
+            module = spec.build(model_cfg, splits["train"], cfg)
+            model = Model.split(module)
+            predict = make_predict(model)
+            inputs["train"] = spec.inputs(splits["train"], cfg)
+            device_inputs["train"] = {k: jnp.asarray(v) for k, v in inputs["train"].items()}
+            refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
+            result = fit(
+                model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
+                task=spec.loss or cfg.task, validate=None, monitor=None,
+                checkpoints=refit_checkpoints, resume=resume and refit_checkpoints.has_last(),
+                identity={**_identity(cfg, model_cfg), "refit_epochs": result.best_epoch},
+                on_epoch=lambda record: (log.write(json.dumps({"phase": "refit", **record}) + "\n"),
+                                         log.flush()),
+            )
+        for part in ("train", "test"):
+            metrics.update(evaluate(result.params, part, f"{part}_", predict))
+        if cfg.task == "regression" and custom is None and isinstance(splits["train"], Ratings):
             for name, baseline in (("global_mean", GlobalMean), ("user_mean", UserMean)):
                 fitted = baseline().fit(splits["train"])
                 for part in ("train", "val", "test"):
                     p = fitted.predict(splits[part].user, splits[part].item)
                     metrics.update(rating_metrics(p, splits[part].rating, f"{name}_{part}_"))
         metrics.update(
-            best_epoch=result.best_epoch, epochs_run=len(result.history),
-            stopped_early=result.stopped_early, compile_seconds=result.compile_seconds,
-            train_seconds=result.train_seconds, examples_per_second=result.examples_per_second,
+            best_epoch=selected.best_epoch, epochs_run=len(selected.history),
+            stopped_early=selected.stopped_early, compile_seconds=selected.compile_seconds,
+            train_seconds=selected.train_seconds, examples_per_second=selected.examples_per_second,
         )
+        if cfg.refit:
+            metrics.update(refit_epochs=len(result.history), refit_seconds=result.train_seconds)
         log.write(json.dumps({"event": "final", **metrics}) + "\n")
     finally:
         log.close()
     trained = model.bind(result.params)
-    _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"])
+    _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"], inputs["train"])
     return RunResult(run_dir, result, metrics, trained, splits)
 

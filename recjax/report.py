@@ -32,10 +32,15 @@ def format_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".4f"
 def print_run_summary(result: Any) -> None:
     """Print a finished run's metrics next to its baselines, and its speed."""
     m = result.metrics
-    names = ("rmse", "mse", "mae") if "test_rmse" in m else ("accuracy", "auc", "log_loss")
+    if "test_rmse" in m:
+        names: tuple[str, ...] = ("rmse", "mse", "mae")
+    elif "test_accuracy" in m:
+        names = ("accuracy", "auc", "log_loss")
+    else:  # a model with its own metrics: those every part has
+        names = tuple(k[5:] for k in m if k.startswith("test_") and f"val_{k[5:]}" in m)
     header = ["model"] + [f"{part} {name.upper()}" for name in names for part in ("train", "val", "test")]
     model_name = type(result.module).__name__
-    rows = [[model_name] + [m[f"{part}_{name}"] for name in names for part in ("train", "val", "test")]]
+    rows = [[model_name] + [m.get(f"{part}_{name}") for name in names for part in ("train", "val", "test")]]
     for baseline in ("global_mean", "user_mean"):
         if f"{baseline}_test_{names[0]}" in m:
             rows.append([baseline.replace("_", " ")] +

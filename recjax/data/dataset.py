@@ -188,6 +188,18 @@ class Ratings:
             timestamp=self.timestamp[rows],
         )
 
+    def concat(self, other: "Ratings") -> "Ratings":
+        """These ratings followed by ``other``'s (same vocabularies required)."""
+        if other.users is not self.users or other.items is not self.items:
+            raise ValueError("concat needs ratings indexed by the same vocabularies (parts of one dataset)")
+        return dataclasses.replace(
+            self,
+            user=np.concatenate([self.user, other.user]),
+            item=np.concatenate([self.item, other.item]),
+            rating=np.concatenate([self.rating, other.rating]),
+            timestamp=np.concatenate([self.timestamp, other.timestamp]),
+        )
+
     # ------------------------------------------------------------------ views
     def __len__(self) -> int:
         return len(self.user)

@@ -102,8 +102,8 @@ def fit(
     cfg: TrainConfig,
     *,
     task: str,
-    validate: Callable[[dict], dict[str, float]],
-    monitor: str,
+    validate: Callable[[dict], dict[str, float]] | None,
+    monitor: str | None,
     higher_is_better: bool = False,
     checkpoints: Checkpoints | None = None,
     resume: bool = False,
@@ -114,9 +114,10 @@ def fit(
 
     Parameters
     ----------
-    validate : callable
+    validate : callable or None
         ``validate(params) -> {"val_rmse": ..., ...}``, called after each epoch.
-    monitor : str
+        ``None`` trains all ``cfg.epochs`` and keeps the last parameters.
+    monitor : str or None
         The key of ``validate``'s result that drives early stopping.
     checkpoints : Checkpoints, optional
         Where ``last`` and ``best`` are written after every epoch.
@@ -168,7 +169,8 @@ def fit(
         seconds = time.perf_counter() - tic
         result.train_seconds += seconds
         record = {"epoch": epoch, "train_loss": metrics["loss"],
-                  "train_data_loss": metrics["data_loss"], **validate(state.params),
+                  "train_data_loss": metrics["data_loss"],
+                  **(validate(state.params) if validate is not None else {}),
                   "seconds": seconds}
         if not np.isfinite(record["train_loss"]):
             raise FloatingPointError(
@@ -176,7 +178,10 @@ def fit(
                 f"lower the learning rate or add gradient clipping"
             )
         result.history.append(record)
-        improved = stopper.update(epoch, record[monitor])
+        if validate is None:  # no validation: the last epoch is the result
+            improved, stopper.best_epoch = True, epoch
+        else:
+            improved = stopper.update(epoch, record[monitor])
         if improved:
             result.params = jax.device_get(state.params)
         finished = stopper.should_stop or epoch == cfg.epochs
@@ -189,7 +194,8 @@ def fit(
             checkpoints.save_last(epoch, state, meta)
         if on_epoch is not None:
             on_epoch(record)
-        bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **{monitor: f"{record[monitor]:.4f}"})
+        shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
+        bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
         if stopper.should_stop:
             result.stopped_early = True
             break

@@ -1,0 +1,599 @@
+"""Exploring a trained run: recommendations, nearest neighbours, title search, ranking.
+
+A run folder (see :mod:`recjax.experiment`) holds ``config.json`` and
+``embeddings.npz`` but no titles: :func:`load_run` reloads the dataset and split
+named in ``config.json`` (same vocabularies, same seeded validation carve-out) for
+``item_info`` and the rated items, and restores the best checkpoint on demand
+(for the item biases, or a model scored by its full network).
+
+Raw ids in, titles out: users and items are addressed by their dataset ids
+(ml-100k user ``943``, movie ``95``); an unknown id raises
+:class:`recjax.data.UnknownIdError` naming it.
+
+Example
+-------
+>>> import tempfile
+>>> from recjax.config import TrainConfig
+>>> from recjax.models.mf import MFConfig
+>>> from recjax.experiment import run
+>>> from recjax.explore import load_run, recommend, neighbors
+>>> out = tempfile.mkdtemp() + "/run"
+>>> _ = run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True, out=out),
+...         MFConfig(embedding_dim=4))
+>>> r = load_run(out)
+>>> recs = recommend(r, [1, 2], N=3)
+>>> recs.columns.tolist()
+['user_id', 'rank', 'item_id', 'title', 'genres', 'score']
+>>> len(recs), bool(recs.groupby("user_id").size().eq(3).all())
+(6, True)
+>>> hits = neighbors(r, "Item 7", k=3)
+>>> hits.query, len(hits.table)
+('Item 7', 3)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recjax.data.dataset import Ratings, UnknownIdError
+from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, mf_ranking_vectors
+from recjax.retrieval import TopK, similar_items
+
+__all__ = [
+    "Run", "RunFolderError", "load_run", "find_titles", "TitleMatch", "recommend",
+    "recommend_all", "neighbors", "Neighbors", "MEASURES", "genres_text", "module_scorer",
+    "evaluate_run", "evaluate_runs",
+]
+
+MEASURES = ("dot", "cosine", "l2")
+
+
+class RunFolderError(ValueError):
+    """A folder that is not a usable recjax run (missing or inconsistent files)."""
+
+
+@dataclass(eq=False)
+class Run:
+    """A trained run folder, reloaded.
+
+    Attributes
+    ----------
+    path : Path
+    train_config : TrainConfig
+    model_config : the model family's config dataclass
+    splits : dict of Ratings
+        ``train`` (the part the model was fitted on), ``val``, ``test``, rebuilt from
+        the config (same data, same seeds).
+    user_embeddings : float32 [n_users, d]
+    item_embeddings : float32 [n_items, d]
+        Rows in vocabulary order (index ``i`` is raw id ``data.items.ids[i]``).
+    metrics : list of dict
+        ``metrics.jsonl``: one record per epoch, then the ``final`` one.
+    """
+
+    path: Path
+    train_config: Any
+    model_config: Any
+    splits: dict[str, Ratings]
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def data(self) -> Ratings:
+        """The training part: vocabularies and ``item_info`` of the whole dataset."""
+        return self.splits["train"]
+
+    @property
+    def name(self) -> str:
+        """``model`` (``model-binary`` for the binary task)."""
+        cfg = self.train_config
+        return cfg.model + ("-binary" if cfg.task == "binary" else "")
+
+    @functools.cached_property
+    def item_titles(self) -> np.ndarray:
+        """Title of every item index (its raw id as text without metadata)."""
+        return np.asarray(self.data.item_titles(np.arange(self.data.n_items)), dtype=object)
+
+    @functools.cached_property
+    def item_genres(self) -> np.ndarray:
+        """Genres of every item index as ``"A-B-C"`` (the lab's format), '' if unknown."""
+        info = self.data.item_info
+        if info is None or "genres" not in info:
+            return np.full(self.data.n_items, "", dtype=object)
+        return np.asarray([genres_text(g) for g in info["genres"]], dtype=object)
+
+    @functools.cached_property
+    def rated(self) -> sp.csr_matrix:
+        """Every rating the dataset holds (train, validation and test) as a user x item
+        pattern: what a user has already seen."""
+        parts = [self.splits[p] for p in ("train", "val", "test")]
+        user = np.concatenate([p.user for p in parts])
+        item = np.concatenate([p.item for p in parts])
+        m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)),
+                          shape=(self.data.n_users, self.data.n_items))
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+    @functools.cached_property
+    def final_metrics(self) -> dict[str, Any]:
+        """The ``final`` record of ``metrics.jsonl`` (empty for an unfinished run)."""
+        finals = [m for m in self.metrics if m.get("event") == "final"]
+        return finals[-1] if finals else {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch records (the last run of each epoch when a run was resumed)."""
+        by_epoch = {m["epoch"]: m for m in self.metrics if "epoch" in m}
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def ranking_task(self) -> RankingTask:
+        """The ranking protocol on this run's split: train = fit + validation parts."""
+        return RankingTask.from_ratings([self.splits["train"], self.splits["val"]], self.splits["test"])
+
+    @functools.cache
+    def module(self) -> Any:
+        """The trained model with its best parameters (restored from ``checkpoints/best``)."""
+        from recjax.models import MODELS
+        from recjax.train.checkpoint import Checkpoints
+        from recjax.train.step import Model
+
+        spec = MODELS.get(self.train_config.model)
+        if spec is None:
+            raise RunFolderError(f"{self.path}: model {self.train_config.model!r} is not known to "
+                                 f"this recjax")
+        module = spec.build(self.model_config, self.splits["train"], self.train_config)
+        model = Model.split(module)
+        # No identity check (that guards --resume): the folder's own config.json built the
+        # module, and the restore still checks the format tag and every array's shape, so
+        # a run written before a config gained a field (with its default) still loads.
+        params, _ = Checkpoints(self.path / "checkpoints").restore_best(model.params, {})
+        return model.bind(params)
+
+    def scorer(self, measure: str = "dot") -> EmbeddingScorer | FunctionScorer:
+        """How this run ranks items for its users.
+
+        ``dot``: the model's own ranking (MF: ``[U_u, 1] . [V_i, b_i]``, the item bias
+        included; a model with ``ranking_vectors()`` uses them; any other model is
+        scored by its full network over all items); ``cosine`` / ``l2``: the raw
+        embeddings of ``embeddings.npz``.
+        """
+        _check_measure(measure)
+        if measure != "dot":
+            return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
+        return module_scorer(self.module(), self.train_config, self.model_config, self.splits)
+
+
+def module_scorer(module: Any, train_config: Any, model_config: Any,
+                  splits: dict[str, Ratings]) -> EmbeddingScorer | FunctionScorer:
+    """A ranking scorer for a trained module, ranking as its own predictions do.
+
+    In order: ``module.ranking_vectors()``; an MF module (embeddings and item bias,
+    :func:`recjax.ranking.mf_ranking_vectors`); a pair model whose comparator and MLP
+    are linear in ``e0 * e1`` (:func:`recjax.ranking.pair_ranking_vectors`); a model
+    whose ``embeddings(inputs)`` computes user vectors from its inputs (the softmax
+    model: the user tower over the train + validation movies, the bag its test
+    metrics use); otherwise the full forward pass over every (user, item) pair of a
+    user batch, fed through the model family's ``inputs``.
+    """
+    import inspect
+
+    from recjax.models import MODELS
+    from recjax.models.mf import MF
+    from recjax.ranking import pair_ranking_vectors
+
+    if hasattr(module, "ranking_vectors"):
+        return EmbeddingScorer(*module.ranking_vectors())
+    if isinstance(module, MF):
+        return EmbeddingScorer(*mf_ranking_vectors(module))
+    vectors = pair_ranking_vectors(module)
+    if vectors is not None:
+        return EmbeddingScorer(*vectors)
+    spec = MODELS[train_config.model]
+    if hasattr(module, "embeddings") and inspect.signature(module.embeddings).parameters:
+        if spec.prepare is None:
+            raise RunFolderError(f"model {train_config.model!r} computes user vectors from inputs "
+                                 f"but has no prepare step to build them")
+        inputs = spec.prepare(model_config, splits, train_config)
+        users, items = module.embeddings(inputs["test"])
+        return EmbeddingScorer(np.asarray(users, np.float32), np.asarray(items, np.float32))
+    import jax.numpy as jnp
+
+    from recjax.train.step import Model, make_predict
+
+    template = splits["train"]
+    model = Model.split(module)
+    predict = make_predict(model)
+    n_items = template.n_items
+
+    def score(users: np.ndarray) -> np.ndarray:
+        u = np.repeat(users.astype(np.int32), n_items)
+        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
+        part = dataclasses.replace(template, user=u, item=i, rating=np.zeros(len(u), np.float32),
+                                   timestamp=np.zeros(len(u), np.int64))
+        arrays = {k: jnp.asarray(v) for k, v in spec.inputs(part, train_config).items()}
+        return np.asarray(predict(model.params, arrays), np.float64).reshape(len(users), n_items)
+
+    return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
+
+
+def genres_text(genres: Any) -> str:
+    """``("Animation", "Children's")`` -> ``"Animation-Children's"``."""
+    if genres is None or (isinstance(genres, float) and np.isnan(genres)):
+        return ""
+    if isinstance(genres, str):
+        return genres
+    return "-".join(str(g) for g in genres)
+
+
+def _check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
+    if measure not in allowed:
+        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(allowed)}")
+
+
+def load_run(path: str | Path) -> Run:
+    """Reload a run folder written by :func:`recjax.experiment.run`.
+
+    Raises
+    ------
+    RunFolderError
+        Not a folder, no ``config.json`` / ``embeddings.npz``, or embeddings that do
+        not match the dataset named in the config.
+    recjax.data.DatasetNotFoundError
+        The dataset named in ``config.json`` cannot be found.
+    """
+    from recjax.experiment import load_run_config, load_splits
+
+    path = Path(path)
+    if not path.is_dir():
+        raise RunFolderError(f"{path}: no such run folder")
+    if not (path / "config.json").is_file():
+        raise RunFolderError(f"{path} is not a recjax run folder (no config.json)")
+    try:
+        train_cfg, model_cfg = load_run_config(path)
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise RunFolderError(f"{path}/config.json is damaged: {type(err).__name__}: {err}") from None
+    npz = path / "embeddings.npz"
+    if not npz.is_file():
+        raise RunFolderError(f"{path} has no embeddings.npz (the run did not finish, or model "
+                             f"{train_cfg.model!r} exports no embeddings)")
+    try:
+        with np.load(npz, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in ("user_ids", "user_embeddings", "item_ids", "item_embeddings")}
+    except (KeyError, ValueError, OSError) as err:
+        raise RunFolderError(f"{npz} is damaged or incomplete: {err}") from None
+    splits = load_splits(train_cfg)
+    data = splits["train"]
+    for side, vocab in (("user", data.users), ("item", data.items)):
+        ids, emb = arrays[f"{side}_ids"], arrays[f"{side}_embeddings"]
+        if emb.ndim != 2 or len(ids) != len(emb) or len(ids) != len(vocab) or \
+                not np.array_equal(ids, vocab.ids):
+            raise RunFolderError(f"{npz}: the {side} embeddings do not match the {side}s of "
+                                 f"{train_cfg.dataset} ({len(vocab)} {side}s)")
+    metrics: list[dict[str, Any]] = []
+    log = path / "metrics.jsonl"
+    if log.is_file():
+        for line in log.read_text().splitlines():
+            try:
+                metrics.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue  # a line cut short by an interrupted run
+    return Run(path, train_cfg, model_cfg, splits,
+               np.ascontiguousarray(arrays["user_embeddings"], np.float32),
+               np.ascontiguousarray(arrays["item_embeddings"], np.float32), metrics)
+
+
+# ----------------------------------------------------------------------------- titles
+@dataclass(frozen=True)
+class TitleMatch:
+    """Items whose title contains the query (case-insensitive), in item order.
+
+    Attributes
+    ----------
+    indices : int array
+        Matching item indices; ``indices[0]`` is the one used.
+    titles : list of str
+    suggestions : list of str
+        Close titles when nothing matched (else empty).
+    """
+
+    indices: np.ndarray
+    titles: list[str]
+    suggestions: list[str]
+
+
+def find_titles(titles: Sequence[str], query: str, n_suggestions: int = 5) -> TitleMatch:
+    """Case-insensitive substring search over ``titles``; close matches when none.
+
+    Example
+    -------
+    >>> m = find_titles(["Aladdin (1992)", "Lion King, The (1994)",
+    ...                  "Aladdin and the King of Thieves (1996)"], "aladdin")
+    >>> m.indices.tolist(), m.titles[0]
+    ([0, 2], 'Aladdin (1992)')
+    >>> find_titles(["Aladdin (1992)"], "Aladin").suggestions
+    ['Aladdin (1992)']
+    """
+    if not query or not query.strip():
+        raise ValueError("the title to search for is empty")
+    arr = pd.Series(list(titles), dtype=object).astype(str)
+    hits = np.flatnonzero(arr.str.contains(query.strip(), case=False, regex=False).to_numpy())
+    suggestions: list[str] = []
+    if len(hits) == 0:
+        lowered = {t.lower(): t for t in arr}
+        stripped = {re.sub(r"\s*\(\d{4}\)\s*$", "", t).lower(): t for t in arr}
+        q = query.strip().lower()
+        close = difflib.get_close_matches(q, list(stripped), n=n_suggestions, cutoff=0.6)
+        suggestions = [stripped[c] for c in close]
+        for c in difflib.get_close_matches(q, list(lowered), n=n_suggestions, cutoff=0.6):
+            if lowered[c] not in suggestions:
+                suggestions.append(lowered[c])
+        if not suggestions:  # words of the query that start some titles' words
+            words = [w for w in re.findall(r"\w+", q) if len(w) >= 3]
+            suggestions = [t for t in arr if any(re.search(rf"\b{re.escape(w[:4])}", t.lower())
+                                                 for w in words)]
+        suggestions = suggestions[:n_suggestions]
+    return TitleMatch(hits.astype(np.int64), arr.iloc[hits].tolist(), suggestions)
+
+
+# ----------------------------------------------------------------------------- recommend
+def _user_indices(run: Run, user_ids: Any) -> np.ndarray:
+    raw = np.atleast_1d(np.asarray(user_ids))
+    if raw.dtype.kind in "OUS" and run.data.users.ids.dtype.kind in "iu":
+        try:
+            raw = raw.astype(np.int64)
+        except ValueError:
+            raise UnknownIdError(f"unknown user id(s): {', '.join(map(str, raw[:5]))} "
+                                 f"(user ids of {run.train_config.dataset} are integers)") from None
+    return run.data.users.index(raw).astype(np.int64)
+
+
+def _frame(run: Run, users: np.ndarray, top: TopK, score_name: str = "score") -> pd.DataFrame:
+    ids = top.ids
+    n, k = ids.shape
+    valid = (ids >= 0).ravel()
+    flat = ids.ravel()[valid]
+    return pd.DataFrame({
+        "user_id": np.repeat(run.data.users.ids[users], k)[valid],
+        "rank": np.tile(np.arange(1, k + 1), n)[valid],
+        "item_id": run.data.items.ids[flat],
+        "title": run.item_titles[flat],
+        "genres": run.item_genres[flat],
+        score_name: top.scores.ravel()[valid].astype(np.float64),
+    })
+
+
+def recommend(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot",
+              include_rated: bool = False) -> pd.DataFrame:
+    """The top ``N`` items for each raw user id.
+
+    Parameters
+    ----------
+    run : Run
+    user_ids : raw id or sequence of raw ids
+    N : int
+        Items per user.
+    measure : {"dot", "cosine"}
+        ``dot``: the model's ranking (see :meth:`Run.scorer`); ``cosine``: cosine of
+        the user and item embeddings (the Google lab's second measure).
+    include_rated : bool
+        Keep items the user has rated anywhere in the dataset (excluded by default).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``user_id, rank, item_id, title, genres, score``; ``N`` rows per user, best
+        first (fewer when fewer items are left).
+
+    Raises
+    ------
+    UnknownIdError
+        A user id the dataset does not have.
+    ValueError
+        ``N < 1`` or an unknown measure.
+    """
+    _check_measure(measure, ("dot", "cosine"))
+    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
+        raise ValueError(f"N must be a positive integer, got {N!r}")
+    users = _user_indices(run, user_ids)
+    top = run.scorer(measure).topk(users, int(N), None if include_rated else run.rated)
+    return _frame(run, users, top)
+
+
+def recommend_all(run: Run, N: int = 10, *, measure: str = "dot",
+                  include_rated: bool = False) -> pd.DataFrame:
+    """:func:`recommend` for every user of the dataset, in one batched kernel pass."""
+    return recommend(run, run.data.users.ids, N, measure=measure, include_rated=include_rated)
+
+
+# ----------------------------------------------------------------------------- neighbours
+@dataclass(frozen=True)
+class Neighbors:
+    """The answer of :func:`neighbors`.
+
+    Attributes
+    ----------
+    query : str
+        The title (or id) asked for.
+    item_id : raw id of the movie used
+    title : str
+    others : list of str
+        Other titles that matched the query (not used).
+    table : pandas.DataFrame
+        ``rank, item_id, title, genres, score`` best first; ``score`` is the dot
+        product, cosine or Euclidean distance.
+    """
+
+    query: str
+    item_id: Any
+    title: str
+    others: list[str]
+    table: pd.DataFrame
+
+
+def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = "cosine",
+              item_id: Any = None, include_self: bool = False) -> Neighbors:
+    """Nearest items of a movie in the item embedding space (the Google lab's
+    ``movie_neighbors``).
+
+    Parameters
+    ----------
+    run : Run
+    movie : str
+        Title substring (case-insensitive); the first match is used and the others
+        listed.
+    k : int
+    measure : {"dot", "cosine", "l2"}
+    item_id : raw item id, optional
+        Instead of ``movie``.
+    include_self : bool
+        Let the movie itself appear (the lab's tables start with it); excluded by default.
+
+    Raises
+    ------
+    UnknownIdError
+        No title matches (the message suggests close titles), or an unknown item id.
+    ValueError
+        Neither or both of ``movie`` and ``item_id``, ``k < 1``, an unknown measure.
+    """
+    _check_measure(measure)
+    if (movie is None) == (item_id is None):
+        raise ValueError("give exactly one of a movie title and an item id")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    others: list[str] = []
+    if movie is not None:
+        match = find_titles(run.item_titles, movie)
+        if len(match.indices) == 0:
+            hint = (f"; did you mean: {'; '.join(match.suggestions)}?" if match.suggestions
+                    else "")
+            raise UnknownIdError(f"no title contains {movie!r}{hint}")
+        index, others, query = int(match.indices[0]), match.titles[1:], movie
+    else:
+        raw = np.asarray([item_id])
+        if raw.dtype.kind in "OUS" and run.data.items.ids.dtype.kind in "iu":
+            try:
+                raw = raw.astype(np.int64)
+            except ValueError:
+                raise UnknownIdError(f"unknown item id: {item_id}") from None
+        index, query = int(run.data.items.index(raw)[0]), str(item_id)
+    items = run.item_embeddings
+    if include_self:
+        from recjax.retrieval import topk
+
+        top = topk(items[index], items, k, metric=measure)
+    else:
+        top = similar_items(items, index, k, metric=measure)
+    frame = _frame(run, np.zeros(1, np.int64), TopK(top.ids[None, :], top.scores[None, :]))
+    frame = frame.drop(columns="user_id").reset_index(drop=True)
+    return Neighbors(query, run.data.items.ids[index], str(run.item_titles[index]), others, frame)
+
+
+# ----------------------------------------------------------------------------- evaluate
+EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
+
+
+def evaluate_run(run: Run, k: int = 10, *, baselines: bool = True,
+                 ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
+    """Rating and ranking metrics of a run and of its baselines, on the run's own split.
+
+    Parameters
+    ----------
+    run : Run
+    k : int
+        Cut-off of the ranking metrics.
+    baselines : bool
+        Add the rating baselines of ``metrics.jsonl`` (global and user mean) and the
+        ranking baselines most-popular and EASE (``ease_lambda``; skipped above
+        :data:`EASE_MAX_ITEMS` items), fitted on the split's train part.
+
+    Returns
+    -------
+    dict
+        ``{name: metrics}``, the run first (named :attr:`Run.name`). Rating metrics are
+        the run's test ones (``rmse``, ``mae``, or ``accuracy``, ``auc``, ``log_loss``);
+        ranking ones follow :func:`recjax.ranking.evaluate_ranking`, with diversity
+        measured in the run's item embedding space for every row.
+    """
+    return evaluate_runs([run], k, baselines=baselines, ease_lambda=ease_lambda)
+
+
+def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
+                  ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_run` of several runs of one split, in one table.
+
+    The baselines are fitted once; diversity is measured in the first run's item
+    embedding space for every row, so that the rows compare. Rows are named by
+    :attr:`Run.name`, with the folder name added where two runs share one.
+
+    Raises
+    ------
+    ValueError
+        No runs, a bad ``k``, or runs whose train/test parts differ (another dataset,
+        split, or random-split seed).
+    """
+    from recjax.models.baselines import EASE, MostPopular
+    from recjax.ranking import evaluate_ranking
+
+    if not runs:
+        raise ValueError("no runs to evaluate")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    first = runs[0]
+    task = first.ranking_task()
+    space = first.item_embeddings
+    for other in runs[1:]:
+        t = other.ranking_task()
+        if t.train.shape != task.train.shape or (t.train != task.train).nnz or (t.test != task.test).nnz:
+            raise ValueError(f"{other.path} and {first.path} were trained on different splits "
+                             f"({other.train_config.dataset} {other.train_config.split!r} vs "
+                             f"{first.train_config.dataset} {first.train_config.split!r}); evaluate them "
+                             f"separately")
+    names = [r.name for r in runs]
+    out: dict[str, dict[str, float]] = {}
+    for run, name in zip(runs, names):
+        if names.count(name) > 1:
+            name = f"{name} ({run.path.name})"
+            if name in out:
+                name = f"{name[:-1]}, {len(out) + 1})"
+        final = run.final_metrics
+        rating = {n: float(final[f"test_{n}"]) for n in _RATING_NAMES[run.train_config.task]
+                  if f"test_{n}" in final}
+        out[name] = {**rating, **evaluate_ranking(run.scorer("dot"), task, k, item_embeddings=space)}
+    if baselines:
+        fit_on = _concat_parts([first.splits["train"], first.splits["val"]])
+        models = {"most popular": MostPopular().fit(fit_on)}
+        if task.n_items <= EASE_MAX_ITEMS:
+            models[f"EASE (lambda {ease_lambda:g})"] = EASE(ease_lambda).fit(fit_on)
+        for name, model in models.items():
+            out[name] = evaluate_ranking(model, task, k, item_embeddings=space)
+        final = next((r.final_metrics for r in runs if "global_mean_test_rmse" in r.final_metrics), {})
+        for prefix, label in (("global_mean_", "global mean"), ("user_mean_", "user mean")):
+            rating = {n: float(final[f"{prefix}test_{n}"]) for n in _RATING_NAMES["regression"]
+                      if f"{prefix}test_{n}" in final}
+            if rating:
+                out[label] = rating
+    return out
+
+
+_RATING_NAMES = {"regression": ("rmse", "mae"), "binary": ("accuracy", "auc", "log_loss")}
+
+
+def _concat_parts(parts: list[Ratings]) -> Ratings:
+    return dataclasses.replace(
+        parts[0], user=np.concatenate([p.user for p in parts]),
+        item=np.concatenate([p.item for p in parts]),
+        rating=np.concatenate([p.rating for p in parts]),
+        timestamp=np.concatenate([p.timestamp for p in parts]))

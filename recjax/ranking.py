@@ -1,0 +1,393 @@
+"""The ranking protocol: one definition of "top-k accuracy" used everywhere in recjax.
+
+Train on a split's train part. For every test user, rank **all** items the user has
+not rated in the train part (validation included: it is part of the split's train
+set), keep the top ``k``, and count as relevant the user's test items, whatever
+their rating. On ml-100k's ``ua`` split (the reference protocol) every user has 10
+test items. Scores come from a :class:`Scorer`:
+
+* :class:`EmbeddingScorer`: user and item vectors, scored by the compiled top-k
+  kernel (:func:`recjax.retrieval.topk`, dot / cosine / L2) with the train set as
+  its per-user ``exclude`` CSR, batched over users;
+* :class:`FunctionScorer`: any function from a batch of user indices to a dense
+  ``[B, n_items]`` score matrix (a pair model's full comparator, EASE, ...);
+* :func:`as_scorer` turns models into scorers: an object with
+  ``ranking_vectors() -> (users [U, d], items [N, d])`` (e.g.
+  :class:`recjax.models.baselines.MostPopular`, :class:`~recjax.models.baselines.EASE`),
+  an MF module (its embeddings plus the item bias: ``[U_u, 1] . [V_i, b_i]``; the
+  user bias and global mean do not change a user's ranking, nor does ``squash``),
+  a ``(users, items)`` pair of arrays, or a callable.
+
+Example
+-------
+>>> import numpy as np
+>>> from recjax.data import Ratings
+>>> from recjax.ranking import RankingTask, evaluate_ranking
+>>> from recjax.models.baselines import MostPopular
+>>> data = Ratings.from_raw([1, 1, 2, 3, 2, 3], [10, 20, 10, 10, 20, 30],
+...                         [5.0, 4.0, 3.0, 4.0, 4.0, 2.0])
+>>> train, test = data.subset(slice(0, 4)), data.subset(slice(4, 6))
+>>> task = RankingTask.from_ratings(train, test)
+>>> pop = MostPopular().fit(train)
+>>> task.rank(pop, k=1).ids.tolist()    # both rated item 10 (index 0); next best is 20
+[[1], [1]]
+>>> evaluate_ranking(pop, task, k=1)["hit_rate@1"]
+0.5
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+from recjax.data.dataset import Ratings
+from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
+from recjax.retrieval import TopK, recommend
+
+__all__ = [
+    "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer", "mf_ranking_vectors",
+    "pair_ranking_vectors",
+    "topk_from_scores", "evaluate_ranking", "compare",
+]
+
+
+@runtime_checkable
+class Scorer(Protocol):
+    """Anything that ranks items for users: ``topk(users, k, exclude) -> TopK``.
+
+    ``users`` int64 [B] user indices; ``exclude`` a CSR matrix [n_users, n_items] of
+    items never to return (or None). Returns ids [B, k] best first, -1 padded.
+    """
+
+    n_items: int
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK: ...
+
+
+@dataclass(frozen=True, eq=False)
+class EmbeddingScorer:
+    """Scores ``user_vectors[u] . item_vectors[i]`` (or cosine / L2) with the top-k kernel.
+
+    Parameters
+    ----------
+    user_vectors : float array [n_users, d]
+    item_vectors : float array [n_items, d]
+    metric : {"dot", "cosine", "l2"}
+    batch_size : int
+        Users per kernel call (the kernel itself is multi-threaded over users).
+    """
+
+    user_vectors: np.ndarray
+    item_vectors: np.ndarray
+    metric: str = "dot"
+    batch_size: int = 65536
+
+    def __post_init__(self) -> None:
+        for name in ("user_vectors", "item_vectors"):
+            value = np.asarray(getattr(self, name))
+            if value.dtype not in (np.float32, np.float64):
+                value = value.astype(np.float32)
+            if value.ndim != 2:
+                raise ValueError(f"{name} must be 2-D [rows, d], got shape {value.shape}")
+            object.__setattr__(self, name, value)
+        if self.user_vectors.shape[1] != self.item_vectors.shape[1]:
+            raise ValueError(f"user_vectors have d={self.user_vectors.shape[1]} but item_vectors "
+                             f"have d={self.item_vectors.shape[1]}")
+
+    @property
+    def n_items(self) -> int:
+        return int(self.item_vectors.shape[0])
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
+        users = np.asarray(users, np.int64)
+        parts = [recommend(self.user_vectors, self.item_vectors, users[s:s + self.batch_size], k,
+                           exclude=exclude, metric=self.metric)
+                 for s in range(0, max(len(users), 1), self.batch_size)]
+        return TopK(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]))
+
+
+def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | None = None) -> TopK:
+    """Top ``k`` of each row of a dense score matrix, best first, ties by lower id.
+
+    Parameters
+    ----------
+    scores : float array [B, N]
+    k : int
+        Clipped to N.
+    exclude_rows : CSR matrix [B, N], optional
+        Entries never returned; where fewer than ``k`` remain, the tail is id -1,
+        score -inf.
+
+    Returns
+    -------
+    TopK
+        ids int64 [B, k], scores float64 [B, k].
+    """
+    s = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [users, items], got shape {s.shape}")
+    if np.isnan(s).any():
+        raise ValueError("scores hold NaN")
+    k = int(min(k, s.shape[1]))
+    if exclude_rows is not None and exclude_rows.nnz:
+        ex = sp.csr_matrix(exclude_rows)
+        s[np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)), ex.indices] = -np.inf
+    if k < s.shape[1]:
+        # the k-th best value, then everything above it and the lowest ids equal to it
+        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1:k]
+        above = s > kth
+        equal = s == kth
+        room = k - above.sum(1, keepdims=True)
+        chosen = above | (equal & (np.cumsum(equal, axis=1) <= room))
+        part = np.nonzero(chosen)[1].reshape(s.shape[0], k)
+    else:
+        part = np.broadcast_to(np.arange(s.shape[1]), s.shape)
+    vals = np.take_along_axis(s, part, 1)
+    order = np.lexsort((part, -vals), axis=1)  # by score desc, then lower id
+    ids = np.take_along_axis(part, order, 1).astype(np.int64)
+    vals = np.take_along_axis(vals, order, 1)
+    ids[np.isneginf(vals)] = -1
+    return TopK(ids, vals)
+
+
+@dataclass(frozen=True, eq=False)
+class FunctionScorer:
+    """Scores from ``score_fn(users [B]) -> [B, n_items]``, ranked in NumPy per user batch.
+
+    Parameters
+    ----------
+    score_fn : callable
+        Dense scores of every item for a batch of user indices (higher is better).
+    n_items : int
+    batch_size : int, optional
+        Users per call; default keeps a batch near 2**22 scores.
+    """
+
+    score_fn: Callable[[np.ndarray], Any]
+    n_items: int
+    batch_size: int | None = None
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
+        users = np.asarray(users, np.int64)
+        step = self.batch_size or max(1, (1 << 22) // max(self.n_items, 1))
+        ids, scores = [], []
+        for s in range(0, len(users), step):
+            batch = users[s:s + step]
+            dense = np.asarray(self.score_fn(batch))
+            if dense.shape != (len(batch), self.n_items):
+                raise ValueError(f"score_fn returned shape {dense.shape}, expected "
+                                 f"({len(batch)}, {self.n_items})")
+            res = topk_from_scores(dense, k, None if exclude is None else exclude[batch])
+            ids.append(res.ids)
+            scores.append(res.scores)
+        if not ids:
+            return TopK(np.zeros((0, min(k, self.n_items)), np.int64), np.zeros((0, min(k, self.n_items))))
+        return TopK(np.concatenate(ids), np.concatenate(scores))
+
+
+def mf_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(users [U, d(+1)], items [N, d(+1)]) whose dot product ranks items like an MF module.
+
+    An MF score is ``mu + b_u + b_i + <U_u, V_i>`` (possibly squashed by a monotone
+    sigmoid); for one user, only ``b_i + <U_u, V_i>`` changes the order, which is
+    ``[U_u, 1] . [V_i, b_i]``.
+    """
+    users, items = (np.asarray(t, np.float32) for t in module.embeddings())
+    bias = getattr(module, "item_bias", None)
+    if bias is not None:
+        b = np.asarray(bias[...], np.float32)[:, None]
+        users = np.hstack([users, np.ones((users.shape[0], 1), np.float32)])
+        items = np.hstack([items, b])
+    return users, items
+
+
+def pair_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(users [U, d + 1], items [N, d + 1]) ranking like a MovieLens pair model, when its
+    comparator and MLP allow; None otherwise.
+
+    With comparators among ``hadamard`` and ``concat`` and a linear MLP (no hidden
+    layer, or ``mlp_activation="linear"``), the score is affine in
+    ``[e0 * e1, e0, e1]``: ``w_h . (e0 * e1) + w_0 . e0 + w_1 . e1 + c``, so for one
+    user the order is that of ``[e0, 1] . [w_h * e1, w_1 . e1]``. ``abs_diff`` or a
+    non-linear MLP need the full pair scorer (:class:`FunctionScorer`).
+    """
+    cfg = getattr(module, "cfg", None)
+    comparators = getattr(cfg, "comparators", None)
+    if comparators is None or getattr(module, "in0_tokens", None) is None:
+        return None
+    if "abs_diff" in comparators or (len(module.mlp) and cfg.mlp_activation != "linear"):
+        return None
+    e0, e1 = (np.asarray(t, np.float64) for t in module.embeddings())
+    d = e0.shape[1]
+    a = np.eye(d * sum(2 if c == "concat" else 1 for c in comparators))
+    for layer in list(module.mlp) + [module.head]:
+        a = a @ np.asarray(layer.kernel[...], np.float64)
+    w = a[:, 0] if a.shape[1] == 1 else a[:, 1] - a[:, 0]  # regression, or binary l1 - l0
+    item_vec, item_const, pos = np.zeros_like(e1), np.zeros(e1.shape[0]), 0
+    for c in comparators:
+        if c == "hadamard":
+            item_vec += e1 * w[pos:pos + d]
+            pos += d
+        else:  # concat: the e0 half is constant for a user
+            item_const += e1 @ w[pos + d:pos + 2 * d]
+            pos += 2 * d
+    users = np.hstack([e0, np.ones((e0.shape[0], 1))]).astype(np.float32)
+    return users, np.hstack([item_vec, item_const[:, None]]).astype(np.float32)
+
+
+def as_scorer(model: Any, metric: str = "dot") -> Scorer:
+    """A :class:`Scorer` for ``model`` (see the module docstring for what is accepted).
+
+    Raises
+    ------
+    TypeError
+        ``model`` is none of the accepted kinds.
+    """
+    if isinstance(model, (EmbeddingScorer, FunctionScorer)):
+        return model
+    if hasattr(model, "ranking_vectors"):
+        users, items = model.ranking_vectors()
+        return EmbeddingScorer(users, items, metric)
+    from recjax.models.mf import MF
+
+    if isinstance(model, MF):
+        return EmbeddingScorer(*mf_ranking_vectors(model), metric)
+    if isinstance(model, tuple) and len(model) == 2:
+        return EmbeddingScorer(model[0], model[1], metric)
+    if isinstance(model, Scorer):
+        return model
+    raise TypeError(f"cannot rank with a {type(model).__name__}: pass a Scorer, an object with "
+                    f"ranking_vectors(), an MF module or a (user_vectors, item_vectors) pair")
+
+
+def _concat(parts: Sequence[Ratings]) -> Ratings:
+    first = parts[0]
+    return dataclasses.replace(
+        first,
+        user=np.concatenate([p.user for p in parts]), item=np.concatenate([p.item for p in parts]),
+        rating=np.concatenate([p.rating for p in parts]),
+        timestamp=np.concatenate([p.timestamp for p in parts]),
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class RankingTask:
+    """What the protocol needs from a split.
+
+    Attributes
+    ----------
+    train : CSR [n_users, n_items]
+        The split's train part (pattern, 1.0): never recommended to its user.
+    test : CSR [n_users, n_items]
+        The held-out part: the relevant items.
+    users : int64 [n_test_users]
+        Users with at least one test item (the ones evaluated), ascending.
+    item_counts : int64 [n_items]
+        Train ratings per item (popularity, for novelty and the most-popular baseline).
+    """
+
+    train: sp.csr_matrix
+    test: sp.csr_matrix
+    users: np.ndarray
+    item_counts: np.ndarray
+
+    @classmethod
+    def from_ratings(cls, train: Ratings | Sequence[Ratings], test: Ratings) -> "RankingTask":
+        """The task of a split; ``train`` may be several parts (e.g. fit and validation),
+        all of which count as the user's train set.
+
+        Raises
+        ------
+        ValueError
+            The parts use different vocabularies, or the test part is empty.
+        """
+        parts = [train] if isinstance(train, Ratings) else list(train)
+        if not parts:
+            raise ValueError("train must hold at least one Ratings part")
+        for p in parts:
+            if p.n_users != test.n_users or p.n_items != test.n_items:
+                raise ValueError(f"train ({p.n_users} users x {p.n_items} items) and test "
+                                 f"({test.n_users} x {test.n_items}) use different vocabularies")
+        if len(test) == 0:
+            raise ValueError("the test part is empty: nothing to rank against")
+        train_all = _concat(parts) if len(parts) > 1 else parts[0]
+        train_csr = _pattern(train_all.csr(values=None))
+        test_csr = _pattern(test.csr(values=None))
+        users = np.flatnonzero(np.diff(test_csr.indptr) > 0).astype(np.int64)
+        counts = np.diff(train_csr.tocsc().indptr).astype(np.int64)
+        return cls(train_csr, test_csr, users, counts)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.train.shape[0])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.train.shape[1])
+
+    def rank(self, model: Any, k: int = 10, *, metric: str = "dot",
+             users: np.ndarray | None = None, exclude_train: bool = True) -> TopK:
+        """Top ``k`` of every test user (or of ``users``), train items excluded."""
+        scorer = as_scorer(model, metric)
+        if scorer.n_items != self.n_items:
+            raise ValueError(f"the model scores {scorer.n_items} items, the split has {self.n_items}")
+        return scorer.topk(self.users if users is None else np.asarray(users, np.int64), k,
+                           self.train if exclude_train else None)
+
+
+def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
+    """Binary CSR (duplicates summed, then set to 1), sorted indices."""
+    m = sp.csr_matrix(m)
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m
+
+
+def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str = "dot",
+                     item_embeddings: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
+    """Rank for every test user and score the lists.
+
+    Parameters
+    ----------
+    model : Scorer or anything :func:`as_scorer` accepts
+    task : RankingTask
+    k : int
+    metric : {"dot", "cosine", "l2"}
+        For embedding models.
+    item_embeddings : float array [n_items, d], optional
+        The space for diversity (default: the model's own item vectors when it has
+        any; pass one shared table to compare models on the same footing).
+    prefix : str
+
+    Returns
+    -------
+    dict
+        ``precision@k``, ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr@k``, ``hit_rate@k``,
+        ``users``, ``coverage@k``, ``popularity@k``, ``self_information@k`` and, with
+        embeddings, ``diversity@k``.
+    """
+    scorer = as_scorer(model, metric)
+    top = task.rank(scorer, k)
+    out = ranking_metrics(top, task.test, users=task.users, prefix=prefix)
+    kk = top.ids.shape[1]
+    out[f"{prefix}coverage@{kk}"] = catalogue_coverage(top, task.n_items)
+    nov = novelty(top, task.item_counts, task.n_users)
+    out[f"{prefix}popularity@{kk}"] = nov["popularity"]
+    out[f"{prefix}self_information@{kk}"] = nov["self_information"]
+    if item_embeddings is None and isinstance(scorer, EmbeddingScorer):
+        item_embeddings = scorer.item_vectors
+    if item_embeddings is not None and kk >= 2:
+        out[f"{prefix}diversity@{kk}"] = diversity(top, item_embeddings)
+    return out
+
+
+def compare(models: dict[str, Any], task: RankingTask, k: int = 10, *,
+            item_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_ranking` of each named model on one task (same diversity space)."""
+    return {name: evaluate_ranking(m, task, k, item_embeddings=item_embeddings)
+            for name, m in models.items()}

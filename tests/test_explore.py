@@ -1,0 +1,243 @@
+"""Loading run folders, recommendations, neighbours and title search."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from _tiny_run import tiny_run
+from recjax.data import UnknownIdError
+from recjax.explore import (
+    Run,
+    RunFolderError,
+    evaluate_run,
+    find_titles,
+    load_run,
+    neighbors,
+    recommend,
+    recommend_all,
+)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    return tiny_run(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def run(run_dir) -> Run:
+    return load_run(run_dir)
+
+
+def rated_pairs(run: Run) -> set[tuple[int, int]]:
+    m = run.rated.tocoo()
+    return set(zip(run.data.users.ids[m.row].tolist(), run.data.items.ids[m.col].tolist()))
+
+
+def test_load_run(run):
+    assert run.train_config.dataset == "synthetic" and run.name == "mf"
+    assert run.user_embeddings.shape == (run.data.n_users, 8)
+    assert run.item_embeddings.shape == (run.data.n_items, 8)
+    assert len(run.history) == 2 and run.final_metrics["event"] == "final"
+    assert run.item_titles[6] == "Item 7"
+    assert run.rated.nnz == sum(len(p) for p in run.splits.values())
+
+
+@pytest.mark.parametrize("measure", ["dot", "cosine"])
+def test_recommend_never_returns_rated_items(run, measure):
+    recs = recommend_all(run, 15, measure=measure)
+    assert len(recs) == 15 * run.data.n_users
+    got = set(zip(recs["user_id"].tolist(), recs["item_id"].tolist()))
+    assert not got & rated_pairs(run)
+    # asked to include them, the heaviest raters get some back
+    heavy = run.data.users.ids[np.argsort(-np.diff(run.rated.indptr))[:20]]
+    with_rated = recommend(run, heavy, 15, measure=measure, include_rated=True)
+    assert set(zip(with_rated["user_id"].tolist(), with_rated["item_id"].tolist())) & rated_pairs(run)
+
+
+def test_recommend_several_users_best_first(run):
+    recs = recommend(run, [3, "1", np.int64(2)], N=4)
+    assert recs["user_id"].tolist() == [3] * 4 + [1] * 4 + [2] * 4
+    assert recs["rank"].tolist() == [1, 2, 3, 4] * 3
+    for _, group in recs.groupby("user_id"):
+        assert np.all(np.diff(group["score"].to_numpy()) <= 1e-6)
+    assert recs["title"].str.startswith("Item ").all() and recs["genres"].str.len().gt(0).all()
+
+
+def test_recommend_dot_includes_the_item_bias(run):
+    module = run.module()
+    u = run.data.users.index([5])[0]
+    full = (run.user_embeddings[u] @ run.item_embeddings.T + np.asarray(module.item_bias[...]))
+    full[run.rated[u].indices] = -np.inf
+    want = np.argsort(-full, kind="stable")[:5]
+    assert recommend(run, 5, 5)["item_id"].tolist() == run.data.items.ids[want].tolist()
+
+
+def test_recommend_errors(run):
+    with pytest.raises(UnknownIdError, match="unknown user id.*999999"):
+        recommend(run, [1, 999999])
+    with pytest.raises(UnknownIdError, match="integers"):
+        recommend(run, "alice")
+    with pytest.raises(ValueError, match="N must be"):
+        recommend(run, 1, 0)
+    with pytest.raises(ValueError, match="measure"):
+        recommend(run, 1, measure="l2")
+
+
+def test_recommend_all_is_batched_and_fast():
+    """Every user of a 100k-user synthetic set, in seconds (one kernel pass)."""
+    from recjax.config import TrainConfig
+    from recjax.data import synthetic_ratings
+
+    data, _ = synthetic_ratings(n_users=100_000, n_items=2_000, n_ratings=1_000_000, seed=0)
+    rng = np.random.default_rng(0)
+    empty = data.subset(slice(0, 0))
+    fake = Run(path=None, train_config=TrainConfig(dataset="synthetic", split="random"),
+               model_config=None, splits={"train": data, "val": empty, "test": empty},
+               user_embeddings=rng.normal(size=(100_000, 32)).astype(np.float32),
+               item_embeddings=rng.normal(size=(2_000, 32)).astype(np.float32))
+    tic = time.perf_counter()
+    recs = recommend_all(fake, 10, measure="cosine")
+    seconds = time.perf_counter() - tic
+    assert len(recs) == 1_000_000
+    assert seconds < 20, f"recommend_all took {seconds:.1f} s"
+    sample = recs[recs["user_id"].isin(data.users.ids[:50])]
+    rated = set(zip(data.users.ids[data.user].tolist(), data.items.ids[data.item].tolist()))
+    assert not set(zip(sample["user_id"].tolist(), sample["item_id"].tolist())) & rated
+
+
+@pytest.mark.parametrize("measure", ["dot", "cosine", "l2"])
+def test_neighbors_first_hit_is_itself_only_when_asked(run, measure):
+    found = neighbors(run, "Item 7", k=5, measure=measure)
+    assert found.title == "Item 7" and found.item_id == 7
+    assert 7 not in found.table["item_id"].tolist()
+    assert found.others[:3] == ["Item 70", "Item 71", "Item 72"]
+    if measure != "dot":  # by dot, a longer vector can beat the item itself
+        with_self = neighbors(run, None, k=5, measure=measure, item_id=7, include_self=True)
+        assert with_self.table["item_id"].iloc[0] == 7
+        assert with_self.table["item_id"].tolist()[1:] == found.table["item_id"].tolist()[:4]
+    ascending = measure == "l2"
+    scores = found.table["score"].to_numpy()
+    assert np.all(np.diff(scores) >= -1e-6) if ascending else np.all(np.diff(scores) <= 1e-6)
+
+
+def test_neighbors_errors(run):
+    with pytest.raises(UnknownIdError, match="no title contains 'Itme 7'.*did you mean.*Item 7"):
+        neighbors(run, "Itme 7")
+    with pytest.raises(UnknownIdError, match="unknown item id"):
+        neighbors(run, item_id=123456)
+    with pytest.raises(ValueError, match="exactly one"):
+        neighbors(run)
+    with pytest.raises(ValueError, match="k must be"):
+        neighbors(run, "Item 7", k=0)
+
+
+def test_find_titles():
+    titles = ["Aladdin (1992)", "Lion King, The (1994)", "Aladdin and the King of Thieves (1996)",
+              "Toy Story (1995)"]
+    m = find_titles(titles, "ALADDIN")
+    assert m.indices.tolist() == [0, 2] and m.suggestions == []
+    assert find_titles(titles, "Toy Stroy").suggestions == ["Toy Story (1995)"]
+    assert find_titles(titles, "king").titles == ["Lion King, The (1994)",
+                                                  "Aladdin and the King of Thieves (1996)"]
+    assert find_titles(titles, "(1995)").titles == ["Toy Story (1995)"]  # no regex
+    with pytest.raises(ValueError, match="empty"):
+        find_titles(titles, "  ")
+
+
+def test_evaluate_run(run):
+    results = evaluate_run(run, 5)
+    assert list(results)[:3] == ["mf", "most popular", "EASE (lambda 250)"]
+    mf = results["mf"]
+    assert {"rmse", "mae", "ndcg@5", "coverage@5", "diversity@5", "self_information@5"} <= set(mf)
+    assert results["global mean"]["rmse"] > 0
+    assert 0 <= results["most popular"]["ndcg@5"] <= 1
+    assert list(evaluate_run(run, 3, baselines=False)) == ["mf"]
+
+
+def test_bad_run_folders(tmp_path, run_dir):
+    with pytest.raises(RunFolderError, match="no such run folder"):
+        load_run(tmp_path / "missing")
+    with pytest.raises(RunFolderError, match="no config.json"):
+        load_run(tmp_path)
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "embeddings.npz").unlink()
+    with pytest.raises(RunFolderError, match="no embeddings.npz"):
+        load_run(copy)
+    shutil.copy(run_dir / "embeddings.npz", copy / "embeddings.npz")
+    with np.load(copy / "embeddings.npz") as z:
+        arrays = dict(z)
+    np.savez(copy / "embeddings.npz", **{**arrays, "item_embeddings": arrays["item_embeddings"][:-1],
+                                         "item_ids": arrays["item_ids"][:-1]})
+    with pytest.raises(RunFolderError, match="item embeddings do not match"):
+        load_run(copy)
+    (copy / "embeddings.npz").write_bytes(b"not a zip")
+    with pytest.raises(RunFolderError, match="damaged"):
+        load_run(copy)
+    (copy / "config.json").write_text(json.dumps({"nothing": 1}))
+    with pytest.raises(RunFolderError, match="config.json is damaged"):
+        load_run(copy)
+
+
+def test_ml100k_aladdin_and_user_943(movielens_dir, tmp_path, monkeypatch):
+    from recjax.config import TrainConfig
+    from recjax.experiment import run as train
+    from recjax.models.mf import MFConfig
+
+    monkeypatch.setenv("RECJAX_DATA", str(movielens_dir))
+    out = tmp_path / "ua"
+    train(TrainConfig(split="ua", epochs=2, quiet=True, out=str(out)), MFConfig(embedding_dim=16))
+    run = load_run(out)
+    found = neighbors(run, "Aladdin", k=6, measure="cosine", include_self=True)
+    assert found.title == "Aladdin (1992)" and found.item_id == 95
+    assert found.others == ["Aladdin and the King of Thieves (1996)"]
+    assert found.table["title"].iloc[0] == "Aladdin (1992)"
+    assert found.table["genres"].iloc[0] == "Animation-Children's-Comedy-Musical"
+    recs = recommend(run, 943, 10)
+    seen = set(run.data.items.ids[run.rated[run.data.users.index([943])[0]].indices].tolist())
+    assert len(recs) == 10 and not seen & set(recs["item_id"].tolist())
+
+
+def test_module_scorer_full_forward_for_non_dot_models(run):
+    """A DNN is ranked by its own predictions over every item (the generic path)."""
+    import dataclasses
+
+    import jax.numpy as jnp
+
+    from recjax.explore import module_scorer
+    from recjax.models import MODELS
+    from recjax.ranking import FunctionScorer
+
+    spec = MODELS["dnn"]
+    cfg = spec.config(embedding_dim=4, hidden_dims="6")
+    train_cfg = dataclasses.replace(run.train_config, model="dnn")
+    module = spec.build(cfg, run.splits["train"], train_cfg)
+    scorer = module_scorer(module, train_cfg, cfg, run.splits)
+    assert isinstance(scorer, FunctionScorer)
+    users = np.array([0, 5, 9])
+    top = scorer.topk(users, 4, run.rated)
+    u = np.repeat(users, run.data.n_items)
+    i = np.tile(np.arange(run.data.n_items), len(users))
+    full = np.array(module({"user": jnp.asarray(u), "item": jnp.asarray(i)})).reshape(3, -1)
+    full[run.rated[users].toarray() > 0] = -np.inf
+    np.testing.assert_allclose(top.scores, -np.sort(-full, axis=1)[:, :4], rtol=1e-5, atol=1e-6)
+
+
+def test_evaluate_runs_share_one_table(run):
+    import dataclasses
+
+    from recjax.explore import evaluate_runs
+
+    results = evaluate_runs([run, run], 5, baselines=False)
+    assert list(results) == ["mf (run)", "mf (run, 2)"]
+    assert results["mf (run)"]["ndcg@5"] == results["mf (run, 2)"]["ndcg@5"]
+    other = dataclasses.replace(run, splits={**run.splits, "test": run.splits["test"].subset(slice(0, 50))})
+    with pytest.raises(ValueError, match="different splits"):
+        evaluate_runs([run, other], 5)
+    with pytest.raises(ValueError, match="no runs"):
+        evaluate_runs([], 5)
