@@ -99,7 +99,7 @@ def _build_dnn(cfg: DNNConfig, train: Ratings, run: TrainConfig) -> DNN:
 MODELS: dict[str, ModelSpec] = {
     # Chosen on validation (5% of u1.base): plain SGD beat adam/adagrad/adamw; then refit.
     "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), train_defaults=dict(
-        optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5, refit=True)),
+        optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5)),
     # Object2Vec's adam at lr 1e-3; dropout 0.7 and side features chosen on validation (ua.base minus 5%)
     "pair": ModelSpec(PairConfig, _build_pair, ("regression", "binary"), inputs=pair_inputs,
                       load=load_jsonl_splits, train_defaults=dict(
