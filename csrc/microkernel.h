@@ -12,10 +12,11 @@
  *                                  have threshold +inf and are never offered)
  *   items  it[r * ld + kk]         coordinate kk of item item0 + r (row-major, the
  *                                  caller's array itself when no transform is needed)
- *   norms  norms[r] or NULL        subtracted from the dot product (L2)
+ *   scale  scale[r] or NULL        multiplies the dot product (cosine: 1 / |x|)
+ *   bias   bias[r] or NULL         then subtracted from it (L2: |x|^2)
  *
  * Every path computes each score the same way: acc = 0, then acc = fma(q[kk], x[kk],
- * acc) for kk = 0..d-1, then acc - norm.  So a score does not depend on the tile,
+ * acc) for kk = 0..d-1, then acc * scale, then - bias.  So a score does not depend on the tile,
  * block or thread that computes it, and the AVX-512, AVX2+FMA and portable paths
  * agree bit for bit (the portable path uses C99 fmaf).
  */
@@ -57,8 +58,8 @@ static inline void rj_prefetch(const void *p, int64_t bytes)
 
 /* Portable path: any number of rows (<= RJ_NR) per call. */
 static inline uint32_t rj_tile_portable(const float *qp, const float *it, int64_t ld, int64_t d,
-                                        int rows, const float *norms, const float *thr,
-                                        float *acc, uint32_t *mask)
+                                        int rows, const float *scale, const float *bias,
+                                        const float *thr, float *acc, uint32_t *mask)
 {
     uint32_t any = 0;
     memset(acc, 0, sizeof(float) * RJ_NR * RJ_LANES);
@@ -70,7 +71,8 @@ static inline uint32_t rj_tile_portable(const float *qp, const float *it, int64_
     for (int r = 0; r < rows; r++) {
         uint32_t m = 0;
         for (int l = 0; l < RJ_LANES; l++) {
-            if (norms) acc[r * RJ_LANES + l] -= norms[r];
+            if (scale) acc[r * RJ_LANES + l] *= scale[r];
+            if (bias) acc[r * RJ_LANES + l] -= bias[r];
             m |= (uint32_t)(acc[r * RJ_LANES + l] > thr[l]) << l;
         }
         mask[r] = m;
@@ -83,7 +85,7 @@ static inline uint32_t rj_tile_portable(const float *qp, const float *it, int64_
 /* AVX2 + FMA: `rows` (<= 6) items x 16 queries in 12 ymm accumulators. */
 __attribute__((target("avx2,fma"))) static inline uint32_t
 rj_sub_avx2(const float *qp, const float *it, int64_t ld, int64_t d, int rows, int h,
-            const float *norms, const float *thr, float *acc, uint32_t *mask)
+            const float *scale, const float *bias, const float *thr, float *acc, uint32_t *mask)
 {
     __m256 a[6][2];
     uint32_t any = 0;
@@ -109,10 +111,15 @@ rj_sub_avx2(const float *qp, const float *it, int64_t ld, int64_t d, int rows, i
     }
     __m256 t0 = _mm256_loadu_ps(thr + h), t1 = _mm256_loadu_ps(thr + h + 8);
     for (int r = 0; r < rows; r++) {
-        if (norms) {
-            __m256 nv = _mm256_broadcast_ss(norms + r);
-            a[r][0] = _mm256_sub_ps(a[r][0], nv);
-            a[r][1] = _mm256_sub_ps(a[r][1], nv);
+        if (scale) {
+            __m256 sv = _mm256_broadcast_ss(scale + r);
+            a[r][0] = _mm256_mul_ps(a[r][0], sv);
+            a[r][1] = _mm256_mul_ps(a[r][1], sv);
+        }
+        if (bias) {
+            __m256 bv = _mm256_broadcast_ss(bias + r);
+            a[r][0] = _mm256_sub_ps(a[r][0], bv);
+            a[r][1] = _mm256_sub_ps(a[r][1], bv);
         }
         uint32_t m = (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a[r][0], t0, _CMP_GT_OQ))
                      | (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(a[r][1], t1, _CMP_GT_OQ)) << 8;
@@ -126,15 +133,16 @@ rj_sub_avx2(const float *qp, const float *it, int64_t ld, int64_t d, int rows, i
 
 __attribute__((target("avx2,fma"))) static inline uint32_t
 rj_tile_avx2(const float *qp, const float *it, int64_t ld, int64_t d, int rows,
-             const float *norms, const float *thr, float *acc, uint32_t *mask)
+             const float *scale, const float *bias, const float *thr, float *acc,
+             uint32_t *mask)
 {
     uint32_t any = 0;
     memset(mask, 0, sizeof(uint32_t) * RJ_NR);
     for (int g = 0; g < rows; g += 6) {
         int n = rows - g < 6 ? rows - g : 6;
         for (int h = 0; h < RJ_LANES; h += 16)
-            any |= rj_sub_avx2(qp, it + g * ld, ld, d, n, h, norms ? norms + g : NULL, thr,
-                               acc + g * RJ_LANES, mask + g);
+            any |= rj_sub_avx2(qp, it + g * ld, ld, d, n, h, scale ? scale + g : NULL,
+                               bias ? bias + g : NULL, thr, acc + g * RJ_LANES, mask + g);
     }
     return any;
 }
@@ -143,7 +151,8 @@ rj_tile_avx2(const float *qp, const float *it, int64_t ld, int64_t d, int rows,
  * scores only when some lane passes (returns nonzero then). */
 __attribute__((target("avx512f"))) static inline uint32_t
 rj_tile_avx512(const float *qp, const float *it, int64_t ld, int64_t d, int rows,
-               const float *norms, const float *thr, float *acc, uint32_t *mask)
+               const float *scale, const float *bias, const float *thr, float *acc,
+               uint32_t *mask)
 {
     __m512 a[RJ_NR][2];
     uint32_t any = 0;
@@ -176,10 +185,15 @@ rj_tile_avx512(const float *qp, const float *it, int64_t ld, int64_t d, int rows
 #pragma GCC unroll 12
     for (int r = 0; r < RJ_NR; r++) {
         if (r >= rows) break;
-        if (norms) {
-            __m512 nv = _mm512_set1_ps(norms[r]);
-            a[r][0] = _mm512_sub_ps(a[r][0], nv);
-            a[r][1] = _mm512_sub_ps(a[r][1], nv);
+        if (scale) {
+            __m512 sv = _mm512_set1_ps(scale[r]);
+            a[r][0] = _mm512_mul_ps(a[r][0], sv);
+            a[r][1] = _mm512_mul_ps(a[r][1], sv);
+        }
+        if (bias) {
+            __m512 bv = _mm512_set1_ps(bias[r]);
+            a[r][0] = _mm512_sub_ps(a[r][0], bv);
+            a[r][1] = _mm512_sub_ps(a[r][1], bv);
         }
         mask[r] = (uint32_t)_mm512_cmp_ps_mask(a[r][0], t0, _CMP_GT_OQ)
                   | (uint32_t)_mm512_cmp_ps_mask(a[r][1], t1, _CMP_GT_OQ) << 16;
@@ -202,15 +216,16 @@ rj_tile_avx512(const float *qp, const float *it, int64_t ld, int64_t d, int rows
  * instruction set so that the tile function inlines into the loop. */
 #define RJ_DEFINE_PANEL(NAME, TARGET, TILE)                                              \
     TARGET static void NAME(const float *qp, const float *items, int64_t ld, int64_t d,  \
-                            int64_t count, const float *norms, rj_state *st, int64_t q0, \
-                            int lanes, int64_t item0)                                    \
+                            int64_t count, const float *scale, const float *bias,        \
+                            rj_state *st, int64_t q0, int lanes, int64_t item0)          \
     {                                                                                    \
         float acc[RJ_NR * RJ_LANES];                                                     \
         uint32_t mask[RJ_NR];                                                            \
         const float *thr = st->thr + q0;                                                 \
         for (int64_t t = 0; t < count; t += RJ_NR) {                                     \
             int rows = count - t < RJ_NR ? (int)(count - t) : RJ_NR;                     \
-            if (TILE(qp, items + t * ld, ld, d, rows, norms ? norms + t : NULL, thr, acc, mask)) \
+            if (TILE(qp, items + t * ld, ld, d, rows, scale ? scale + t : NULL,          \
+                     bias ? bias + t : NULL, thr, acc, mask))                            \
                 rj_offer_tile(st, q0, item0 + t, rows, lanes, RJ_LANES, acc, mask);      \
         }                                                                                \
     }
@@ -223,20 +238,20 @@ RJ_DEFINE_PANEL(rj_panel_avx512, __attribute__((target("avx512f"))), rj_tile_avx
 
 /* rj_panel_* for the given instruction set (the caller checks the CPU supports it). */
 static void rj_panel(int isa, const float *qp, const float *items, int64_t ld, int64_t d,
-                     int64_t count, const float *norms, rj_state *st, int64_t q0, int lanes,
-                     int64_t item0)
+                     int64_t count, const float *scale, const float *bias, rj_state *st,
+                     int64_t q0, int lanes, int64_t item0)
 {
 #ifdef RJ_X86
     if (isa == RJ_ISA_AVX512) {
-        rj_panel_avx512(qp, items, ld, d, count, norms, st, q0, lanes, item0);
+        rj_panel_avx512(qp, items, ld, d, count, scale, bias, st, q0, lanes, item0);
         return;
     }
     if (isa == RJ_ISA_AVX2) {
-        rj_panel_avx2(qp, items, ld, d, count, norms, st, q0, lanes, item0);
+        rj_panel_avx2(qp, items, ld, d, count, scale, bias, st, q0, lanes, item0);
         return;
     }
 #endif
-    rj_panel_portable(qp, items, ld, d, count, norms, st, q0, lanes, item0);
+    rj_panel_portable(qp, items, ld, d, count, scale, bias, st, q0, lanes, item0);
 }
 
 #endif /* RECJAX_MICROKERNEL_H */

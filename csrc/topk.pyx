@@ -6,33 +6,37 @@ read or write out of bounds, but it does not check values (finiteness, sortednes
 
 How it works (``microkernel.h`` and ``select.h`` hold the C parts):
 
-* The query panels (``RJ_LANES`` = 32 queries each) are shared out between the
-  threads in contiguous ranges, one range per thread: a thread packs its panels
-  (float32, transformed for the metric: normalised for cosine, centred and doubled
-  for L2), runs them over all items, and finishes their results.  The threads share
-  nothing they write, so there is no barrier: a thread that the OS delays does not
-  hold the others up.
+* Queries are packed into panels of ``RJ_LANES`` (32), transformed for the metric
+  (normalised for cosine, centred and doubled for L2).  Groups of up to 8 panels are
+  the units of work, handed out to the OpenMP threads dynamically; a unit is
+  searched against every item and finished by one thread, so threads share nothing
+  they write and never wait for each other (a thread the OS slows down just takes
+  fewer units).
 * Items are visited in blocks of ``block_size`` rows, so that a block stays in the
-  core's cache while every panel of the thread passes over it.  float32 items with
-  the dot product are read in place; otherwise the thread first writes the block,
-  transformed, into its own buffer (``block_size * d`` floats, plus squared norms for
-  L2).  A panel is scored against the block tile by tile in SIMD registers and only
-  scores above the query's running threshold leave the registers, into a per-query
-  reservoir (select.h).  Memory: the per-thread buffers, the packed queries and the
-  reservoirs (``2k + 16`` keys per query), never a queries x items matrix.
+  core's cache while every panel of the unit passes over it.  float32 items are read
+  in place: cosine scales each score by a precomputed ``1/|x|``, L2 subtracts a
+  precomputed ``|x|^2``.  float64 items, and L2 items that must be centred, are
+  first written into the thread's own float32 block buffer.  A panel is scored
+  against the block tile by tile in SIMD registers and only scores above the query's
+  running threshold leave the registers, into a per-query reservoir (select.h).
+  Memory: per-item factors (N floats), the per-thread buffers (``block_size * d``
+  floats), the packed queries and the reservoirs (``2k + 16`` keys per query), never
+  a queries x items matrix.
 * Last, each query's k best candidates are re-scored exactly in float64 from the
   caller's arrays (difference form for L2, so large offsets do not cancel), rounded
   to the output precision and sorted best first, ties by lower item id.
 
-Selection scores: dot ``q.i``; cosine ``q.i / (|q||i|)``; L2 ``2(q-c).(i-c) - |i-c|^2``
-(``c`` is a centre passed by the caller: the ranking by ``-|q-i|^2`` is unchanged and
-the centred values keep float32 precision).  Each score is summed in the same order
-(fused multiply-adds over the coordinates) whatever the block size, thread count or
-instruction set, so the answer is identical run to run.  The kernel calls no BLAS,
-so its OpenMP threads never compete with a BLAS thread pool.
+Selection scores: dot ``q.x``; cosine ``(q/|q|).x * (1/|x|)``; L2
+``2(q-c).(x-c) - |x-c|^2`` (``c`` is a centre passed by the caller, or 0: the
+ranking by ``-|q-x|^2`` is unchanged and, when the data share a large offset, the
+centred values keep float32 precision).  Each score is computed in the same order
+(fused multiply-adds over the coordinates, then the per-item factor) whatever the
+block size, thread count or instruction set, so the answer is identical run to
+run.  The kernel calls no BLAS, so its OpenMP threads never compete with a BLAS
+thread pool.
 """
 
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 from libc.math cimport INFINITY, sqrt
 from libc.stdint cimport int64_t, uint8_t, uint64_t
 
@@ -62,8 +66,8 @@ cdef extern from "microkernel.h" nogil:
     int rj_cpu_isa()
     void rj_prefetch(const void *p, int64_t bytes)
     void rj_panel(int isa, const float *qp, const float *items, int64_t ld, int64_t d,
-                  int64_t count, const float *norms, rj_state *st, int64_t q0, int lanes,
-                  int64_t item0)
+                  int64_t count, const float *scale, const float *bias, rj_state *st,
+                  int64_t q0, int lanes, int64_t item0)
 
 ctypedef fused real:
     float
@@ -76,6 +80,7 @@ cdef enum:
 
 cdef enum:
     _AHEAD = 6  # candidate rows prefetched ahead of their exact re-scoring
+    _UNIT_PANELS = 8  # most panels per unit of work (256 queries)
 
 METRICS = {"dot": DOT, "cosine": COSINE, "l2": L2}
 LANES = RJ_LANES
@@ -188,7 +193,7 @@ cdef void _finish(rj_state *st, int64_t q, const real *query, const real *items,
 
 
 def search(const real[:, ::1] queries, const real[:, ::1] items, int64_t k, str metric,
-           const double[::1] center, *, exclude_indptr=None, exclude_indices=None,
+           const double[::1] center=None, *, exclude_indptr=None, exclude_indices=None,
            item_mask=None, self_ids=None, int64_t block_size=4096, int num_threads=1,
            bint round_f32=True, str isa="auto", int64_t chunk_queries=65536):
     """Top-k items for every query; see the module docstring.
@@ -199,8 +204,9 @@ def search(const real[:, ::1] queries, const real[:, ::1] items, int64_t k, str 
     items : same dtype as ``queries``, shape [N, d], C-contiguous
     k : int, 1 <= k <= N
     metric : {"dot", "cosine", "l2"}
-    center : float64 array, shape [d]
-        Subtracted from both sides for L2 (ignored otherwise).
+    center : float64 array, shape [d], optional
+        For L2: subtracted from both sides (the items are then copied block by block);
+        ignored for the other metrics.
     exclude_indptr, exclude_indices : int64 arrays, shapes [Q + 1] and [nnz], optional
         CSR rows of items each query must not return; indices sorted within a row.
     item_mask : bool or uint8 array, shape [N], optional
@@ -210,7 +216,7 @@ def search(const real[:, ::1] queries, const real[:, ::1] items, int64_t k, str 
     block_size : int
         Items per block.
     num_threads : int
-        OpenMP threads.
+        Most OpenMP threads (no more than there are units of work).
     round_f32 : bool
         Round the final scores to float32 before sorting (float32 output).
     isa : {"auto", "avx512", "avx2", "portable"}
@@ -262,7 +268,7 @@ cdef int _check(str metric, str isa, int64_t nq, int64_t n_items, int64_t d, int
         raise ValueError(f"k={k} must be in [1, N={n_items}]")
     if n_items > RJ_MAX_ITEMS:
         raise ValueError(f"at most {RJ_MAX_ITEMS} items are supported, got {n_items}")
-    if center.shape[0] != d:
+    if center is not None and center.shape[0] != d:
         raise ValueError(f"center has {center.shape[0]} values, expected d={d}")
     if block_size < 1 or num_threads < 1 or chunk_queries < 1:
         raise ValueError("block_size, num_threads and chunk_queries must be >= 1")
@@ -306,21 +312,22 @@ cdef _search_chunk(const real[:, ::1] queries, const real[:, ::1] items, int64_t
     """Search queries [q0, q1) against all items."""
     cdef int64_t nq = q1 - q0, n_items = items.shape[0], d = items.shape[1]
     cdef int64_t n_panels = (nq + RJ_LANES - 1) // RJ_LANES
-    cdef int64_t n_slots = max(1, min(num_threads, n_panels))
+    cdef int64_t unit = max(1, min(<int64_t>_UNIT_PANELS, n_panels // (4 * num_threads)))
+    cdef int64_t n_units = (n_panels + unit - 1) // unit
+    cdef int threads = <int>max(1, min(num_threads, n_units))
     cdef int64_t block = min(block_size, n_items)
     cdef int64_t cap = 2 * k + 16
-    cdef bint direct = False
-    if real is float:
-        direct = metric == DOT  # score the caller's rows in place
+    cdef bint copy = real is double or (metric == L2 and center is not None)
+    cdef const double[::1] c = np.zeros(d) if center is None else center
     cdef float[::1] qp = np.zeros(n_panels * RJ_LANES * d, dtype=np.float32)
-    cdef float[::1] buf = np.empty(1 if direct else n_slots * block * d, dtype=np.float32)
-    cdef float[::1] norms = np.empty(n_slots * block, dtype=np.float32)
+    cdef float[::1] buf = np.empty(threads * block * d if copy else 1, dtype=np.float32)
+    cdef float[::1] factor = np.empty(threads * block if copy else n_items, dtype=np.float32)
     cdef float[::1] thr = np.full(n_panels * RJ_LANES, INFINITY, dtype=np.float32)
     cdef uint64_t[::1] res = np.empty(nq * cap, dtype=np.uint64)
     cdef int64_t[::1] count = np.zeros(nq, dtype=np.int64)
     cdef int64_t[::1] cursor = np.zeros(nq, dtype=np.int64)
     cdef rj_state st
-    cdef int64_t q, slot
+    cdef int64_t q, u, i
 
     thr[:nq] = -INFINITY
     st.nq, st.k, st.cap, st.n_items = nq, k, cap, n_items
@@ -335,39 +342,62 @@ cdef _search_chunk(const real[:, ::1] queries, const real[:, ::1] items, int64_t
             cursor[q] = indptr[q0 + q]
 
     with nogil:
-        for slot in prange(n_slots, num_threads=n_slots, schedule="static", chunksize=1):
-            _run_slot(&st, slot * n_panels // n_slots, (slot + 1) * n_panels // n_slots,
-                      &queries[q0, 0], &items[0, 0], n_items, d, metric, &center[0], block,
-                      direct, &buf[0 if direct else slot * block * d], &norms[slot * block],
+        if not copy and metric != DOT:  # per-item factors of the rows read in place
+            for i in prange(n_items, num_threads=threads, schedule="static"):
+                factor[i] = _item_factor(&items[i, 0], d, metric)
+        for u in prange(n_units, num_threads=threads, schedule="dynamic", chunksize=1):
+            i = threadid()
+            _run_unit(&st, u * unit, min((u + 1) * unit, n_panels), &queries[q0, 0],
+                      &items[0, 0], n_items, d, metric, &c[0], block, copy,
+                      &buf[i * block * d if copy else 0], &factor[i * block if copy else 0],
                       &qp[0], isa, round_f32, &ids[q0, 0], &scores[q0, 0])
 
 
-cdef void _run_slot(rj_state *st, int64_t p0, int64_t p1, const real *queries,
+cdef float _item_factor(const real *x, int64_t d, int metric) noexcept nogil:
+    """Cosine: 1/|x| (0 for a zero vector); L2: |x|^2; of the float32 row x."""
+    cdef double s = _dot(x, x, d)
+    if metric == L2:
+        return <float>s
+    return <float>(1.0 / sqrt(s)) if s > 0.0 else 0.0
+
+
+cdef void _run_unit(rj_state *st, int64_t p0, int64_t p1, const real *queries,
                     const real *items, int64_t n_items, int64_t d, int metric,
-                    const double *center, int64_t block, bint direct, float *buf,
-                    float *norms, float *qp, int isa, bint round_f32, int64_t *ids,
+                    const double *center, int64_t block, bint copy, float *buf,
+                    float *factor, float *qp, int isa, bint round_f32, int64_t *ids,
                     double *scores) noexcept nogil:
-    """Panels [p0, p1) of the chunk: pack them, run them over every item block, finish."""
+    """Panels [p0, p1) of the chunk: pack them, run them over every item block, finish.
+
+    ``factor``: the per-item factors of all items (rows read in place), or the
+    thread's block buffer for the squared norms of the copied rows."""
     cdef int64_t i, p, first, stop, q_end = min(p1 * RJ_LANES, st.nq)
     cdef const float *rows
-    cdef double scale = 2.0 if metric == L2 else 1.0
+    cdef const float *scale
+    cdef const float *bias
+    cdef double two = 2.0 if metric == L2 else 1.0
     for i in range(p0 * RJ_LANES, q_end):
-        _pack_row(queries + i * d, d, metric, center, scale,
+        _pack_row(queries + i * d, d, metric, center, two,
                   qp + (i // RJ_LANES) * RJ_LANES * d + i % RJ_LANES, RJ_LANES, NULL)
     first = 0
     while first < n_items:
         stop = min(first + block, n_items)
-        if direct:
-            rows = <const float *>(items + first * d)
-        else:
+        scale = bias = NULL
+        if copy:
             for i in range(first, stop):
                 _pack_row(items + i * d, d, metric, center, 1.0, buf + (i - first) * d, 1,
-                          norms + (i - first))
+                          factor + (i - first))
             rows = buf
+            if metric == L2:
+                bias = factor
+        else:
+            rows = <const float *>(items + first * d)  # real is float here
+            if metric == COSINE:
+                scale = factor + first
+            elif metric == L2:
+                bias = factor + first
         for p in range(p0, p1):
-            rj_panel(isa, qp + p * RJ_LANES * d, rows, d, d, stop - first,
-                     norms if metric == L2 else NULL, st, p * RJ_LANES,
-                     <int>min(RJ_LANES, st.nq - p * RJ_LANES), first)
+            rj_panel(isa, qp + p * RJ_LANES * d, rows, d, d, stop - first, scale, bias, st,
+                     p * RJ_LANES, <int>min(RJ_LANES, st.nq - p * RJ_LANES), first)
         first = stop
     for i in range(p0 * RJ_LANES, q_end):
         _finish(st, i, queries + i * d, items, d, metric, round_f32, ids + i * st.k,

@@ -119,6 +119,7 @@ def test_token_runs_take_token_ids(tmp_path, small_synthetic):
         respond(trained, {"instances": [{"in0": [1], "in1": [999]}]})
 
 
+@pytest.mark.slow
 def test_other_models_answer_too(tmp_path):
     from recjax.models.dnn import DNNConfig
 

@@ -92,8 +92,8 @@ def topk_jax(
     block = _block(block_size, chunk, n_items)
     n_pad = -(-n_items // block) * block
     mask = np.zeros(n_items, bool) if item_mask is None else item_mask
-    centre = jnp.asarray(l2_centre(items) if metric == "l2" else np.zeros(items.shape[1]),
-                         items.dtype)
+    centre = l2_centre(items) if metric == "l2" else None
+    centre = jnp.asarray(np.zeros(items.shape[1]) if centre is None else centre, items.dtype)
     xt, bias = _prepare_items(items, jnp.asarray(mask), centre, metric, n_pad)
     xt, bias = xt.reshape(n_pad // block, block, -1), bias.reshape(n_pad // block, block)
     out_ids, out_scores = [], []

@@ -88,12 +88,14 @@ def _selection_space(q: np.ndarray, x: np.ndarray, metric: str) -> tuple[np.ndar
         return _normalise(q), _normalise(x)
     if metric == "l2":
         centre = l2_centre(x)  # distances unchanged, no cancellation on large offsets
-        return q - centre, x - centre
+        return (q, x) if centre is None else (q - centre, x - centre)
     return q, x
 
 
-def l2_centre(items: Any) -> np.ndarray:
-    """A point near the items, float64 [d], subtracted from both sides for L2.
+def l2_centre(items: Any) -> np.ndarray | None:
+    """A point near the items, float64 [d], to subtract from both sides for L2; None
+    when the items are already about centred (their mean is no farther from the
+    origin than their root-mean-square spread around it).
 
     Distances do not change, but centred values keep their precision when all vectors
     share a large offset (1e6 + x).  The centre is the mean of up to 1024 evenly
@@ -105,7 +107,10 @@ def l2_centre(items: Any) -> np.ndarray:
     step = max(1, items.shape[0] // 1024)
     sample = np.asarray(items[::step], dtype=np.float64)
     mean = sample.mean(axis=0)
-    spread = float(np.abs(sample - mean).max())
+    dev = sample - mean
+    if np.sqrt(mean @ mean) <= np.sqrt(np.einsum("ij,ij->", dev, dev) / len(sample)):
+        return None
+    spread = float(np.abs(dev).max())
     if spread == 0.0:
         return mean
     unit = 2.0 ** (np.floor(np.log2(spread)) - 3)

@@ -60,7 +60,7 @@ BACKENDS = ("auto", "cython", "numpy", "jax")
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 _BLOCK_BYTES = 1 << 20  # an item block (float32 rows) that stays in a core's L2 cache
 _RESERVOIR_BYTES = 256 << 20  # candidates held at once: bounds the queries per pass
-_WORK_PER_THREAD = 1 << 25  # multiply-adds (~0.3 ms) below which a thread is not worth waking
+_WORK_PER_THREAD = 1 << 23  # multiply-adds (~0.1 ms) below which a thread is not worth waking
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
@@ -119,7 +119,7 @@ def topk(
         extension is not built.
     num_threads : int, optional
         Most kernel threads to use (default: all cores available to this process);
-        small problems use fewer, one per ~33M multiply-adds.  The answer does not
+        small problems use fewer, one per ~8M multiply-adds.  The answer does not
         depend on it.
     block_size : int, optional
         Items scored per block (default: as many as fit in 1 MiB of float32).  The
@@ -270,7 +270,7 @@ def _run_kernel(q, x, k, metric, out_dtype, threads, block, excl):
         raise RuntimeError("backend='cython' needs the compiled extension recjax._ext.topk: "
                            "build it with `python setup.py build_ext --inplace`")
     q, x = q.astype(out_dtype, copy=False), x.astype(out_dtype, copy=False)
-    centre = l2_centre(x) if metric == "l2" else np.zeros(x.shape[1])
+    centre = l2_centre(x) if metric == "l2" else None
     if block is None:  # as many whole tiles as fit the budget
         block = max(kernel.TILE, _BLOCK_BYTES // (4 * x.shape[1]) // kernel.TILE * kernel.TILE)
     chunk = max(kernel.LANES, _RESERVOIR_BYTES // (8 * (2 * k + 16)))
