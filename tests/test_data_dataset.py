@@ -12,7 +12,15 @@ from recjax.data import Ratings, UnknownIdError, Vocabulary
 # ----------------------------------------------------------------------------- Vocabulary
 
 int_ids = st.lists(st.integers(-(2**40), 2**40), min_size=1, max_size=60)
-str_ids = st.lists(st.text(min_size=1, max_size=8), min_size=1, max_size=60)
+str_ids = st.lists(
+    st.text(st.characters(blacklist_characters="\x00"), min_size=1, max_size=8),
+    min_size=1, max_size=60,
+)
+
+
+def test_vocabulary_rejects_nul_in_string_ids():
+    with pytest.raises(ValueError, match="NUL"):
+        Vocabulary.from_ids(["a", "a\x00"], "item")
 
 
 @settings(max_examples=60, deadline=None)

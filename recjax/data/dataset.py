@@ -49,8 +49,19 @@ class Vocabulary:
 
     @classmethod
     def from_ids(cls, raw_ids: Any, kind: str = "id") -> "Vocabulary":
-        """Vocabulary of the unique values in ``raw_ids`` (sorted)."""
-        return cls(np.unique(np.asarray(raw_ids)), kind)
+        """Vocabulary of the unique values in ``raw_ids`` (sorted).
+
+        Raises
+        ------
+        ValueError
+            For string ids containing NUL characters, which NumPy's string arrays
+            would silently truncate (merging distinct ids).
+        """
+        values = np.asarray(raw_ids)
+        originals = raw_ids if not isinstance(raw_ids, np.ndarray) else values.ravel()
+        if values.dtype.kind in "UO" and any(isinstance(v, str) and "\x00" in v for v in originals):
+            raise ValueError(f"{kind} ids must not contain NUL characters")
+        return cls(np.unique(values), kind)
 
     def __len__(self) -> int:
         return len(self.ids)
