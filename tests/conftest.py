@@ -40,3 +40,21 @@ def small_synthetic():
     from recjax.data import synthetic_ratings
 
     return synthetic_ratings(300, 200, 12_000, rank=4, noise_std=0.3, seed=7)
+
+
+@pytest.fixture(scope="module")
+def persistent_compile_cache(tmp_path_factory):
+    """For one test module: identical JAX programs (each fit compiles its epoch afresh,
+    ~1 s of XLA) come from a persistent compilation cache. Settings restored afterwards."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    old = {name: getattr(jax.config, name) for name in names}
+    compilation_cache.reset_cache()
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    yield
+    for name, value in old.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()

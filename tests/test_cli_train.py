@@ -8,10 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 
 import recjax.train.loop as loop_module
 from recjax.cli import build_parser, main, train_configs
@@ -21,19 +19,7 @@ from recjax.models.mf import MFConfig
 SYNTHETIC = ["train", "--dataset", "synthetic", "--split", "random", "--embedding-dim", "4", "--quiet"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    """The runs below share their programs (same shapes): compile each once, through a
-    persistent compilation cache kept to this module."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {name: getattr(jax.config, name) for name in names}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
 
 def _lines(path: Path) -> list[dict]:

@@ -8,7 +8,6 @@ import jax
 import numpy as np
 import pytest
 from flax import nnx
-from jax.experimental.compilation_cache import compilation_cache
 
 import recjax.train.loop as loop_module
 from recjax.config import TrainConfig
@@ -20,20 +19,7 @@ from recjax.train.loop import EarlyStopping, fit
 from recjax.train.step import Model, make_predict
 
 
-
-@pytest.fixture(scope="module", autouse=True)
-def compile_once(tmp_path_factory):
-    """Every fit compiles its epoch afresh (~1 s of XLA each); for this module, identical
-    programs come from a persistent compilation cache instead. Restored afterwards."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    old = {name: getattr(jax.config, name) for name in names}
-    compilation_cache.reset_cache()
-    jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.getbasetemp() / "jax-cache"))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-    yield
-    for name, value in old.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
 
 # ----------------------------------------------------------------------------- EarlyStopping
