@@ -26,6 +26,8 @@ import pytest
 from recjax.retrieval import kernel_available, topk
 from recjax.retrieval._reference import topk_reference
 
+from _memory import peak_extra_mib
+
 FULL_SIZES = {  # name: (items N, dims d, queries Q)
     "1682x32": (1_682, 32, 943),
     "100kx64": (100_000, 64, 10_000),
@@ -93,26 +95,6 @@ def searcher(contender, items, metric):
 
 
 # ---------------------------------------------------------------------- measurement
-
-
-def peak_extra_mib(fn) -> float:
-    """Peak resident memory added while fn() runs (Linux: VmHWM reset via clear_refs)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-    except OSError:
-        return float("nan")
-    before = _status_kib("VmRSS")
-    fn()
-    return (_status_kib("VmHWM") - before) / 1024
-
-
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise KeyError(field)
 
 
 def check(ids, queries, items, k, metric):
