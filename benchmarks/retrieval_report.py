@@ -18,8 +18,9 @@ import sys
 CONTENDERS = ["recjax", "jax", "numpy_blocked", "faiss"]
 
 
-def load(path: str) -> tuple[dict, dict]:
-    """(results[(size, k, metric)][contender] -> info, ceiling GFLOP/s per d)."""
+def load(path: str) -> tuple[dict, dict, dict]:
+    """(results[(size, k, metric)][contender] -> info, ceiling GFLOP/s per d,
+    pytest-benchmark's machine_info)."""
     with open(path) as f:
         data = json.load(f)
     results, ceiling = {}, {}
@@ -34,7 +35,7 @@ def load(path: str) -> tuple[dict, dict]:
                 queries=info["queries"])
         else:
             ceiling[info["d"]] = rate
-    return results, ceiling
+    return results, ceiling, data.get("machine_info", {})
 
 
 def table(results: dict, ceiling: dict) -> str:
@@ -71,7 +72,9 @@ def _order(item):
 
 
 def main(path: str) -> None:
-    results, ceiling = load(path)
+    results, ceiling, machine = load(path)
+    cpu = machine.get("cpu", {})
+    print(f"Machine: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} cores\n")
     print("sgemm ceiling (float32 [4096, d] x [d, 16384], NumPy/OpenBLAS): "
           + ", ".join(f"d={d}: {r:.0f} GFLOP/s" for d, r in sorted(ceiling.items())))
     print("\nQueries/second, median (fraction of the sgemm ceiling):\n")

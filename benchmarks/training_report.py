@@ -48,7 +48,7 @@ def table(rows: dict) -> str:
 def main(paths: list[str]) -> None:
     rows, machine = load(paths)
     cpu = machine.get("cpu", {})
-    devices = sorted({f"{i['backend']} ({i['device']})" for kinds in rows.values() for i in kinds.values()})
+    devices = sorted({f"{i.get('backend', 'unrecorded')} ({i.get('device', '-')})" for kinds in rows.values() for i in kinds.values()})
     print(f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, "
           f"{cpu.get('count', '?')} cores, Python {machine.get('python_version', '?')}; "
           f"JAX on {', '.join(devices)}\n")
