@@ -1,38 +1,59 @@
-"""Reproduce README's accuracy table from scratch, with fixed seeds.
+"""Reproduce README's accuracy tables from scratch, with fixed seeds.
 
-    RECJAX_DATA=/folder/with/movielens python benchmarks/accuracy.py [--models mf] [--seed 0]
+    RECJAX_DATA=/folder/with/movielens python benchmarks/accuracy.py \
+        [--models mf,pair,dnn] [--sections folds,ua,small,ranking] [--seed 0]
 
 Protocol: each model trains with its recommended settings
-(:func:`recjax.models.recommended_configs`) plus ``refit=True``: validation is 5%
-of the split's training part, drawn with the seed, and only chooses the epoch
-count; the model is then retrained on the whole training part for that many
-epochs, and the test part is scored once. Baselines are fitted on the whole training part. Prints markdown.
+(:func:`recjax.models.recommended_configs`); validation is 5% of the split's
+training part, drawn with the seed, and only chooses the epoch count. Models in
+:data:`REFIT` are then retrained on the whole training part for that many epochs.
+The test part is scored once. Baselines are fitted on the whole training part.
+The ranking section trains the README's ranking runs on ua and scores them with
+``recjax evaluate``'s protocol (most popular and EASE included). Prints markdown.
 """
 
 from __future__ import annotations
 
 import argparse
 import tempfile
+from typing import Any
 
 import numpy as np
 
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
 from recjax.evaluation import mse, rmse
-from recjax.experiment import run
+from recjax.experiment import RunResult, run
+from recjax.explore import evaluate_runs, load_run
 from recjax.models import recommended_configs
 from recjax.models.baselines import BiasModel, GlobalMean, UserMean
 from recjax.report import format_table
 
 BASELINES = {"global mean": GlobalMean, "user mean": UserMean, "bias (ALS)": BiasModel}
 FOLDS = ("u1", "u2", "u3", "u4", "u5")
+REFIT = {"mf", "pair"}  # dnn and softmax: the validation-chosen epoch, no retraining
+# README's ranking rows: (row name, model, train overrides, model overrides); chosen on ub.
+RANKING_RUNS = [
+    ("mf (regression)", "mf", {}, {}),
+    ("softmax", "softmax", {}, {}),
+    ("mf, binary", "mf", dict(task="binary", binary_threshold=0.0, optimizer="adam",
+                              learning_rate=0.003, batch_size=1024, epochs=30, patience=30,
+                              tolerance=0.0),
+     dict(num_negatives=8, l2=0.003, embedding_dim=64)),
+]
+SECTIONS = ("folds", "ua", "small", "ranking")
 
 
-def model_metrics(model: str, seed: int, **train) -> dict[str, float]:
-    train_cfg, model_cfg = recommended_configs(
-        model, {"seed": seed, "quiet": True, "refit": True,
-                "out": tempfile.mkdtemp(prefix="recjax-acc-") + "/run", **train})
-    return run(train_cfg, model_cfg).metrics
+def train(model: str, seed: int, model_values: dict[str, Any] | None = None, **overrides) -> RunResult:
+    """One run with ``model``'s recommended settings under ``overrides``, in a temp folder."""
+    settings = {"seed": seed, "quiet": True, "refit": model in REFIT,
+                "out": tempfile.mkdtemp(prefix="recjax-acc-") + "/run", **overrides}
+    train_cfg, model_cfg = recommended_configs(model, settings, model_values)
+    return run(train_cfg, model_cfg)
+
+
+def model_metrics(model: str, seed: int, **overrides) -> dict[str, float]:
+    return train(model, seed, **overrides).metrics
 
 
 def baseline_metrics(train, test) -> dict[str, tuple[float, float]]:
@@ -46,42 +67,72 @@ def baseline_metrics(train, test) -> dict[str, tuple[float, float]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="mf", help="comma-separated model families")
+    parser.add_argument("--sections", default=",".join(SECTIONS), help="comma-separated: " + ", ".join(SECTIONS))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    models = args.models.split(",")
-    ml100k = load_movielens("ml-100k")
+    models, sections = args.models.split(","), args.sections.split(",")
+    unknown = set(sections) - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections {sorted(unknown)}; choose from {', '.join(SECTIONS)}")
+    runners = {"folds": folds, "ua": ua, "small": small, "ranking": ranking}
+    for section in sections:
+        runners[section](models, args.seed)
 
-    # 1. ml-100k five folds
+
+def folds(models: list[str], seed: int) -> None:
+    """ml-100k u1..u5 test RMSE."""
+    ml100k = load_movielens("ml-100k")
     rows = []
     fold_splits = {fold: predefined_split(fold, dataset=ml100k) for fold in FOLDS}
     per_fold = {name: [baseline_metrics(s.train, s.test)[name][1] for s in fold_splits.values()]
                 for name in BASELINES}
     for model in models:
-        per_fold[model] = [model_metrics(model, args.seed, split=fold)["test_rmse"] for fold in FOLDS]
+        per_fold[model] = [model_metrics(model, seed, split=fold)["test_rmse"] for fold in FOLDS]
     for name, values in per_fold.items():
         rows.append([name, *values, float(np.mean(values))])
     print("### ml-100k, u1..u5 test RMSE\n")
     print(format_table(["model", *FOLDS, "mean"], rows, markdown=True))
 
-    # 2. ml-100k ua.test (the Object2Vec notebook's split)
-    ua = predefined_split("ua", dataset=ml100k)
-    rows = [[name, m, r] for name, (m, r) in baseline_metrics(ua.train, ua.test).items()]
-    for model in models:
-        metrics = model_metrics(model, args.seed, split="ua")
-        rows.append([model, metrics["test_mse"], metrics["test_rmse"]])
-    print("\n### ml-100k, ua.test\n")
-    print(format_table(["model", "MSE", "RMSE"], rows, markdown=True))
 
-    # 3. ml-latest-small, random 90/10 split
-    small = load_movielens("ml-latest-small")
-    split = holdout_split(small, 0.1, seed=args.seed)
+
+def ua(models: list[str], seed: int) -> None:
+    """ml-100k ua.test (the Object2Vec notebook's split): MSE, and binary accuracy."""
+    split = predefined_split("ua", dataset=load_movielens("ml-100k"))
+    rows = [[name, m, r, "-"] for name, (m, r) in baseline_metrics(split.train, split.test).items()]
+    for model in models:
+        metrics = model_metrics(model, seed, split="ua")
+        rows.append([model, metrics["test_mse"], metrics["test_rmse"], "-"])
+        binary = model_metrics(model, seed, split="ua", task="binary")
+        rows.append([f"{model}, binary", "-", "-", binary["test_accuracy"]])
+    print("\n### ml-100k, ua.test\n")
+    print(format_table(["model", "MSE", "RMSE", "binary accuracy"], rows, markdown=True))
+
+
+def small(models: list[str], seed: int) -> None:
+    """ml-latest-small, random 90/10 split: test RMSE."""
+    split = holdout_split(load_movielens("ml-latest-small"), 0.1, seed=seed)
     rows = [[name, r] for name, (_, r) in baseline_metrics(split.train, split.test).items()]
     for model in models:
-        metrics = model_metrics(model, args.seed, dataset="ml-latest-small", split="random",
+        metrics = model_metrics(model, seed, dataset="ml-latest-small", split="random",
                                 test_fraction=0.1)
         rows.append([model, metrics["test_rmse"]])
-    print(f"\n### ml-latest-small, random 90/10 split (seed {args.seed}), test RMSE\n")
+    print(f"\n### ml-latest-small, random 90/10 split (seed {seed}), test RMSE\n")
     print(format_table(["model", "RMSE"], rows, markdown=True))
+
+
+def ranking(models: list[str], seed: int) -> None:
+    """README's ranking rows on ua (``--models`` does not apply: the rows are fixed)."""
+    runs, names = [], []
+    for name, model, overrides, model_values in RANKING_RUNS:
+        result = train(model, seed, model_values, split="ua", **overrides)
+        runs.append(load_run(result.run_dir))
+        names.append(name)
+    table = evaluate_runs(runs, 10)  # the runs in order, then the ranking baselines
+    labels = names + list(table)[len(runs):]
+    rows = [[label, m["precision@10"], m["ndcg@10"]] for label, m in zip(labels, table.values())
+            if "ndcg@10" in m]
+    print("\n### ml-100k, ranking on ua (top 10, train movies excluded)\n")
+    print(format_table(["model", "P@10", "NDCG@10"], rows, markdown=True))
 
 
 if __name__ == "__main__":
