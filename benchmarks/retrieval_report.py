@@ -26,6 +26,8 @@ def load(path: str) -> tuple[dict, dict, dict]:
     results, ceiling = {}, {}
     for bench in data["benchmarks"]:
         info, median = bench["extra_info"], bench["stats"]["median"]
+        if "flops" not in info:
+            continue  # a training benchmark, from a combined run
         rate = info["flops"] / median / 1e9
         if "contender" in info:
             key = (info["size"], info["k"], info["metric"])
@@ -33,7 +35,7 @@ def load(path: str) -> tuple[dict, dict, dict]:
             results.setdefault(key, {})[info["contender"]] = dict(
                 qps=info["queries"] / median, gflops=rate, d=d, peak=info["peak_mib"],
                 queries=info["queries"])
-        else:
+        else:  # the sgemm ceiling
             ceiling[info["d"]] = rate
     return results, ceiling, data.get("machine_info", {})
 

@@ -6,8 +6,9 @@ Full run (some minutes; sizes of benchmarks/README.md), then the table::
         --benchmark-json=/tmp/retrieval.json -q
     .venv/bin/python benchmarks/retrieval_report.py /tmp/retrieval.json
 
-Under the default ``pytest`` (``--benchmark-disable``) the same tests run once each
-at tiny sizes, as a smoke test; ``RECJAX_BENCH_FULL=1`` forces the full sizes.
+Without ``--benchmark-enable`` or ``--benchmark-only`` (README's test command) the
+same tests run once each at tiny sizes, as a smoke test; ``RECJAX_BENCH_FULL=1``
+forces the full sizes.
 Every benchmark checks its answer against the float64 reference on a few queries.
 Each records, in ``extra_info``: queries, flops (2 Q N d), the peak resident memory
 added by one search, and the thread count; ``test_sgemm_ceiling`` records the float32
@@ -26,7 +27,7 @@ import pytest
 from recjax.retrieval import kernel_available, topk
 from recjax.retrieval._reference import topk_reference
 
-from _memory import peak_extra_mib
+from _common import full_mode, peak_extra_mib
 
 FULL_SIZES = {  # name: (items N, dims d, queries Q)
     "1682x32": (1_682, 32, 943),
@@ -37,11 +38,6 @@ SMOKE_SIZES = {"1682x32": (300, 32, 40), "100kx64": (700, 64, 70), "1Mx64": (1_1
 CONTENDERS = ["recjax", "jax", "numpy_blocked", "faiss"]
 THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 CHECKED_QUERIES = 25
-
-
-def full_mode(config) -> bool:
-    enabled = config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
-    return enabled or os.environ.get("RECJAX_BENCH_FULL") == "1"
 
 
 @cache

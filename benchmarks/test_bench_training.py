@@ -9,8 +9,8 @@ Full run (one ml-100k-shaped and one ml-20m-shaped synthetic set), then the tabl
 The data are the seeded synthetic generator's (planted low-rank truth), shaped like
 ml-100k (943 users, 1,682 items, 100k ratings) and ml-20m (138,493 users, 26,744
 items, 20M ratings); ``RECJAX_BENCH_SIZES=ml100k`` limits a full run to the small
-one. Under the default ``pytest`` (``--benchmark-disable``) everything runs once on a
-tiny set, as a smoke test. Compilation happens before the timer starts and is
+one. Without ``--benchmark-enable`` or ``--benchmark-only`` (README's test command)
+everything runs once on a tiny set, as a smoke test. Compilation happens before the timer starts and is
 recorded in ``extra_info`` (``compile_s``), with examples per step or epoch and the
 peak resident memory one call added. Every benchmark checks that training works:
 finite losses, parameters that moved, and (epochs) a training loss that went down.
@@ -33,7 +33,7 @@ from recjax.models import MODELS, recommended_configs
 from recjax.train.optim import make_optimizer
 from recjax.train.step import Model, TrainState, batch_layout, make_epoch, make_train_step
 
-from _memory import peak_extra_mib
+from _common import full_mode, peak_extra_mib
 
 SHAPES = {  # name: (users, items, ratings)
     "ml100k": (943, 1_682, 100_000),
@@ -56,10 +56,6 @@ SETTINGS = {
 }
 SETTINGS["smoke"] = {name: ({"batch_size": 64}, {}) for name in MODELS}
 DEVICE = {"backend": jax.default_backend(), "device": jax.devices()[0].device_kind}
-
-
-def full_mode(config) -> bool:
-    return config.getoption("benchmark_enable") or not config.getoption("benchmark_disable")
 
 
 def shapes(config) -> list[str]:

@@ -24,6 +24,8 @@ def load(paths: list[str]) -> tuple[dict, dict]:
         machine = machine or data.get("machine_info", {})
         for bench in data["benchmarks"]:
             info, median = bench["extra_info"], bench["stats"]["median"]
+            if "model" not in info:
+                continue  # a retrieval benchmark, from a combined run
             rows.setdefault((info["shape"], info["model"]), {})[info["kind"]] = dict(
                 info, median=median, rate=info["examples"] / median)
     return rows, machine

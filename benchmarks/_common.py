@@ -1,8 +1,16 @@
-"""Peak resident memory of one call, for the benchmark files (Linux only)."""
+"""Helpers shared by the benchmark files: full or smoke mode, peak memory (Linux)."""
 
 from __future__ import annotations
 
+import os
 from typing import Callable
+
+
+def full_mode(config) -> bool:
+    """Full sizes under ``--benchmark-enable`` or ``--benchmark-only`` (or with
+    ``RECJAX_BENCH_FULL=1``); otherwise tiny ones, a smoke test of the same code."""
+    return (config.getoption("benchmark_enable") or config.getoption("benchmark_only")
+            or os.environ.get("RECJAX_BENCH_FULL") == "1")
 
 
 def peak_extra_mib(fn: Callable[[], object]) -> float:
