@@ -59,9 +59,14 @@ DEVICE = {"backend": jax.default_backend(), "device": jax.devices()[0].device_ki
 
 
 def shapes(config) -> list[str]:
+    """The data shapes to run: ``smoke`` alone, or ``$RECJAX_BENCH_SIZES`` in full mode."""
     if not full_mode(config):
         return ["smoke"]
-    return os.environ.get("RECJAX_BENCH_SIZES", "ml100k,ml20m").split(",")
+    names = os.environ.get("RECJAX_BENCH_SIZES", "ml100k,ml20m").split(",")
+    unknown = [n for n in names if n not in SETTINGS or n == "smoke"]
+    if unknown:
+        raise ValueError(f"RECJAX_BENCH_SIZES: unknown {unknown}; use ml100k and/or ml20m")
+    return names
 
 
 @cache
@@ -75,7 +80,8 @@ def splits(shape: str) -> dict:
 
 @cache
 def setup(model: str, shape: str):
-    """(train step, epoch, state factory, device arrays, batch size) for one case."""
+    """(train step, jitted epoch, fresh-state factory, device arrays, batch size,
+    training examples) for one case; built once per case."""
     train_over, model_values = SETTINGS[shape][model]
     cfg, model_cfg = recommended_configs(model, train_over, model_values)
     spec = MODELS[model]
@@ -148,7 +154,7 @@ def test_train_epoch(benchmark, model, shape):
         holder["losses"].append(float(metrics["data_loss"]))
 
     one_epoch()  # untimed warm-up, also the first loss
-    rounds = 1 if shape == "ml20m" else (3 if shape == "ml100k" else 1)
+    rounds = 3 if shape == "ml100k" else 1
     benchmark.pedantic(one_epoch, rounds=rounds, iterations=1)
     losses = holder["losses"]
     assert np.all(np.isfinite(losses)) and _moved(initial, holder["state"].params)

@@ -1,4 +1,5 @@
-"""The benchmark report scripts turn pytest-benchmark JSON into the README tables."""
+"""The benchmark report scripts turn pytest-benchmark JSON into the README tables;
+the training benchmark refuses sizes it does not know."""
 
 from __future__ import annotations
 
@@ -64,3 +65,18 @@ def test_training_report_rows(combined_json, capsys):
     out = capsys.readouterr().out
     assert "JAX on cpu (cpu)" in out
     assert "| ml100k | mf | 2.00 ms (128) | 64,000 | 2.00 s (1,000) | 500 | 0.7 s | 12 |" in out
+
+
+def test_training_benchmark_rejects_unknown_sizes(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    bench = _script("test_bench_training")
+
+    class FullConfig:  # what pytest's config answers under --benchmark-only
+        def getoption(self, name):
+            return name == "benchmark_only"
+
+    monkeypatch.setenv("RECJAX_BENCH_SIZES", "ml100k")
+    assert bench.shapes(FullConfig()) == ["ml100k"]
+    monkeypatch.setenv("RECJAX_BENCH_SIZES", "ml100k,ml1b")
+    with pytest.raises(ValueError, match=r"RECJAX_BENCH_SIZES: unknown \['ml1b'\]"):
+        bench.shapes(FullConfig())
