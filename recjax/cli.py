@@ -129,7 +129,7 @@ def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
     TOML file (optional), overridden by flags."""
     from recjax.models import MODELS, recommended_configs
 
-    given = {k: v for k, v in vars(args).items() if k not in ("func", "command", "config", "resume")}
+    given = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     train_values = {**train_file, **{k: v for k, v in given.items() if k in train_names}}
@@ -146,11 +146,40 @@ def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
     return recommended_configs(model, train_values, {**model_file, **model_flags})
 
 
+_RUN_ONLY = ("func", "command", "config", "resume", "coordinator", "num_processes", "process_id",
+             "distributed")  # train flags that are not settings of the run
+
+
+def start_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` for a run over several processes (hosts).
+
+    Explicit ``--coordinator/--num-processes/--process-id``, or ``--distributed``
+    alone for JAX's own detection (SLURM, Open MPI, Cloud TPU, Kubernetes, or the
+    ``JAX_COORDINATOR_ADDRESS`` environment variable with the cluster's own ids).
+    """
+    explicit = [args.coordinator, args.num_processes, args.process_id]
+    if not args.distributed and all(v is None for v in explicit):
+        return
+    if any(v is None for v in explicit) and not all(v is None for v in explicit):
+        raise CommandError("--coordinator, --num-processes and --process-id go together")
+    if args.process_id is not None and not 0 <= args.process_id < args.num_processes:
+        raise CommandError(f"--process-id must be in 0..{args.num_processes - 1}, got {args.process_id}")
+    if args.coordinator is not None and not re.fullmatch(r"[^:\s]+:\d+", args.coordinator):
+        raise CommandError(f"--coordinator must be HOST:PORT, got {args.coordinator!r}")
+    import jax
+
+    try:
+        jax.distributed.initialize(args.coordinator, args.num_processes, args.process_id)
+    except (RuntimeError, ValueError) as err:
+        raise CommandError(f"cannot start jax.distributed: {err}") from None
+
+
 def _train(args: argparse.Namespace) -> int:
     from recjax.experiment import run
     from recjax.report import print_run_summary
 
     train_cfg, model_cfg = train_configs(args)
+    start_distributed(args)
     result = run(train_cfg, model_cfg, resume=args.resume)
     if not train_cfg.quiet:
         print_run_summary(result)
@@ -169,6 +198,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--config", help="TOML file with [train] and [model] tables (flags override)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    hosts = train.add_argument_group(
+        "several processes", "one process per host (or GPU group), all with the same flags and --out "
+                             "on a shared file system; combine with --mesh")
+    hosts.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, e.g. 10.0.0.1:1234")
+    hosts.add_argument("--num-processes", type=_positive, metavar="N", help="processes in the run")
+    hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
+    hosts.add_argument("--distributed", action="store_true",
+                       help="let JAX detect the cluster (SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS)")
     _add_dataclass_flags(train, TrainConfig, skip=set())
     train.add_argument("--lr", dest="learning_rate", type=float, default=argparse.SUPPRESS,
                        help="alias of --learning-rate")

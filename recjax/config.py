@@ -49,6 +49,7 @@ class TrainConfig:
     tolerance: float = 0.001  # smallest validation improvement that counts
     refit: bool = False  # after early stopping, retrain on train + validation for the best epoch count
     seed: int = 0  # all randomness (init, shuffling, splits, negatives) derives from it
+    mesh: str = ""  # device mesh DATAxMODEL, e.g. 4x2: batches split over DATA, tables by rows over MODEL; "" = one device
     out: str | None = None  # run folder; default runs/<model>-<dataset>-<split>-<time>
     quiet: bool = False  # no progress bar or table
 
@@ -71,6 +72,10 @@ class TrainConfig:
         for name, ok in checks.items():
             if not ok:
                 raise ValueError(f"invalid {name}={getattr(self, name)!r} (see --help)")
+        if self.mesh:
+            from recjax.train.sharding import parse_mesh
+
+            parse_mesh(self.mesh)
         if self.weight_decay and self.optimizer != "adamw":
             raise ValueError("weight_decay needs optimizer='adamw' (use the model's L2 terms otherwise)")
 

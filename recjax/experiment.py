@@ -29,11 +29,13 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -47,6 +49,7 @@ from recjax.models import MODELS
 from recjax.models.baselines import GlobalMean, UserMean
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.loop import FitResult, fit
+from recjax.train.sharding import Layout, make_mesh, parse_mesh
 from recjax.train.step import Model, make_predict
 
 __all__ = ["run", "RunResult", "load_splits", "load_run_config", "MONITOR"]
@@ -104,9 +107,18 @@ def load_run_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
 
 
 def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
-    """What a resumed checkpoint must match: everything but output and verbosity."""
-    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "quiet", "epochs")}
+    """What a resumed checkpoint must match: everything but output, verbosity, the
+    epoch budget and the device mesh (a run may resume on another mesh)."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items()
+             if k not in ("out", "quiet", "epochs", "mesh")}
     return {"train_config": train, "model_config": dataclasses.asdict(model_cfg)}
+
+
+def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[str, jax.Array]:
+    """Evaluation inputs: on the default device, or copied to every device of the mesh."""
+    if layout is None:
+        return {k: jnp.asarray(v) for k, v in arrays.items()}
+    return layout.replicate(arrays)
 
 
 def _save_embeddings(path: Path, module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> None:
@@ -121,8 +133,12 @@ def _save_embeddings(path: Path, module: Any, data: Any, train_inputs: dict[str,
              item_ids=data.items.ids, item_embeddings=items)
 
 
-def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
+def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
+        splits: dict[str, Ratings] | None = None) -> RunResult:
     """Train ``cfg.model`` with ``model_cfg``; write and return the run.
+
+    ``splits`` (``{"train", "val", "test"}`` :class:`Ratings` sharing vocabularies)
+    replaces the data ``cfg`` names, e.g. a research dataset of your own.
 
     Raises
     ------
@@ -148,18 +164,21 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     elif (run_dir / "checkpoints").exists():
         raise ValueError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
 
-    splits = (spec.load(model_cfg, cfg) if spec.load else None) or load_splits(cfg)
+    if splits is None:
+        splits = (spec.load(model_cfg, cfg) if spec.load else None) or load_splits(cfg)
     if cfg.refit and not isinstance(splits["train"], Ratings):
         raise ValueError(f"refit is available for rating data only, not {cfg.model!r}'s own data files")
     module = spec.build(model_cfg, splits["train"], cfg)
     model = Model.split(module)
-    predict = make_predict(model)
+    mesh = make_mesh(*parse_mesh(cfg.mesh)) if cfg.mesh else None
+    layout = Layout(mesh, model) if mesh is not None else None
+    predict = make_predict(model, out_sharding=layout and layout.replicated)
     if spec.prepare is not None:
         inputs = spec.prepare(model_cfg, splits, cfg)
     else:
         inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
     custom = spec.evaluator(model, inputs, cfg) if spec.evaluator is not None else None
-    device_inputs = {} if custom else {name: {k: jnp.asarray(v) for k, v in arrays.items()}
+    device_inputs = {} if custom else {name: _to_devices(arrays, layout)
                                        for name, arrays in inputs.items()}
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
@@ -169,10 +188,12 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
         predictions = np.asarray(predict(params, arrays))
         return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
 
+    primary = jax.process_index() == 0  # with several processes, one writes the run folder
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(
-        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}, indent=2))
-    log = (run_dir / "metrics.jsonl").open("a" if resume else "w")
+    if primary:
+        (run_dir / "config.json").write_text(json.dumps(
+            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}, indent=2))
+    log = (run_dir / "metrics.jsonl").open("a" if resume else "w") if primary else open(os.devnull, "w")
     monitor, higher = spec.monitor or MONITOR[cfg.task]
     try:
         result = fit(
@@ -182,6 +203,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
             checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
             identity=_identity(cfg, model_cfg),
             on_epoch=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
+            layout=layout,
         )
         metrics: dict[str, float] = evaluate(result.params, "val", "val_")
         selected = result
@@ -190,9 +212,10 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
             splits = {**splits, "train": splits["train"].concat(splits["val"])}
             module = spec.build(model_cfg, splits["train"], cfg)
             model = Model.split(module)
-            predict = make_predict(model)
+            layout = Layout(mesh, model) if mesh is not None else None
+            predict = make_predict(model, out_sharding=layout and layout.replicated)
             inputs["train"] = spec.inputs(splits["train"], cfg)
-            device_inputs["train"] = {k: jnp.asarray(v) for k, v in inputs["train"].items()}
+            device_inputs["train"] = _to_devices(inputs["train"], layout)
             refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
             result = fit(
                 model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
@@ -201,6 +224,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
                 identity={**_identity(cfg, model_cfg), "refit_epochs": result.best_epoch},
                 on_epoch=lambda record: (log.write(json.dumps({"phase": "refit", **record}) + "\n"),
                                          log.flush()),
+                layout=layout,
             )
         for part in ("train", "test"):
             metrics.update(evaluate(result.params, part, f"{part}_", predict))
@@ -221,6 +245,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False) -> RunResult:
     finally:
         log.close()
     trained = model.bind(result.params)
-    _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"], inputs["train"])
+    if primary:
+        _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"], inputs["train"])
     return RunResult(run_dir, result, metrics, trained, splits)
 

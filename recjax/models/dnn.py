@@ -27,6 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recjax.train.sharding import table
+
 __all__ = ["DNNConfig", "DNN", "parse_dims"]
 
 
@@ -88,8 +90,8 @@ class DNN(nnx.Module):
                  task: str = "regression", rngs: nnx.Rngs) -> None:
         self.cfg, self.task = cfg, task
         init = jax.nn.initializers.normal(cfg.init_std)
-        self.user_embedding = nnx.Param(init(rngs.params(), (n_users, cfg.embedding_dim)))
-        self.item_embedding = nnx.Param(init(rngs.params(), (n_items, cfg.embedding_dim)))
+        self.user_embedding = table(init(rngs.params(), (n_users, cfg.embedding_dim)))
+        self.item_embedding = table(init(rngs.params(), (n_items, cfg.embedding_dim)))
         width = 2 * cfg.embedding_dim
         self.hidden = nnx.List()
         for dim in parse_dims(cfg.hidden_dims):

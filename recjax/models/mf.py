@@ -35,6 +35,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from recjax.train.sharding import table
+
 __all__ = ["MFConfig", "MF", "gravity"]
 
 
@@ -94,10 +96,10 @@ class MF(nnx.Module):
             raise ValueError("num_negatives applies to the binary task only")
         self.cfg, self.task, self.n_items = cfg, task, n_items
         init = jax.nn.initializers.normal(cfg.init_std)
-        self.user_embedding = nnx.Param(init(rngs.params(), (n_users, cfg.embedding_dim)))
-        self.item_embedding = nnx.Param(init(rngs.params(), (n_items, cfg.embedding_dim)))
-        self.user_bias = nnx.Param(jnp.zeros(n_users)) if cfg.user_bias else None
-        self.item_bias = nnx.Param(jnp.zeros(n_items)) if cfg.item_bias else None
+        self.user_embedding = table(init(rngs.params(), (n_users, cfg.embedding_dim)))
+        self.item_embedding = table(init(rngs.params(), (n_items, cfg.embedding_dim)))
+        self.user_bias = table(jnp.zeros(n_users)) if cfg.user_bias else None
+        self.item_bias = table(jnp.zeros(n_items)) if cfg.item_bias else None
         use_mean = cfg.global_mean and task == "regression"
         self.offset = float(global_mean) if use_mean else 0.0
         self.rating_scale = tuple(float(x) for x in rating_scale)

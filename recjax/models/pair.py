@@ -85,6 +85,7 @@ from flax import nnx
 
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData, read_jsonlines
+from recjax.train.sharding import TABLE
 
 __all__ = [
     "PairConfig", "PairModel", "TokenEncoder", "Tokens", "ENCODERS", "COMPARATORS",
@@ -224,7 +225,8 @@ class TokenEncoder(nnx.Module):
                  rngs: nnx.Rngs) -> None:
         self.network, self.max_seq_len = network, max_seq_len
         self.vocab_size = vocab_size
-        self.table = table if table is not None else nnx.Embed(vocab_size, token_dim, rngs=rngs)
+        self.table = table if table is not None else nnx.Embed(vocab_size, token_dim, rngs=rngs,
+                                                                   embedding_metadata=TABLE)
         depth = layers or _AUTO_LAYERS[network]
         if network == "pooled_embedding":
             self.hidden = nnx.List([nnx.Linear(token_dim, token_dim, rngs=rngs) for _ in range(depth - 1)])

@@ -61,6 +61,7 @@ from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
 from recjax.models.pair import Tokens
+from recjax.train.sharding import table
 
 __all__ = ["SoftmaxConfig", "SoftmaxModel", "NEGATIVES", "softmax_inputs", "item_features",
            "make_softmax_evaluator", "ranking_metrics", "sampled_logits"]
@@ -166,17 +167,17 @@ class SoftmaxModel(nnx.Module):
         self.cfg, self.n_items = cfg, n_items
         genres, years = np.asarray(genres, np.int32).reshape(n_items, -1), np.asarray(years, np.int32)
         init = jax.nn.initializers.normal(cfg.init_std)
-        self.movie_embedding = nnx.Param(init(rngs.params(), (n_items, cfg.embedding_dim)))
+        self.movie_embedding = table(init(rngs.params(), (n_items, cfg.embedding_dim)))
         self.use_genres = bool(cfg.genre_dim and genres.size and genres.max() >= 0)
         self.use_years = bool(cfg.year_dim and years.size and years.max() >= 0)
         width = cfg.embedding_dim
         self.genres = Tokens(jnp.asarray(genres))
         self.years = Tokens(jnp.asarray(years))
         if self.use_genres:
-            self.genre_embedding = nnx.Param(init(rngs.params(), (int(genres.max()) + 1, cfg.genre_dim)))
+            self.genre_embedding = table(init(rngs.params(), (int(genres.max()) + 1, cfg.genre_dim)))
             width += cfg.genre_dim
         if self.use_years:
-            self.year_embedding = nnx.Param(init(rngs.params(), (int(years.max()) + 1, cfg.year_dim)))
+            self.year_embedding = table(init(rngs.params(), (int(years.max()) + 1, cfg.year_dim)))
             width += cfg.year_dim
         self.hidden = nnx.List()
         for dim in parse_dims(cfg.hidden_dims):

@@ -7,6 +7,12 @@ so a crash mid-write leaves the previous checkpoint intact. The metadata carries
 a format tag and the model's config, so a checkpoint of another model or a
 damaged one gives :class:`CheckpointError` instead of silent garbage.
 
+Sharded state (on a device mesh) is written shard by shard, each process writing
+its own. A checkpoint restores onto any mesh: arrays take the template's shardings,
+and embedding tables, stored with zero padding rows up to a multiple of the model
+axis, are re-padded (or cut back) to the new mesh's multiple; nothing else may
+differ in shape.
+
 Example
 -------
 >>> from recjax.train.checkpoint import Checkpoints
@@ -105,9 +111,9 @@ class Checkpoints:
             raise CheckpointError(f"no {which} checkpoint in {where}")
         manager = self._manager(which)
 
-        def read(**items: Any) -> Any:
+        def read(load: Any) -> Any:
             try:
-                return manager.restore(steps[-1], args=ocp.args.Composite(**items))
+                return load()
             except Exception as err:  # orbax raises many types for damaged folders
                 raise CheckpointError(
                     f"cannot read the {which} checkpoint in {where}/{steps[-1]} (truncated, "
@@ -115,8 +121,11 @@ class Checkpoints:
                     f"{type(err).__name__}: {_first_line(err)}"
                 ) from err
 
+        def items(**args: Any) -> Any:
+            return read(lambda: manager.restore(steps[-1], args=ocp.args.Composite(**args)))
+
         # the metadata first: a foreign checkpoint is named as such, before any array is read
-        meta = read(meta=ocp.args.JsonRestore())["meta"] or {}
+        meta = items(meta=ocp.args.JsonRestore())["meta"] or {}
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{where}/{steps[-1]} is not a recjax checkpoint ({FORMAT})")
         for key, value in expect.items():
@@ -125,7 +134,11 @@ class Checkpoints:
                     f"{where}/{steps[-1]} was written with a different {key}: "
                     f"{meta.get(key)!r}, this run has {value!r}"
                 )
-        restored = read(state=ocp.args.StandardRestore(_abstract(template)))
+        read(lambda: _check_shapes(template, manager.item_metadata(steps[-1])["state"].tree, where,
+                                   rows_may_differ=True))
+        # strict=False: tables take the template's padding (the checks above and the
+        # metadata allow only the row count of arrays to differ)
+        restored = items(state=ocp.args.StandardRestore(_abstract(template), strict=False))
         tree = restored["state"]
         _check_shapes(template, tree, where)
         return tree, meta
@@ -148,8 +161,14 @@ def _first_line(err: BaseException, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
-def _check_shapes(template: Any, tree: Any, where: Path) -> None:
-    want = jax.tree.map(lambda x: (np.shape(x), np.dtype(x.dtype).name), template)
-    got = jax.tree.map(lambda x: (np.shape(x), np.dtype(x.dtype).name), tree)
-    if want != got:
+def _check_shapes(template: Any, tree: Any, where: Path, rows_may_differ: bool = False) -> None:
+    """The same arrays (shapes and dtypes, compared as a multiset: orbax's stored
+    metadata keeps optax's named tuples as plain containers); with ``rows_may_differ``
+    the leading axis of arrays may differ (padding of tables written on another mesh)."""
+    def signature(x: Any) -> tuple:
+        x = jax.random.key_data(x) if jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key) else x
+        shape = tuple(np.shape(x) if not hasattr(x, "shape") else x.shape)
+        return (shape[1:] if rows_may_differ and shape else shape, len(shape), np.dtype(x.dtype).name)
+
+    if sorted(map(signature, jax.tree.leaves(template))) != sorted(map(signature, jax.tree.leaves(tree))):
         raise CheckpointError(f"{where}: array shapes or dtypes differ from this model's")

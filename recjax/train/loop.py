@@ -17,14 +17,16 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from tqdm.auto import tqdm
 
 from recjax.config import TrainConfig
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.optim import make_optimizer
+from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
 
-__all__ = ["fit", "FitResult", "EarlyStopping"]
+__all__ = ["fit", "FitResult", "EarlyStopping", "initial_state"]
 
 # fold_in tags separating the run key's uses (model init uses nnx.Rngs(seed) directly)
 _STEPS, _EPOCHS = 1, 2
@@ -96,6 +98,22 @@ class FitResult:
     examples_per_second: float = 0.0
 
 
+def initial_state(model: Model, tx: optax.GradientTransformation, seed: int,
+                  layout: Layout) -> tuple[TrainState, Any]:
+    """The state before the first step, laid out on ``layout``'s mesh, and its shardings.
+
+    Tables are padded to the mesh's row multiple; the optimiser state follows the
+    parameters' layout. Also the template a checkpoint restores into.
+    """
+    def build(params: dict) -> TrainState:
+        params = layout.pad(params)
+        return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
+                          jax.random.fold_in(jax.random.key(seed), _STEPS))
+
+    sharding = layout.shardings(jax.eval_shape(build, model.params))
+    return jax.jit(build, out_shardings=sharding)(model.params), sharding
+
+
 def fit(
     model: Model,
     train: Batch,
@@ -109,6 +127,7 @@ def fit(
     resume: bool = False,
     identity: dict[str, Any] | None = None,
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
+    layout: Layout | None = None,
 ) -> FitResult:
     """Train ``model`` on ``train`` (dict of arrays, leading axis = examples).
 
@@ -127,24 +146,26 @@ def fit(
         JSON-able description (model and training config) a resumed checkpoint must match.
     on_epoch : callable, optional
         Called with each epoch's record (for logging).
+    layout : Layout, optional
+        The device mesh and how the state lies on it (default: one device). The
+        parameters ``validate`` receives are the mesh's (tables padded; ``model.bind``
+        drops the padding); those returned are NumPy, unpadded.
     """
     n = len(train["label"])
     _, steps_per_epoch = batch_layout(n, cfg.batch_size)
     tx = make_optimizer(cfg, steps_per_epoch)
-    run_key = jax.random.key(cfg.seed)
-    params = jax.tree.map(jnp.array, model.params)  # a copy: the epoch donates its input
-    state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32),
-                       jax.random.fold_in(run_key, _STEPS))
-    epoch_keys = jax.random.fold_in(run_key, _EPOCHS)
+    layout = layout or Layout(make_mesh(1, 1), model)
+    state, state_sharding = initial_state(model, tx, cfg.seed, layout)
+    epoch_keys = jax.random.fold_in(jax.random.key(cfg.seed), _EPOCHS)
     identity = identity or {}
     stopper = EarlyStopping(cfg.patience, cfg.tolerance, higher_is_better)
-    result = FitResult(params=model.params)
+    result, best = FitResult(params=model.params), None
     start = 1
     if resume:
         if checkpoints is None or not checkpoints.has_last():
             raise ValueError("--resume: this run folder has no checkpoint to resume from")
         state, meta = checkpoints.restore_last(state, identity)
-        result.params, _ = checkpoints.restore_best(model.params, identity)
+        best, _ = checkpoints.restore_best(state.params, identity)
         result.history = meta["history"]
         for name in ("best", "best_epoch", "bad_epochs"):
             setattr(stopper, name, meta["early_stopping"][name])
@@ -153,8 +174,9 @@ def fit(
             start = cfg.epochs + 1  # only extends a run that ran out of epochs)
             result.stopped_early = True
 
-    data = jax.device_put(train)
-    epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size)
+    data = layout.place_data(train)
+    epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size,
+                          state_sharding=state_sharding, batch_sharding=layout.batch)
     tic = time.perf_counter()
     compiled = epoch_fn.lower(state, data, epoch_keys).compile()
     result.compile_seconds = time.perf_counter() - tic
@@ -183,14 +205,14 @@ def fit(
         else:
             improved = stopper.update(epoch, record[monitor])
         if improved:
-            result.params = jax.device_get(state.params)
+            best = jax.tree.map(jnp.copy, state.params)  # the next epoch donates state.params
         finished = stopper.should_stop or epoch == cfg.epochs
         if checkpoints is not None:
             meta = {**identity, "epoch": epoch, "history": result.history, "finished": finished,
                     "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
                                        "bad_epochs": stopper.bad_epochs}}
             if improved:
-                checkpoints.save_best(epoch, result.params, meta)
+                checkpoints.save_best(epoch, best, meta)
             checkpoints.save_last(epoch, state, meta)
         if on_epoch is not None:
             on_epoch(record)
@@ -200,6 +222,8 @@ def fit(
             result.stopped_early = True
             break
     bar.close()
+    if best is not None:
+        result.params = layout.to_host(best)
     result.best_epoch = stopper.best_epoch
     epochs_run = max(len(result.history) - (start - 1), 0)
     if result.train_seconds > 0:

@@ -38,10 +38,12 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import nnx
 
 from recjax.train.losses import TASK_LOSSES, masked_mean
+from recjax.train.sharding import is_table, table_paths
 
 __all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict", "Batch"]
 
@@ -79,20 +81,31 @@ class Model:
         Initial trainable ``nnx.Param`` values (nested dict of arrays).
     rest : nnx.State
         Everything else (constants), fixed during training.
+    tables : frozenset of tuple
+        Paths (key tuples) of the embedding tables in ``params``, the parameters a
+        device mesh splits by rows (see :mod:`recjax.train.sharding`).
     """
 
     graphdef: Any
     params: dict
     rest: nnx.State
+    tables: frozenset = frozenset()
 
     @classmethod
     def split(cls, module: nnx.Module) -> "Model":
+        tables = table_paths(nnx.to_pure_dict(nnx.state(module, is_table)))
         graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-        return cls(graphdef, nnx.to_pure_dict(params), rest)
+        return cls(graphdef, nnx.to_pure_dict(params), rest, tables)
 
     def bind(self, params: dict) -> nnx.Module:
-        """The module with ``params`` (a fresh object; nothing is mutated)."""
-        return nnx.merge(self.graphdef, params, self.rest)
+        """The module with ``params`` (a fresh object; nothing is mutated).
+
+        Tables stored with padding rows (on a mesh) are cut to their real rows.
+        """
+        real = jax.tree.map(lambda value, initial: value[: np.shape(initial)[0]]
+                            if np.ndim(initial) and np.shape(value)[0] != np.shape(initial)[0] else value,
+                            params, self.params)
+        return nnx.merge(self.graphdef, real, self.rest)
 
 
 def make_train_step(
@@ -136,14 +149,20 @@ def make_epoch(
     step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
     n_examples: int,
     batch_size: int,
+    *,
+    state_sharding: Any = None,
+    batch_sharding: Any = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
     """``epoch(state, data, epoch_key) -> (state, mean metrics)``: one jit-compiled call.
 
-    ``data`` holds arrays with leading axis ``n_examples``, resident on the device.
+    ``data`` holds arrays with leading axis ``n_examples`` (or more: rows past
+    ``n_examples`` are padding, never drawn), resident on the device(s).
     Each epoch visits a fresh permutation in ``ceil(n / batch_size)`` batches; the
     last batch is filled up with repeated examples at weight 0, so every example
     counts exactly once and the shapes never change (no recompilation). The input
-    state's buffers are donated.
+    state's buffers are donated. On a mesh, ``state_sharding`` (a pytree of
+    shardings like the state) keeps the state where it was, and each batch is laid
+    out by ``batch_sharding`` (split over the data axis).
     """
     size, n_batches = batch_layout(n_examples, batch_size)
     padded = size * n_batches
@@ -157,6 +176,8 @@ def make_epoch(
             rows, mask = xs
             batch = {name: values[rows] for name, values in data.items()}
             batch["weight"] = batch["weight"] * mask if "weight" in batch else mask
+            if batch_sharding is not None:
+                batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
             carry, metrics = step(carry, batch)
             return carry, (metrics, jnp.sum(mask))
 
@@ -164,13 +185,17 @@ def make_epoch(
         means = {k: jnp.sum(v * counts) / jnp.sum(counts) for k, v in metrics.items()}
         return state, means
 
-    return jax.jit(epoch, donate_argnums=0)
+    if state_sharding is None:
+        return jax.jit(epoch, donate_argnums=0)
+    return jax.jit(epoch, donate_argnums=0, out_shardings=(state_sharding, None))
 
 
-def make_predict(model: Model, chunk: int = 8192) -> Callable[[dict, Batch], jax.Array]:
+def make_predict(model: Model, chunk: int = 8192, *,
+                 out_sharding: Any = None) -> Callable[[dict, Batch], jax.Array]:
     """``predict(params, data) -> predictions [n]``: jitted, in fixed-size chunks.
 
     Inputs are padded to a multiple of ``chunk``; one compile per padded length.
+    ``out_sharding`` (e.g. replicated over a mesh) places the predictions.
     """
 
     def predict(params: dict, data: Batch) -> jax.Array:
@@ -187,4 +212,4 @@ def make_predict(model: Model, chunk: int = 8192) -> Callable[[dict, Batch], jax
         out = jax.lax.map(lambda b: module(b, train=False), chunks)
         return out.reshape(n_chunks * chunk, *out.shape[2:])[:n]
 
-    return jax.jit(predict)
+    return jax.jit(predict, out_shardings=out_sharding)
