@@ -7,6 +7,13 @@ The run folder holds ``config.json`` (the resolved configs), ``metrics.jsonl``
 
 Validation is carved at random (``val_fraction``, seeded) from the split's
 training part and drives early stopping; the test part is scored once, at the end.
+With ``cfg.mesh`` (``"DATAxMODEL"``) the run trains on a device mesh, embedding
+tables row-sharded (:mod:`recjax.train.sharding`); started by several processes
+(after ``jax.distributed.initialize``), all of them train together, each placing
+only its own rows of the training data on its devices, and process 0 alone writes
+``config.json``, ``metrics.jsonl`` and ``embeddings.npz`` (the checkpoints are
+written by all, each its own shards).
+
 With ``refit=True`` the model is then trained afresh on training + validation data
 for the epoch count validation chose (its epochs are logged with ``"phase":
 "refit"``); ``val_*`` metrics stay those of the validated model, and ``train_*``,
@@ -138,7 +145,9 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
     """Train ``cfg.model`` with ``model_cfg``; write and return the run.
 
     ``splits`` (``{"train", "val", "test"}`` :class:`Ratings` sharing vocabularies)
-    replaces the data ``cfg`` names, e.g. a research dataset of your own.
+    replaces the data ``cfg`` names, e.g. a research dataset of your own (the run
+    folder then records configs, metrics, checkpoints and embeddings, but
+    :func:`recjax.explore.load_run` rebuilds data from the config alone).
 
     Raises
     ------
@@ -178,6 +187,9 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
     else:
         inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
     custom = spec.evaluator(model, inputs, cfg) if spec.evaluator is not None else None
+    if custom is not None and jax.process_count() > 1:
+        raise ValueError(f"model {cfg.model!r} evaluates on one process only; "
+                         f"use --mesh within one host for it")
     device_inputs = {} if custom else {name: _to_devices(arrays, layout)
                                        for name, arrays in inputs.items()}
 

@@ -79,6 +79,18 @@ def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, l
             for name in ("user_embedding", "item_embedding")}
 
 
+def explored(run_dir: Path) -> float:
+    """Train on a 1x8 mesh (500 items padded to 504), reload the run folder as the
+    explore commands do (one device): max |difference| from the trained item table."""
+    from recjax.explore import load_run
+
+    cfg = TrainConfig(dataset="synthetic", split="random", epochs=1, batch_size=2048, quiet=True,
+                      mesh="1x8", out=str(run_dir))
+    trained = run(cfg, CONFIGS["mf"])
+    reloaded = load_run(run_dir).module()
+    return max_diff(trained.fit.params["item_embedding"], reloaded.item_embedding[...])
+
+
 def main(out: Path) -> dict:
     # the runs repeat programs (one per mesh and array shape): compile each once
     jax.config.update("jax_compilation_cache_dir", str(out / "jax-cache"))
@@ -97,6 +109,7 @@ def main(out: Path) -> dict:
                 "tables": sorted("/".join(map(str, p)) for p in Model.split(sharded.module).tables),
             }
     report["stored_specs"] = stored_specs(out / "mf-4x2")
+    report["explored_on_one_device"] = explored(out / "mf-1x8-synthetic")
     report["restored_on_2x4"] = restored_shards(out / "mf-4x2", single, (2, 4))
 
     # A run interrupted after 2 epochs on one mesh continues on another (and on one device).

@@ -74,6 +74,10 @@ def test_checkpoint_restores_onto_another_mesh(mesh_report):
     assert items == [160, 8] and item_shard == [40, 8]
 
 
+def test_run_trained_on_a_mesh_reloads_on_one_device(mesh_report):
+    assert mesh_report["explored_on_one_device"] == 0.0
+
+
 @pytest.mark.parametrize("case", ["4x2->2x4", "2x4->single"])
 def test_interrupted_run_resumes_on_another_mesh(mesh_report, case):
     result = mesh_report["resume"][case]

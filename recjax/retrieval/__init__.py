@@ -4,7 +4,8 @@
 self exclusions); :func:`similar_items` and :func:`recommend` wrap it for the two
 usual questions.  The CPU default is a compiled, blocked, multi-threaded kernel
 (``recjax._ext.topk``); ``backend="jax"`` runs on JAX devices and
-``backend="numpy"`` is the float64 reference.  See :mod:`recjax.retrieval.topk`
+``backend="numpy"`` is the float64 reference; :func:`sharded_topk` searches a
+table split by rows over a JAX device mesh (:mod:`recjax.retrieval.sharded`).  See :mod:`recjax.retrieval.topk`
 for the shared semantics (ordering, ties, padding, precision).
 
 Example
@@ -23,4 +24,14 @@ Example
 
 from recjax.retrieval.topk import TopK, kernel_available, recommend, similar_items, topk
 
-__all__ = ["TopK", "topk", "similar_items", "recommend", "kernel_available"]
+__all__ = ["TopK", "topk", "similar_items", "recommend", "kernel_available",
+           "ShardedItems", "shard_items", "sharded_topk"]
+
+
+def __getattr__(name: str):
+    """The sharded API (:mod:`recjax.retrieval.sharded`) imports JAX only when first used."""
+    if name in ("ShardedItems", "shard_items", "sharded_topk"):
+        from recjax.retrieval import sharded
+
+        return getattr(sharded, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
