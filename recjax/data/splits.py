@@ -124,12 +124,20 @@ def holdout_split(
 ) -> Split:
     """A uniformly random ``test_fraction`` of all ratings goes to test."""
     _check_fraction(test_fraction)
-    rng = np.random.default_rng(seed)
-    order = rng.permutation(len(data))
-    n_test = int(round(test_fraction * len(data)))
-    test_rows = np.zeros(len(data), bool)
-    test_rows[order[:n_test]] = True
+    test_rows = _random_rows(len(data), test_fraction, seed)
     return apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
+
+
+def _random_rows(n: int, fraction: float, seed: int) -> np.ndarray:
+    """Boolean [n]: the first ``round(fraction * n)`` rows of a seeded permutation.
+
+    A function of its own so the int64 permutation is freed before the caller copies
+    the rows out.
+    """
+    order = np.random.default_rng(seed).permutation(n)
+    rows = np.zeros(n, bool)
+    rows[order[: int(round(fraction * n))]] = True
+    return rows
 
 
 def _rank_within_user(user: np.ndarray, *keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
