@@ -190,12 +190,13 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
     if custom is not None and jax.process_count() > 1:
         raise ValueError(f"model {cfg.model!r} evaluates on one process only; "
                          f"use --mesh within one host for it")
-    device_inputs = {} if custom else {name: _to_devices(arrays, layout)
-                                       for name, arrays in inputs.items()}
+    device_inputs: dict[str, dict[str, jax.Array]] = {}  # each part copied when first scored
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
         if custom is not None:
             return custom(params, part, prefix)
+        if part not in device_inputs:
+            device_inputs[part] = _to_devices(inputs[part], layout)
         arrays = device_inputs[part]
         predictions = np.asarray(predict(params, arrays))
         return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
@@ -227,7 +228,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
             layout = Layout(mesh, model) if mesh is not None else None
             predict = make_predict(model, out_sharding=layout and layout.replicated)
             inputs["train"] = spec.inputs(splits["train"], cfg)
-            device_inputs["train"] = _to_devices(inputs["train"], layout)
+            device_inputs.pop("train", None)
             refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
             result = fit(
                 model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),

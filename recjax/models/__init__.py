@@ -30,7 +30,7 @@ __all__ = ["MODELS", "ModelSpec", "rating_inputs", "recommended_configs", "MF", 
 def rating_inputs(part: Ratings, run: TrainConfig) -> dict[str, np.ndarray]:
     """One example per rating: ``user``, ``item`` indices and the task's ``label``."""
     label = part.rating if run.task == "regression" else part.binary_labels(run.binary_threshold)
-    return {"user": part.user, "item": part.item, "label": label.astype(np.float32)}
+    return {"user": part.user, "item": part.item, "label": label.astype(np.float32, copy=False)}
 
 
 @dataclass(frozen=True)
