@@ -36,6 +36,7 @@ REFIT = {"mf", "pair"}  # dnn and softmax: the validation-chosen epoch, no retra
 RANKING_RUNS = [
     ("mf (regression)", "mf", {}, {}),
     ("softmax", "softmax", {}, {}),
+    ("dae", "dae", {}, {}),
     ("mf, binary", "mf", dict(task="binary", binary_threshold=0.0, optimizer="adam",
                               learning_rate=0.003, batch_size=1024, epochs=30, patience=30,
                               tolerance=0.0),
