@@ -134,6 +134,11 @@ def test_every_hyper_parameter_changes_the_result():
     assert build_pair(small(side_features=True), ml_like(), "regression", 0).in1_tokens.shape[1] > 1
     assert float(PairModel(small(l2=0.1), (10, 12), rngs=nnx.Rngs(0)).penalty(BATCH)) > 0
     assert float(PairModel(small(), (10, 12), rngs=nnx.Rngs(0)).penalty(BATCH)) == 0
+    # token_bias: zero at the start, then a per-token term added to the output
+    biased = PairModel(small(token_bias=True), (10, 12), global_mean=3.5, rngs=nnx.Rngs(0))
+    np.testing.assert_allclose(biased(BATCH), outputs(small()), rtol=1e-5, atol=1e-6)
+    biased.biases[0].embedding[...] = biased.biases[0].embedding[...] + 1.0
+    assert not np.allclose(biased(BATCH), outputs(small()), atol=1e-6)
     neg = PairModel(small(negative_sampling_rate=2), (10, 12), task="binary", rngs=nnx.Rngs(0))
     augmented = neg.augment(BATCH, jax.random.key(0))
     assert augmented["in0"].shape[0] == 9 and augmented["label"].tolist() == [1, 0, 1] + [0] * 6

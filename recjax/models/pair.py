@@ -29,6 +29,9 @@ Side features (``side_features``, MovieLens only): in0 gets the user's age group
 release-year token, all mean-pooled with the id token. ``dropout`` acts on the
 comparator output and after each hidden MLP layer; ``negative_sampling_rate``
 ``k`` adds ``k`` pairs with a random in1 as label 0 per example (binary task).
+``token_bias`` (not in Object2Vec) adds a learned bias per token and output,
+summed over each side's real tokens, to the output layer: user, movie and
+side-feature biases, as in biased matrix factorisation.
 Defaults differ from Object2Vec's where validation on ml-100k chose otherwise
 (``enc1_network`` is ``pooled_embedding``, not ``enc0``; dims 128; dropout 0.7).
 
@@ -129,6 +132,7 @@ class PairConfig:
     num_classes: int = 2  # classes of the softmax output layer
     negative_sampling_rate: int = 0  # binary task: random in1 per pair added as label 0
     l2: float = 0.0  # L2 on the token embeddings looked up in a batch (mean over the batch)
+    token_bias: bool = False  # add a learned per-token bias (summed over each side's tokens) to the output
     side_features: bool = True  # MovieLens: add age/sex/occupation tokens to in0, genres/year to in1 (JSON Lines: ignored)
     jsonl_train: str = ""  # train on this Object2Vec JSON Lines file instead of --dataset
     jsonl_validation: str = ""  # validation JSON Lines file; default: carved from jsonl_train
@@ -361,6 +365,11 @@ class PairModel(nnx.Module):
         bias = float(global_mean) if output_layer == "mean_squared_error" else 0.0
         self.head = nnx.Linear(width, n_out, bias_init=jax.nn.initializers.constant(bias), rngs=rngs)
         self.output_layer = output_layer
+        if cfg.token_bias:  # one bias per token and output, zero at the start
+            self.biases = nnx.List([nnx.Embed(v, n_out, embedding_init=jax.nn.initializers.zeros, rngs=rngs,
+                                              embedding_metadata=TABLE) for v in self.vocab_sizes])
+        else:
+            self.biases = None
 
     # -------------------------------------------------------------- inputs
     def tokens(self, batch: dict[str, jax.Array]) -> tuple[jax.Array, jax.Array]:
@@ -397,7 +406,12 @@ class PairModel(nnx.Module):
         act = ACTIVATIONS[self.cfg.mlp_activation]
         for layer in self.mlp:
             h = self._drop(act(layer(h)), train, rngs)
-        return self.head(h)
+        out = self.head(h)
+        if self.biases is not None:
+            for table, tokens in zip(self.biases, (in0, in1)):
+                mask = (tokens >= 0)[..., None]
+                out = out + jnp.sum(table(jnp.clip(tokens, 0, table.num_embeddings - 1)) * mask, axis=1)
+        return out
 
     def _drop(self, h: jax.Array, train: bool, rngs: nnx.Rngs | None) -> jax.Array:
         if self.dropout is None or not train:
