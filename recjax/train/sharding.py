@@ -130,13 +130,11 @@ class Layout:
     def _padded(self, rows: int) -> int:
         return -(-rows // self.row_multiple) * self.row_multiple
 
-    def _table_of(self, path: tuple, shape: tuple) -> tuple | None:
-        """The table whose (padded) storage this leaf is: params, or optimiser moments
-        whose path ends with a table's path."""
-        for table_path, rows in self.rows.items():
-            if path[-len(table_path):] == table_path and shape and shape[0] == self._padded(rows):
-                return table_path
-        return None
+    def _is_table_storage(self, path: tuple, shape: tuple) -> bool:
+        """A table's (padded) storage: the parameter itself, or an optimiser moment
+        whose path ends with the table's path."""
+        return bool(shape) and any(path[-len(table_path):] == table_path and shape[0] == self._padded(rows)
+                                   for table_path, rows in self.rows.items())
 
     def pad(self, params: dict) -> dict:
         """Tables padded with zero rows to a multiple of the model axis."""
@@ -151,7 +149,7 @@ class Layout:
     def spec(self, path: tuple, leaf: Any) -> P:
         """Rows over ``model`` for table storage, replicated otherwise."""
         shape = tuple(leaf.shape)
-        if self._table_of(path, shape) is not None:
+        if self._is_table_storage(path, shape):
             return P(MODEL, *([None] * (len(shape) - 1)))
         return P()
 
