@@ -44,6 +44,10 @@ RANKING_RUNS = [
 ]
 
 
+ENSEMBLE_SEEDS = 3  # Mult-DAE seeds blended by `recjax evaluate --ensemble`
+ENSEMBLE_EASE_WEIGHT = 0.1  # EASE's share of that blend, chosen on ub (0.05..0.5 tried)
+
+
 def train(model: str, seed: int, model_values: dict[str, Any] | None = None, **overrides) -> RunResult:
     """One run with ``model``'s recommended settings under ``overrides``, in a temp folder."""
     settings = {"seed": seed, "quiet": True, "refit": model in REFIT,
@@ -129,6 +133,13 @@ def ranking(models: list[str], seed: int) -> None:
     labels = names + list(table)[len(runs):]
     rows = [[label, m["precision@10"], m["ndcg@10"]] for label, m in zip(labels, table.values())
             if "ndcg@10" in m]
+    # ensembles of Mult-DAE seeds (the one above and ENSEMBLE_SEEDS - 1 more), alone and with EASE
+    daes = [runs[names.index("dae")]] + [
+        load_run(train("dae", seed + i, split="ua").run_dir) for i in range(1, ENSEMBLE_SEEDS)]
+    for weight in (0.0, ENSEMBLE_EASE_WEIGHT):
+        m = list(evaluate_runs(daes, 10, baselines=False, ensemble=weight).values())[-1]  # its row
+        label = f"ensemble of {len(daes)} dae seeds" + (f" + EASE ({weight:g})" if weight else "")
+        rows.append([label, m["precision@10"], m["ndcg@10"]])
     print("\n### ml-100k, ranking on ua (top 10, train movies excluded)\n")
     print(format_table(["model", "P@10", "NDCG@10"], rows, markdown=True))
 

@@ -531,12 +531,16 @@ def evaluate_run(run: Run, k: int = 10, *, baselines: bool = True,
 
 
 def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
-                  ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
+                  ease_lambda: float = 250.0, ensemble: float | None = None) -> dict[str, dict[str, float]]:
     """:func:`evaluate_run` of several runs of one split, in one table.
 
     The baselines are fitted once; diversity is measured in the first run's item
     embedding space for every row, so that the rows compare. Rows are named by
     :attr:`Run.name`, with the folder name added where two runs share one.
+
+    ``ensemble`` adds a row ranking with a blend (:func:`recjax.ensemble.blend`) of
+    all the runs, equal weights, and EASE at weight ``ensemble`` in [0, 1) (the runs
+    share ``1 - ensemble``; 0: the runs alone).
 
     Raises
     ------
@@ -544,6 +548,7 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         No runs, a bad ``k``, or runs whose train/test parts differ (another dataset,
         split, or random-split seed).
     """
+    from recjax.ensemble import blend
     from recjax.models.baselines import EASE, MostPopular
     from recjax.ranking import evaluate_ranking
 
@@ -551,6 +556,8 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         raise ValueError("no runs to evaluate")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
+    if ensemble is not None and not 0.0 <= ensemble < 1.0:
+        raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
     first = runs[0]
     task = first.ranking_task()
     space = first.item_embeddings
@@ -572,11 +579,23 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         rating = {n: float(final[f"test_{n}"]) for n in _RATING_NAMES[run.train_config.task]
                   if f"test_{n}" in final}
         out[name] = {**rating, **evaluate_ranking(run.scorer("dot"), task, k, item_embeddings=space)}
+    fit_on = _concat_parts([first.splits["train"], first.splits["val"]])
+    ease = None
+    if (baselines or ensemble) and task.n_items <= EASE_MAX_ITEMS:
+        ease = EASE(ease_lambda).fit(fit_on)
+    if ensemble is not None:
+        if ensemble and ease is None:
+            raise ValueError(f"EASE is not fitted above {EASE_MAX_ITEMS} items; use an ensemble "
+                             f"weight of 0 (the runs alone)")
+        share = (1.0 - ensemble) / len(runs)
+        mix = blend([r.scorer("dot") for r in runs] + ([ease] if ensemble else []),
+                    [share] * len(runs) + ([ensemble] if ensemble else []))
+        name = f"ensemble of {len(runs)} runs" + (f" + EASE ({ensemble:g})" if ensemble else "")
+        out[name] = evaluate_ranking(mix, task, k, item_embeddings=space)
     if baselines:
-        fit_on = _concat_parts([first.splits["train"], first.splits["val"]])
         models = {"most popular": MostPopular().fit(fit_on)}
-        if task.n_items <= EASE_MAX_ITEMS:
-            models[f"EASE (lambda {ease_lambda:g})"] = EASE(ease_lambda).fit(fit_on)
+        if ease is not None:
+            models[f"EASE (lambda {ease_lambda:g})"] = ease
         for name, model in models.items():
             out[name] = evaluate_ranking(model, task, k, item_embeddings=space)
         final = next((r.final_metrics for r in runs if "global_mean_test_rmse" in r.final_metrics), {})

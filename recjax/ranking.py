@@ -51,7 +51,7 @@ from recjax.retrieval import TopK, recommend
 __all__ = [
     "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer", "mf_ranking_vectors",
     "pair_ranking_vectors",
-    "topk_from_scores", "evaluate_ranking", "compare",
+    "topk_from_scores", "batched_topk", "evaluate_ranking", "compare",
 ]
 
 
@@ -101,6 +101,19 @@ class EmbeddingScorer:
     @property
     def n_items(self) -> int:
         return int(self.item_vectors.shape[0])
+
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """Dense scores float64 [B, n_items] of ``users`` [B], higher is better: dot
+        product, cosine, or minus the squared Euclidean distance."""
+        u = np.asarray(self.user_vectors, np.float64)[np.asarray(users, np.int64)]
+        v = np.asarray(self.item_vectors, np.float64)
+        if self.metric == "cosine":
+            u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-30)
+            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30)
+        dot = u @ v.T
+        if self.metric == "l2":
+            return 2.0 * dot - np.einsum("ij,ij->i", u, u)[:, None] - np.einsum("ij,ij->i", v, v)[None]
+        return dot
 
     def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
         users = np.asarray(users, np.int64)
@@ -171,22 +184,41 @@ class FunctionScorer:
     n_items: int
     batch_size: int | None = None
 
-    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
+    def scores(self, users: np.ndarray) -> np.ndarray:
+        """``score_fn(users)`` as float64 [B, n_items], its shape checked."""
         users = np.asarray(users, np.int64)
-        step = self.batch_size or max(1, (1 << 22) // max(self.n_items, 1))
-        ids, scores = [], []
-        for s in range(0, len(users), step):
-            batch = users[s:s + step]
-            dense = np.asarray(self.score_fn(batch))
-            if dense.shape != (len(batch), self.n_items):
-                raise ValueError(f"score_fn returned shape {dense.shape}, expected "
-                                 f"({len(batch)}, {self.n_items})")
-            res = topk_from_scores(dense, k, None if exclude is None else exclude[batch])
-            ids.append(res.ids)
-            scores.append(res.scores)
-        if not ids:
-            return TopK(np.zeros((0, min(k, self.n_items)), np.int64), np.zeros((0, min(k, self.n_items))))
-        return TopK(np.concatenate(ids), np.concatenate(scores))
+        dense = np.asarray(self.score_fn(users), np.float64)
+        if dense.shape != (len(users), self.n_items):
+            raise ValueError(f"score_fn returned shape {dense.shape}, expected "
+                             f"({len(users)}, {self.n_items})")
+        return dense
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
+        return batched_topk(lambda batch, _: self.scores(batch), self.n_items, users, k, exclude,
+                            self.batch_size)
+
+
+def batched_topk(score_rows: Callable[[np.ndarray, sp.csr_matrix | None], np.ndarray], n_items: int,
+                 users: np.ndarray, k: int, exclude: sp.csr_matrix | None,
+                 batch_size: int | None = None) -> TopK:
+    """Top ``k`` of dense scores computed a batch of users at a time.
+
+    ``score_rows(batch [B], exclude_rows [B, n_items] or None) -> [B, n_items]``;
+    ``batch_size`` defaults to about 2**22 scores per batch.
+    """
+    users = np.asarray(users, np.int64)
+    step = batch_size or max(1, (1 << 22) // max(n_items, 1))
+    ids, scores = [], []
+    for s in range(0, len(users), step):
+        batch = users[s:s + step]
+        rows = None if exclude is None else exclude[batch]
+        res = topk_from_scores(score_rows(batch, rows), k, rows)
+        ids.append(res.ids)
+        scores.append(res.scores)
+    if not ids:
+        width = min(k, n_items)
+        return TopK(np.zeros((0, width), np.int64), np.zeros((0, width)))
+    return TopK(np.concatenate(ids), np.concatenate(scores))
 
 
 def mf_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -124,3 +124,12 @@ def test_bad_run_folder(capsys, tmp_path, command):
 def test_evaluate_several_runs(capsys, run_dir):
     status, out, _ = cli(capsys, "evaluate", run_dir, run_dir, "--k", 3)
     assert status == 0 and "mf (run)" in out and "mf (run, 2)" in out and "most popular" in out
+
+
+def test_evaluate_ensemble(capsys, run_dir):
+    status, out, _ = cli(capsys, "evaluate", run_dir, run_dir, "--k", 3, "--ensemble",
+                         "--ensemble-ease", 0.2, "--no-baselines")
+    assert status == 0 and "ensemble of 2 runs + EASE (0.2)" in out and "most popular" not in out
+    one_line_error(*cli(capsys, "evaluate", run_dir, "--ensemble-ease", 0.2)[::2], "needs --ensemble")
+    with pytest.raises(SystemExit):
+        main(["evaluate", str(run_dir), "--ensemble", "--ensemble-ease", "1"])

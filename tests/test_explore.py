@@ -241,3 +241,20 @@ def test_evaluate_runs_share_one_table(run):
         evaluate_runs([run, other], 5)
     with pytest.raises(ValueError, match="no runs"):
         evaluate_runs([], 5)
+
+
+def test_evaluate_runs_ensemble_row(run):
+    from recjax.explore import evaluate_runs
+
+    alone = evaluate_runs([run], 5, baselines=False)["mf"]
+    # a run blended with itself ranks exactly as the run does
+    same = evaluate_runs([run, run], 5, baselines=False, ensemble=0.0)["ensemble of 2 runs"]
+    for name in ("ndcg@5", "precision@5", "coverage@5"):
+        assert same[name] == alone[name]
+    with_ease = evaluate_runs([run], 5, ensemble=0.5)
+    assert list(with_ease) == ["mf", "ensemble of 1 runs + EASE (0.5)", "most popular",
+                               "EASE (lambda 250)", "global mean", "user mean"]
+    assert with_ease["ensemble of 1 runs + EASE (0.5)"]["ndcg@5"] != alone["ndcg@5"]
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+            evaluate_runs([run], 5, ensemble=bad)

@@ -1,0 +1,138 @@
+"""Ensembles of rankers: a weighted sum of each model's per-user standardised scores.
+
+Different models put their scores on different scales (a Mult-DAE's logits, an MF
+dot product, EASE's sums of item-item weights), so :class:`BlendScorer` first
+standardises each model's scores for a user over that user's *candidate* items (all
+items not excluded, i.e. not in the user's train set) to mean 0 and variance 1,
+then ranks by ``sum_j w_j z_j``. A model whose scores are constant for a user
+contributes 0 for that user. Excluded items enter neither the statistics nor the
+list. It is a :class:`recjax.ranking.Scorer`, so the ranking protocol, ``recommend``
+and every metric take it like any model.
+
+Example
+-------
+>>> import numpy as np
+>>> import scipy.sparse as sp
+>>> from recjax.ensemble import blend
+>>> users = np.eye(2)                                   # two users, 2-d vectors
+>>> a = (users, np.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0]]))   # model a: item 0 first
+>>> b = (users, np.array([[0.0, 0.0], [9.0, 0.0], [0.0, 5.0]]))   # model b: item 1 first
+>>> blend([a, b], [0.5, 0.5]).topk(np.array([0]), 3, None).ids.tolist()
+[[1, 0, 2]]
+>>> rated = sp.csr_matrix(np.array([[0, 1, 0], [0, 0, 0]]))   # user 0 rated item 1
+>>> blend([a, b]).topk(np.array([0]), 3, rated).ids.tolist()
+[[0, 2, -1]]
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from recjax.ranking import as_scorer, batched_topk
+from recjax.retrieval import TopK
+
+__all__ = ["BlendScorer", "blend", "standardise_rows"]
+
+
+def standardise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Each row's scores minus the mean over its candidates, over their standard deviation.
+
+    Parameters
+    ----------
+    scores : float array [B, N]
+    candidates : bool array [B, N]
+        True where the item is ranked for that row; statistics use only these.
+
+    Returns
+    -------
+    np.ndarray float64 [B, N]
+        Standardised scores; 0 on rows whose candidates all score alike (or that have
+        none), and 0 on non-candidates (which the caller excludes).
+    """
+    s = np.asarray(scores, np.float64)
+    n = np.maximum(candidates.sum(1, keepdims=True), 1)
+    mean = np.where(candidates, s, 0.0).sum(1, keepdims=True) / n
+    centred = np.where(candidates, s - mean, 0.0)
+    std = np.sqrt((centred ** 2).sum(1, keepdims=True) / n)
+    return np.divide(centred, std, out=np.zeros_like(centred), where=std > 0)
+
+
+@dataclass(frozen=True, eq=False)
+class BlendScorer:
+    """Ranks by ``sum_j weights[j] * z_j``, ``z_j`` model ``j``'s standardised scores.
+
+    Parameters
+    ----------
+    scorers : sequence of EmbeddingScorer / FunctionScorer
+        The models (anything with ``scores(users) -> [B, n_items]``), all over the
+        same catalogue.
+    weights : sequence of float
+        One finite weight per scorer, not all zero (negative weights are allowed:
+        they reverse a model's preference).
+    batch_size : int, optional
+        Users per step; default keeps each dense score matrix near 2**22 entries.
+    """
+
+    scorers: Sequence[Any]
+    weights: Sequence[float]
+    batch_size: int | None = None
+
+    def __post_init__(self) -> None:
+        scorers, weights = tuple(self.scorers), tuple(float(w) for w in self.weights)
+        if not scorers:
+            raise ValueError("a blend needs at least one scorer")
+        if len(weights) != len(scorers):
+            raise ValueError(f"{len(scorers)} scorers but {len(weights)} weights")
+        if not all(math.isfinite(w) for w in weights) or not any(weights):
+            raise ValueError(f"weights must be finite and not all zero, got {list(weights)}")
+        for s in scorers:
+            if not hasattr(s, "scores"):
+                raise TypeError(f"cannot blend a {type(s).__name__}: it gives no dense scores "
+                                f"(blend EmbeddingScorer, FunctionScorer or BlendScorer models)")
+        sizes = {s.n_items for s in scorers}
+        if len(sizes) > 1:
+            raise ValueError(f"the scorers rank catalogues of different sizes: {sorted(sizes)}")
+        object.__setattr__(self, "scorers", scorers)
+        object.__setattr__(self, "weights", weights)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.scorers[0].n_items)
+
+    def scores(self, users: np.ndarray, exclude_rows: sp.csr_matrix | None = None) -> np.ndarray:
+        """The blended scores float64 [B, n_items]; ``exclude_rows`` [B, n_items] marks
+        the items that are not candidates (their blended score is 0)."""
+        users = np.asarray(users, np.int64)
+        candidates = np.ones((len(users), self.n_items), bool)
+        if exclude_rows is not None and exclude_rows.nnz:
+            ex = sp.csr_matrix(exclude_rows)
+            candidates[np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)), ex.indices] = False
+        total = np.zeros(candidates.shape)
+        for scorer, weight in zip(self.scorers, self.weights):
+            if weight:
+                raw = scorer.scores(users)
+                if np.isnan(raw).any():
+                    raise ValueError(f"a {type(scorer).__name__} in the blend gave NaN scores")
+                total += weight * standardise_rows(raw, candidates)
+        return total
+
+    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
+        return batched_topk(self.scores, self.n_items, users, k, exclude, self.batch_size)
+
+
+def blend(models: Sequence[Any], weights: Sequence[float] | None = None, *,
+          metric: str = "dot") -> BlendScorer:
+    """A :class:`BlendScorer` of ``models`` (anything :func:`recjax.ranking.as_scorer`
+    accepts: runs' scorers, ``(users, items)`` vector pairs, EASE, MF modules, ...).
+
+    ``weights`` default to equal; ``metric`` applies to models given as vectors.
+    """
+    scorers = [as_scorer(m, metric) for m in models]
+    if weights is None:
+        weights = [1.0 / max(len(scorers), 1)] * len(scorers)
+    return BlendScorer(scorers, weights)
