@@ -116,8 +116,9 @@ class BlendScorer:
         for scorer, weight in zip(self.scorers, self.weights):
             if weight:
                 raw = scorer.scores(users)
-                if np.isnan(raw).any():
-                    raise ValueError(f"a {type(scorer).__name__} in the blend gave NaN scores")
+                if not np.isfinite(raw).all():
+                    raise ValueError(f"a {type(scorer).__name__} in the blend gave NaN or infinite "
+                                     f"scores")
                 total += weight * standardise_rows(raw, candidates)
         return total
 

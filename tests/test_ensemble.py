@@ -126,8 +126,9 @@ def test_blend_errors():
         blend([vecs, (np.ones((3, 2)), np.ones((6, 2)))])
     with pytest.raises(TypeError, match="no dense scores"):
         blend([_NoDenseScores()])
-    nan_scores = FunctionScorer(lambda u: np.full((len(u), 5), np.nan), 5)
-    with pytest.raises(ValueError, match="NaN"):
-        blend([nan_scores]).topk(np.arange(2), 2, None)
+    for bad in (np.nan, -np.inf):
+        broken = FunctionScorer(lambda u, v=bad: np.full((len(u), 5), v), 5)
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            blend([broken]).topk(np.arange(2), 2, None)
     with pytest.raises(ValueError, match="expected"):
         FunctionScorer(lambda u: np.zeros((len(u), 4)), 5).scores(np.arange(2))
