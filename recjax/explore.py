@@ -145,7 +145,9 @@ class Run:
 
     @functools.cache
     def module(self) -> Any:
-        """The trained model with its best parameters (restored from ``checkpoints/best``)."""
+        """The trained model whose test metrics the run reports: the best parameters
+        (``checkpoints/best``), or, for a finished ``refit`` run, the refitted model
+        (``checkpoints/refit/best``, built on training + validation data as it was trained)."""
         from recjax.models import MODELS
         from recjax.train.checkpoint import Checkpoints
         from recjax.train.step import Model
@@ -154,12 +156,15 @@ class Run:
         if spec is None:
             raise RunFolderError(f"{self.path}: model {self.train_config.model!r} is not known to "
                                  f"this recjax")
-        module = spec.build(self.model_config, self.splits["train"], self.train_config)
+        train, folder = self.splits["train"], self.path / "checkpoints"
+        if "refit_epochs" in self.final_metrics:
+            train, folder = train.concat(self.splits["val"]), folder / "refit"
+        module = spec.build(self.model_config, train, self.train_config)
         model = Model.split(module)
         # No identity check (that guards --resume): the folder's own config.json built the
         # module, and the restore still checks the format tag and every array's shape, so
         # a run written before a config gained a field (with its default) still loads.
-        params, _ = Checkpoints(self.path / "checkpoints").restore_best(model.params, {})
+        params, _ = Checkpoints(folder).restore_best(model.params, {})
         return model.bind(params)
 
     def scorer(self, measure: str = "dot") -> EmbeddingScorer | FunctionScorer:

@@ -258,3 +258,25 @@ def test_evaluate_runs_ensemble_row(run):
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match=r"in \[0, 1\)"):
             evaluate_runs([run], 5, ensemble=bad)
+
+
+def test_refit_run_reloads_the_refitted_model(tmp_path):
+    """A --refit run's test metrics and embeddings come from the refitted model: so must
+    the module that evaluate / recommend reload (not the validation-phase best)."""
+    import jax.numpy as jnp
+
+    from recjax.config import TrainConfig
+    from recjax.evaluation import rmse
+    from recjax.experiment import run as train_run
+    from recjax.models.mf import MFConfig
+
+    out = tmp_path / "refit"
+    train_run(TrainConfig(dataset="synthetic", split="random", epochs=3, refit=True, quiet=True,
+                          out=str(out)), MFConfig(embedding_dim=8))
+    reloaded = load_run(out)
+    test = reloaded.splits["test"]
+    module = reloaded.module()
+    predicted = np.asarray(module({"user": jnp.asarray(test.user), "item": jnp.asarray(test.item)}))
+    assert rmse(predicted, test.rating) == pytest.approx(reloaded.final_metrics["test_rmse"], abs=1e-6)
+    users, items = (np.asarray(t) for t in module.embeddings())
+    np.testing.assert_allclose(items, reloaded.item_embeddings, rtol=1e-6)
