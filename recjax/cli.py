@@ -223,7 +223,7 @@ def _load_run(path: str) -> Any:
 
 
 _EVAL_COLUMNS = [  # (key prefix, header)
-    ("rmse", "RMSE"), ("mae", "MAE"), ("accuracy", "acc"), ("auc", "AUC"), ("log_loss", "logloss"),
+    ("mse", "MSE"), ("rmse", "RMSE"), ("mae", "MAE"), ("accuracy", "acc"), ("auc", "AUC"), ("log_loss", "logloss"),
     ("precision@", "P@{k}"), ("recall@", "R@{k}"), ("ndcg@", "NDCG@{k}"), ("map@", "MAP@{k}"),
     ("mrr@", "MRR@{k}"), ("hit_rate@", "HR@{k}"), ("coverage@", "cov@{k}"), ("diversity@", "div@{k}"),
     ("popularity@", "pop@{k}"), ("self_information@", "novelty@{k}"),

@@ -1,4 +1,4 @@
-"""Ensembles of rankers: a weighted sum of each model's per-user standardised scores.
+"""Ensembles: rankers blended by their per-user standardised scores, rating models averaged.
 
 Different models put their scores on different scales (a Mult-DAE's logits, an MF
 dot product, EASE's sums of item-item weights), so :class:`BlendScorer` first
@@ -36,7 +36,7 @@ import scipy.sparse as sp
 from recjax.ranking import as_scorer, batched_topk
 from recjax.retrieval import TopK
 
-__all__ = ["BlendScorer", "blend", "standardise_rows"]
+__all__ = ["BlendScorer", "blend", "standardise_rows", "average_predictions"]
 
 
 def standardise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -137,3 +137,38 @@ def blend(models: Sequence[Any], weights: Sequence[float] | None = None, *,
     if weights is None:
         weights = [1.0 / max(len(scorers), 1)] * len(scorers)
     return BlendScorer(scorers, weights)
+
+
+def average_predictions(predictions: Sequence[np.ndarray], task: str = "regression") -> np.ndarray:
+    """The ensemble prediction of several rating models for the same examples.
+
+    Parameters
+    ----------
+    predictions : sequence of float arrays [n]
+        One per model: predicted ratings (``regression``) or positive-class logits
+        (``binary``).
+    task : {"regression", "binary"}
+        Regression averages the ratings; binary averages the probabilities
+        ``sigmoid(logit)`` and returns the logit of that mean.
+
+    Returns
+    -------
+    np.ndarray float64 [n]
+    """
+    if task not in ("regression", "binary"):
+        raise ValueError(f"task must be 'regression' or 'binary', got {task!r}")
+    if not len(predictions):
+        raise ValueError("no predictions to average")
+    arrays = [np.asarray(p, np.float64) for p in predictions]
+    if len({a.shape for a in arrays}) > 1 or arrays[0].ndim != 1:
+        raise ValueError(f"predictions must be 1-D arrays of one length, got shapes "
+                         f"{sorted({a.shape for a in arrays})}")
+    stacked = np.stack(arrays)
+    if not np.isfinite(stacked).all():
+        raise ValueError("predictions hold NaN or infinite values")
+    if task == "regression":
+        return stacked.mean(0)
+    # mean probability, back to a logit: log(mean sigmoid) - log(mean (1 - sigmoid)), stably
+    log_p = np.logaddexp.reduce(-np.logaddexp(0.0, -stacked), axis=0)
+    log_q = np.logaddexp.reduce(-np.logaddexp(0.0, stacked), axis=0)
+    return log_p - log_q

@@ -167,6 +167,25 @@ class Run:
         params, _ = Checkpoints(folder).restore_best(model.params, {})
         return model.bind(params)
 
+    def rating_predictions(self, part: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, labels), float64 [n] each, for every example of a split part
+        (``train``, ``val`` or ``test``): predicted ratings (regression) or logits of the
+        positive class (binary), as the run's own metrics score them.
+
+        Raises
+        ------
+        RunFolderError
+            The model predicts no per-rating values (softmax, Mult-DAE).
+        """
+        from recjax.models import MODELS
+
+        spec = MODELS[self.train_config.model]
+        if spec.prepare is not None:
+            raise RunFolderError(f"{self.path}: a {self.train_config.model} model scores items "
+                                 f"for users, not single ratings")
+        inputs = spec.inputs(self.splits[part], self.train_config)
+        return _predict(self.module(), inputs), np.asarray(inputs["label"], np.float64)
+
     def scorer(self, measure: str = "dot") -> EmbeddingScorer | FunctionScorer:
         """How this run ranks items for its users.
 
@@ -214,13 +233,7 @@ def module_scorer(module: Any, train_config: Any, model_config: Any,
         inputs = spec.prepare(model_config, splits, train_config)
         users, items = module.embeddings(inputs["test"])
         return EmbeddingScorer(np.asarray(users, np.float32), np.asarray(items, np.float32))
-    import jax.numpy as jnp
-
-    from recjax.train.step import Model, make_predict
-
     template = splits["train"]
-    model = Model.split(module)
-    predict = make_predict(model)
     n_items = template.n_items
 
     def score(users: np.ndarray) -> np.ndarray:
@@ -228,10 +241,27 @@ def module_scorer(module: Any, train_config: Any, model_config: Any,
         i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
         part = dataclasses.replace(template, user=u, item=i, rating=np.zeros(len(u), np.float32),
                                    timestamp=np.zeros(len(u), np.int64))
-        arrays = {k: jnp.asarray(v) for k, v in spec.inputs(part, train_config).items()}
-        return np.asarray(predict(model.params, arrays), np.float64).reshape(len(users), n_items)
+        return _predict(module, spec.inputs(part, train_config)).reshape(len(users), n_items)
 
     return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(module: Any) -> tuple[Any, Any]:
+    """(split model, compiled predict) of a module, made once per module."""
+    from recjax.train.step import Model, make_predict
+
+    model = Model.split(module)
+    return model, make_predict(model)
+
+
+def _predict(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The module's predictions float64 [n] for a model family's ``inputs`` arrays."""
+    import jax.numpy as jnp
+
+    model, predict = _predictor(module)
+    arrays = {k: jnp.asarray(v) for k, v in inputs.items()}
+    return np.asarray(predict(model.params, arrays), np.float64)
 
 
 def genres_text(genres: Any) -> str:
@@ -596,7 +626,7 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         mix = blend([r.scorer("dot") for r in runs] + ([ease] if ensemble else []),
                     [share] * len(runs) + ([ensemble] if ensemble else []))
         name = f"ensemble of {len(runs)} runs" + (f" + EASE ({ensemble:g})" if ensemble else "")
-        out[name] = evaluate_ranking(mix, task, k, item_embeddings=space)
+        out[name] = {**_ensemble_rating_metrics(runs), **evaluate_ranking(mix, task, k, item_embeddings=space)}
     if baselines:
         models = {"most popular": MostPopular().fit(fit_on)}
         if ease is not None:
@@ -612,7 +642,27 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
     return out
 
 
-_RATING_NAMES = {"regression": ("rmse", "mae"), "binary": ("accuracy", "auc", "log_loss")}
+_RATING_NAMES = {"regression": ("mse", "rmse", "mae"), "binary": ("accuracy", "auc", "log_loss")}
+
+
+def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
+    """Test metrics of the runs' averaged predictions (:func:`recjax.ensemble.average_predictions`);
+    empty unless every run is a rating model of one task."""
+    from recjax.ensemble import average_predictions
+    from recjax.evaluation import binary_metrics, rating_metrics
+    from recjax.models import MODELS
+
+    tasks = {r.train_config.task for r in runs}
+    if len(tasks) > 1 or any(MODELS[r.train_config.model].prepare is not None for r in runs):
+        return {}
+    task = tasks.pop()
+    predicted = [r.rating_predictions("test") for r in runs]
+    labels = predicted[0][1]
+    if any(not np.array_equal(other, labels) for _, other in predicted[1:]):
+        raise ValueError("the runs label the test part differently (another --binary-threshold?); "
+                         "their predictions cannot be averaged")
+    mean = average_predictions([p for p, _ in predicted], task)
+    return (rating_metrics if task == "regression" else binary_metrics)(mean, labels)
 
 
 def _concat_parts(parts: list[Ratings]) -> Ratings:

@@ -132,3 +132,25 @@ def test_blend_errors():
             blend([broken]).topk(np.arange(2), 2, None)
     with pytest.raises(ValueError, match="expected"):
         FunctionScorer(lambda u: np.zeros((len(u), 4)), 5).scores(np.arange(2))
+
+
+def test_average_predictions():
+    from recjax.ensemble import average_predictions
+
+    a, b = np.array([3.0, 4.0, 1.0]), np.array([5.0, 2.0, 2.0])
+    np.testing.assert_allclose(average_predictions([a, b]), [4.0, 3.0, 1.5])
+    # binary: the logit of the mean probability
+    x, y = np.array([0.0, 2.0, -1.0]), np.array([1.0, -3.0, 4.0])
+    mean_p = (1 / (1 + np.exp(-x)) + 1 / (1 + np.exp(-y))) / 2
+    np.testing.assert_allclose(average_predictions([x, y], "binary"), np.log(mean_p / (1 - mean_p)))
+    # stable far out: two confident models stay confident, opposite ones cancel
+    far = average_predictions([np.array([800.0, 800.0]), np.array([900.0, -800.0])], "binary")
+    assert far[0] > 700 and abs(far[1]) < 1e-9
+    with pytest.raises(ValueError, match="no predictions"):
+        average_predictions([])
+    with pytest.raises(ValueError, match="task"):
+        average_predictions([a], "ranking")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        average_predictions([a, np.array([1.0, np.nan, 2.0])])
+    with pytest.raises(ValueError, match="one length"):
+        average_predictions([a, a[:2]])

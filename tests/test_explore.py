@@ -280,3 +280,22 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
     assert rmse(predicted, test.rating) == pytest.approx(reloaded.final_metrics["test_rmse"], abs=1e-6)
     users, items = (np.asarray(t) for t in module.embeddings())
     np.testing.assert_allclose(items, reloaded.item_embeddings, rtol=1e-6)
+
+
+def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
+    from recjax.config import TrainConfig
+    from recjax.evaluation import mse, rmse
+    from recjax.experiment import run as train_run
+    from recjax.explore import evaluate_runs
+    from recjax.models.mf import MFConfig
+
+    predicted, labels = run.rating_predictions("test")
+    assert rmse(predicted, labels) == pytest.approx(run.final_metrics["test_rmse"], abs=1e-6)
+    other_dir = tmp_path / "dim4"  # same seed (so the same split), another model
+    train_run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
+                          out=str(other_dir)), MFConfig(embedding_dim=4))
+    other = load_run(other_dir)
+    row = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0)["ensemble of 2 runs"]
+    by_hand = (predicted + other.rating_predictions("test")[0]) / 2
+    assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
+    assert row["rmse"] < max(run.final_metrics["test_rmse"], other.final_metrics["test_rmse"])
