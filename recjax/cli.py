@@ -286,8 +286,9 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--markdown", action="store_true", help="print a markdown table")
     ev.add_argument("--no-baselines", action="store_true", help="the runs only")
     ev.add_argument("--ensemble", action="store_true",
-                    help="add a row ranking with a blend of all the runs (each run's scores "
-                         "standardised per user, equal weights)")
+                    help="add a row for an ensemble of the runs: their rankings blended (each "
+                         "run's scores standardised per user, equal weights) and, for rating "
+                         "models of one task, their test predictions averaged")
     ev.add_argument("--ensemble-ease", type=_ease_weight, metavar="W",
                     help="with --ensemble: EASE joins the blend at weight W in [0, 1), the runs "
                          "share 1 - W (0.1 was chosen on ub for 3 Mult-DAE seeds)")

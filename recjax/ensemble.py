@@ -6,8 +6,11 @@ standardises each model's scores for a user over that user's *candidate* items (
 items not excluded, i.e. not in the user's train set) to mean 0 and variance 1,
 then ranks by ``sum_j w_j z_j``. A model whose scores are constant for a user
 contributes 0 for that user. Excluded items enter neither the statistics nor the
-list. It is a :class:`recjax.ranking.Scorer`, so the ranking protocol, ``recommend``
-and every metric take it like any model.
+list. It is a :class:`recjax.ranking.Scorer`, so :class:`recjax.ranking.RankingTask`
+and :func:`recjax.ranking.evaluate_ranking` take it like any model.
+
+Rating models are combined by :func:`average_predictions`: the mean predicted rating,
+or for the binary task the mean probability (returned as a logit).
 
 Example
 -------
