@@ -573,9 +573,11 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
     embedding space for every row, so that the rows compare. Rows are named by
     :attr:`Run.name`, with the folder name added where two runs share one.
 
-    ``ensemble`` adds a row ranking with a blend (:func:`recjax.ensemble.blend`) of
-    all the runs, equal weights, and EASE at weight ``ensemble`` in [0, 1) (the runs
-    share ``1 - ensemble``; 0: the runs alone).
+    ``ensemble`` adds a row for the runs' ensemble: it ranks with a blend
+    (:func:`recjax.ensemble.blend`) of all the runs, equal weights, and EASE at weight
+    ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone); when
+    all are rating models of one task, its rating metrics are those of their averaged
+    test predictions (:func:`recjax.ensemble.average_predictions`).
 
     Raises
     ------
