@@ -186,8 +186,9 @@ class Run:
         inputs = spec.inputs(self.splits[part], self.train_config)
         return _predict(self.module(), inputs), np.asarray(inputs["label"], np.float64)
 
+    @functools.cache
     def scorer(self, measure: str = "dot") -> EmbeddingScorer | FunctionScorer:
-        """How this run ranks items for its users.
+        """How this run ranks items for its users (built once per measure).
 
         ``dot``: the model's own ranking (MF: ``[U_u, 1] . [V_i, b_i]``, the item bias
         included; a model with ``ranking_vectors()`` uses them; any other model is

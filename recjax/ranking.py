@@ -38,6 +38,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 
@@ -102,17 +103,25 @@ class EmbeddingScorer:
     def n_items(self) -> int:
         return int(self.item_vectors.shape[0])
 
+    @functools.cached_property
+    def _dense_items(self) -> tuple[np.ndarray, np.ndarray]:
+        """(item vectors float64 [N, d], unit-normalised for cosine; squared norms [N]),
+        made once for :meth:`scores`."""
+        v = np.asarray(self.item_vectors, np.float64)
+        if self.metric == "cosine":
+            v = _unit_rows(v)
+        return v, np.einsum("ij,ij->i", v, v)
+
     def scores(self, users: np.ndarray) -> np.ndarray:
         """Dense scores float64 [B, n_items] of ``users`` [B], higher is better: dot
         product, cosine, or minus the squared Euclidean distance."""
-        u = np.asarray(self.user_vectors, np.float64)[np.asarray(users, np.int64)]
-        v = np.asarray(self.item_vectors, np.float64)
+        u = np.asarray(self.user_vectors[np.asarray(users, np.int64)], np.float64)
+        v, v_sq = self._dense_items
         if self.metric == "cosine":
-            u = u / np.maximum(np.linalg.norm(u, axis=1, keepdims=True), 1e-30)
-            v = v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-30)
+            u = _unit_rows(u)
         dot = u @ v.T
         if self.metric == "l2":
-            return 2.0 * dot - np.einsum("ij,ij->i", u, u)[:, None] - np.einsum("ij,ij->i", v, v)[None]
+            return 2.0 * dot - np.einsum("ij,ij->i", u, u)[:, None] - v_sq[None]
         return dot
 
     def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
@@ -121,6 +130,11 @@ class EmbeddingScorer:
                            exclude=exclude, metric=self.metric)
                  for s in range(0, max(len(users), 1), self.batch_size)]
         return TopK(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]))
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
 
 def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | None = None) -> TopK:

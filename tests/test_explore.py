@@ -299,3 +299,20 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     by_hand = (predicted + other.rating_predictions("test")[0]) / 2
     assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
     assert row["rmse"] < max(run.final_metrics["test_rmse"], other.final_metrics["test_rmse"])
+
+
+def test_ensemble_errors(run, monkeypatch):
+    import dataclasses
+
+    import recjax.explore as explore
+
+    def binary(threshold: float) -> Run:
+        cfg = dataclasses.replace(run.train_config, task="binary", binary_threshold=threshold)
+        return dataclasses.replace(run, train_config=cfg)
+
+    with pytest.raises(ValueError, match="label the test part differently"):
+        explore.evaluate_runs([binary(3.0), binary(4.0)], 5, baselines=False, ensemble=0.0)
+    monkeypatch.setattr(explore, "EASE_MAX_ITEMS", 5)
+    with pytest.raises(ValueError, match="EASE is not fitted above 5 items"):
+        explore.evaluate_runs([run], 5, ensemble=0.5)
+    assert "ensemble of 1 runs" in explore.evaluate_runs([run], 5, ensemble=0.0)  # runs alone still work

@@ -11,6 +11,7 @@ import optax
 import pytest
 from flax import nnx
 
+from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import TrainConfig
 from recjax.data.jsonlines import PAD
 from recjax.models.softmax import (
@@ -30,13 +31,7 @@ def tiny(**kw) -> SoftmaxModel:
 
 
 def test_shapes_and_bag_padding_invariance():
-    model = tiny()
-    bag = jnp.array([[0, 3, PAD, PAD], [5, PAD, PAD, PAD]])
-    out = model({"bag": bag})
-    assert out.shape == (2, 6) and model.user_embedding(bag).shape == (2, 4)
-    np.testing.assert_allclose(model({"bag": bag[:, :2]}), out, rtol=1e-5, atol=1e-6)
-    # a bag is a set: order does not matter
-    np.testing.assert_allclose(model({"bag": jnp.array([[3, 0]])})[0], out[0], rtol=1e-5, atol=1e-6)
+    check_bag_shapes_and_invariance(tiny(), n_items=6, dim=4)
 
 
 def test_every_input_and_setting_changes_the_user_embedding():
