@@ -247,3 +247,54 @@ def test_pair_vectors_rank_like_the_model(comparators, layers, activation, task,
     full = np.asarray(model({"user": jnp.asarray(u.ravel()), "item": jnp.asarray(i.ravel())})).reshape(6, 9)
     dot = vectors[0] @ vectors[1].T
     np.testing.assert_allclose(full - full[:, :1], dot - dot[:, :1], atol=1e-4)
+
+
+def _train_val_test_by_hand():
+    """2 users x 5 items, one Ratings split into train / validation / test parts.
+
+    user 0: train {0}, validation {1}, test {2, 4};  user 1: train {3}, validation {4}, test {2}.
+    """
+    rows = [(0, 0, "train"), (0, 1, "val"), (0, 2, "test"), (0, 4, "test"),
+            (1, 3, "train"), (1, 4, "val"), (1, 2, "test")]
+    users, items, parts = (np.array(c) for c in zip(*rows))
+    data = Ratings.from_raw(users, items, np.full(len(rows), 4.0),
+                            users=Vocabulary.from_ids(np.arange(2), "user"),
+                            items=Vocabulary.from_ids(np.arange(5), "item"))
+    return [data.subset(parts == name) for name in ("train", "val", "test")]
+
+
+@pytest.mark.parametrize("kind", ["embedding", "function"])
+def test_validation_items_are_excluded_like_train_items(kind):
+    """The protocol ranks what a user rated in neither train nor validation: here each
+    user's best-scored unrated item is a validation item, which must not take a slot."""
+    train, val, test = _train_val_test_by_hand()
+    task = RankingTask.from_ratings([train, val], test)
+    user_vectors = np.array([[1.0], [-1.0]])  # user 0 prefers low item ids, user 1 high ones
+    item_vectors = np.array([[5.0], [4.0], [3.0], [2.0], [1.0]])
+    model = ((user_vectors, item_vectors) if kind == "embedding" else
+             FunctionScorer(lambda u: user_vectors[u] @ item_vectors.T, 5))
+    # without validation excluded the lists would be [[1, 2], [4, 2]], with MRR@2 0.5
+    assert task.rank(model, 2).ids.tolist() == [[2, 3], [2, 1]]
+    assert task.train.toarray().tolist() == [[1, 1, 0, 0, 0], [0, 0, 0, 1, 1]]
+    assert task.item_counts.tolist() == [1, 1, 0, 1, 1]
+    got = evaluate_ranking(model, task, 2)
+    assert got["mrr@2"] == 1.0 and got["hit_rate@2"] == 1.0 and got["precision@2"] == 0.5
+    assert got["recall@2"] == pytest.approx(0.75)  # user 0: 1 of 2 test items; user 1: 1 of 1
+    assert got["ndcg@2"] == pytest.approx((1 / (1 + 1 / math.log2(3)) + 1) / 2)
+    assert got["coverage@2"] == pytest.approx(3 / 5)  # items 1, 2, 3
+
+
+def test_a_runs_ranking_task_excludes_its_train_and_validation_parts(tmp_path_factory):
+    from _tiny_run import tiny_run
+    from recjax.explore import load_run
+
+    run = load_run(tiny_run(tmp_path_factory))
+    pattern = run.ranking_task().train.tocoo()
+    ranked_out = set(zip(pattern.row.tolist(), pattern.col.tolist()))
+
+    def pairs(part):
+        return set(zip(run.splits[part].user.tolist(), run.splits[part].item.tolist()))
+
+    assert pairs("val"), "the run has no validation part to check"
+    assert ranked_out == pairs("train") | pairs("val")
+    assert not ranked_out & pairs("test")
