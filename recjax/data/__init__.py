@@ -1,4 +1,4 @@
-"""Rating data: MovieLens loaders, the :class:`Ratings` type, splits and generators."""
+"""Rating data: MovieLens loaders, users' own data, the :class:`Ratings` type, splits and generators."""
 
 from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.download import (
@@ -9,6 +9,7 @@ from recjax.data.download import (
     download,
     resolve,
 )
+from recjax.data.frame import ratings_from_pandas, read_ratings
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, read_jsonlines, write_jsonlines
 from recjax.data.movielens import MalformedFileError, genre_matrix, load_movielens, read_split
 from recjax.data.splits import (
@@ -33,8 +34,10 @@ __all__ = [
     "kfold",
     "per_user_split",
     "predefined_split",
+    "ratings_from_pandas",
     "ratings_to_pairs",
     "read_jsonlines",
+    "read_ratings",
     "synthetic_ratings",
     "temporal_split",
     "write_jsonlines",

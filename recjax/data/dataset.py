@@ -233,6 +233,27 @@ class Ratings:
             **kwargs,
         )
 
+    @classmethod
+    def from_pandas(
+        cls,
+        df: pd.DataFrame,
+        *,
+        user: Any = "user",
+        item: Any = "item",
+        rating: Any = "rating",
+        timestamp: Any | None = None,
+        rating_scale: tuple[float, float] | None = None,
+        duplicates: str = "error",
+        name: str = "ratings",
+    ) -> "Ratings":
+        """Validated ratings from a DataFrame; see :func:`recjax.data.ratings_from_pandas`."""
+        from recjax.data.frame import ratings_from_pandas
+
+        return ratings_from_pandas(
+            df, user=user, item=item, rating=rating, timestamp=timestamp,
+            rating_scale=rating_scale, duplicates=duplicates, name=name,
+        )
+
     def subset(self, rows: Any) -> "Ratings":
         """The ratings selected by a boolean mask or an index array; vocabularies kept."""
         return dataclasses.replace(
