@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,11 +12,17 @@ from hypothesis import strategies as st
 
 from recjax.data import (
     PREDEFINED_SPLITS,
+    SPLIT_METHODS,
     Ratings,
+    Splits,
+    Vocabulary,
+    carve_validation,
+    check_shared_vocabulary,
     holdout_split,
     kfold,
     per_user_split,
     predefined_split,
+    split_ratings,
     synthetic_ratings,
     temporal_split,
 )
@@ -300,3 +309,121 @@ def test_split_properties(data, fraction, seed):
     dropped = holdout_split(data, fraction, seed=seed, cold="drop")
     assert dropped.n_cold == holdout.n_cold
     assert len(dropped.test) == len(holdout.test) - holdout.n_cold
+
+
+# ----------------------------------------------------------------------------- train/val/test
+
+
+def assert_three_way(parts: Splits, data: Ratings) -> None:
+    """Disjoint parts, together ``data``'s rows, every part on ``data``'s vocabularies."""
+    union = Ratings.from_raw(
+        np.concatenate([p.user for p in parts]), np.concatenate([p.item for p in parts]),
+        np.concatenate([p.rating for p in parts]), np.concatenate([p.timestamp for p in parts]),
+    )
+    whole = Ratings.from_raw(data.user, data.item, data.rating, data.timestamp)
+    np.testing.assert_array_equal(table(union), table(whole))
+    assert sum(len(p) for p in parts) == len(data)
+    for part in parts:
+        assert part.users is data.users and part.items is data.items
+    parts.check()
+
+
+@pytest.mark.parametrize("method", SPLIT_METHODS)
+def test_split_ratings_partitions(data, method):
+    parts = split_ratings(data, method, test_fraction=0.2, val_fraction=0.1, seed=4, fold=2,
+                          folds=4)
+    assert isinstance(parts, Splits) and parts._fields == ("train", "val", "test")
+    assert_three_way(parts, data)
+    n_test = {"random": round(0.2 * len(data)), "kfold": len(data) // 4}.get(method)
+    if n_test is not None:
+        assert len(parts.test) == n_test
+    train_size = len(data) - len(parts.test)
+    assert len(parts.val) == round(0.1 * train_size)
+
+
+@pytest.mark.parametrize("method", SPLIT_METHODS)
+def test_split_ratings_is_determined_by_seed(data, method):
+    a, b = (split_ratings(data, method, seed=9, fold=1) for _ in range(2))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(keys(x), keys(y))
+    c = split_ratings(data, method, seed=10, fold=1)
+    assert not np.array_equal(keys(a.val), keys(c.val))  # the carve follows the seed too
+    if method != "temporal":  # the latest ratings do not depend on the seed
+        assert set(keys(a.test).tolist()) != set(keys(c.test).tolist())
+    else:
+        np.testing.assert_array_equal(keys(a.test), keys(c.test))
+
+
+def test_split_ratings_reuses_the_split_functions(data):
+    random = split_ratings(data, "random", test_fraction=0.2, val_fraction=0.1, seed=3)
+    held = holdout_split(data, 0.2, seed=3)
+    np.testing.assert_array_equal(keys(random.test), keys(held.test))
+    # validation: holdout_split(train, val_fraction, seed=seed + 1), as training runs carve it
+    carved = holdout_split(held.train, 0.1, seed=4)
+    np.testing.assert_array_equal(keys(random.val), keys(carved.test))
+    np.testing.assert_array_equal(keys(random.train), keys(carved.train))
+    fit, val = carve_validation(held.train, 0.1, seed=3)
+    np.testing.assert_array_equal(keys(val), keys(carved.test))
+    np.testing.assert_array_equal(keys(fit), keys(carved.train))
+
+    per_user = split_ratings(data, "per_user", test_fraction=0.2, seed=3)
+    np.testing.assert_array_equal(keys(per_user.test), keys(per_user_split(data, 0.2, seed=3).test))
+    fold = split_ratings(data, "kfold", fold=2, folds=3, seed=3)
+    np.testing.assert_array_equal(keys(fold.test), keys(list(kfold(data, 3, seed=3))[2].test))
+
+
+def test_split_ratings_temporal(data):
+    parts = split_ratings(data, "temporal", val_fraction=0.1, seed=0)
+    np.testing.assert_array_equal(keys(parts.test), keys(temporal_split(data, k=1).test))
+    # each test rating is no earlier than any training (train + val) rating of its user
+    last = np.full(data.n_users, np.iinfo(np.int64).min)
+    for part in (parts.train, parts.val):
+        np.maximum.at(last, part.user, part.timestamp)
+    assert (parts.test.timestamp >= last[parts.test.user]).all()
+    n = np.bincount(data.user, minlength=data.n_users)
+    assert (np.bincount(parts.test.user, minlength=data.n_users) == (n > 1)).all()
+
+
+def test_split_ratings_folds_cover_the_data(data):
+    tests = [keys(split_ratings(data, "kfold", fold=f, folds=3, seed=1).test) for f in range(3)]
+    assert sorted(np.concatenate(tests).tolist()) == sorted(keys(data).tolist())
+
+
+def test_split_ratings_validation(data):
+    no_val = split_ratings(data, val_fraction=0.0)
+    assert len(no_val.val) == 0 and no_val.val.users is data.users
+    assert len(no_val.train) + len(no_val.test) == len(data)
+    with pytest.raises(ValueError, match="unknown split method 'loo'; use one of random, per_user"):
+        split_ratings(data, "loo")
+    with pytest.raises(ValueError, match=r"fold must be in \[0, folds\) = \[0, 5\), got 5"):
+        split_ratings(data, "kfold", fold=5)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        split_ratings(data, val_fraction=1.0)
+    with pytest.raises(ValueError, match="test_fraction"):
+        split_ratings(data, "per_user", test_fraction=0.0)
+
+
+def test_shared_vocabulary_check(data):
+    parts = split_ratings(data, seed=0)
+    check_shared_vocabulary(parts)
+    check_shared_vocabulary(parts._asdict())
+    # equal raw ids in a distinct Vocabulary pass
+    copy = dataclasses.replace(parts.test, items=Vocabulary(data.items.ids.copy(), "item"))
+    check_shared_vocabulary({"train": parts.train, "test": copy})
+    # a part rebuilt from its own raw ids has its own (smaller) vocabulary
+    f = parts.test.to_frame()
+    own = Ratings.from_raw(f["user_id"], f["item_id"], f["rating"])
+    n_own, n_all = own.n_items, data.n_items
+    assert n_own < n_all
+    message = (f"part 'test' was built with its own item vocabulary ({n_own} items vs {n_all} in "
+               f"train); build every part from one Ratings, e.g. with recjax.data.split_ratings")
+    own = dataclasses.replace(own, users=data.users, user=parts.test.user)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Splits(parts.train, parts.val, own).check()
+    # user vocabularies too, same size but different ids
+    shifted = Vocabulary(data.users.ids + 1000, "user")
+    with pytest.raises(ValueError, match=re.escape(
+            f"part 'val' was built with its own user vocabulary ({data.n_users} users vs "
+            f"{data.n_users} in train with different ids)")):
+        check_shared_vocabulary({"train": parts.train,
+                                 "val": dataclasses.replace(parts.val, users=shifted)})

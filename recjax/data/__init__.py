@@ -14,11 +14,16 @@ from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, read_jsonline
 from recjax.data.movielens import MalformedFileError, genre_matrix, load_movielens, read_split
 from recjax.data.splits import (
     PREDEFINED_SPLITS,
+    SPLIT_METHODS,
     Split,
+    Splits,
+    carve_validation,
+    check_shared_vocabulary,
     holdout_split,
     kfold,
     per_user_split,
     predefined_split,
+    split_ratings,
     temporal_split,
 )
 from recjax.data.synthetic import SyntheticTruth, synthetic_ratings
@@ -28,8 +33,12 @@ __all__ = [
     "PAD",
     "PREDEFINED_SPLITS",
     "PairData",
+    "SPLIT_METHODS",
     "Split",
+    "Splits",
     "SyntheticTruth",
+    "carve_validation",
+    "check_shared_vocabulary",
     "holdout_split",
     "kfold",
     "per_user_split",
@@ -38,6 +47,7 @@ __all__ = [
     "ratings_to_pairs",
     "read_jsonlines",
     "read_ratings",
+    "split_ratings",
     "synthetic_ratings",
     "temporal_split",
     "write_jsonlines",

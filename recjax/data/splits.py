@@ -9,20 +9,30 @@ rating in train is *cold*; each split counts them and applies an explicit policy
 ``cold="drop"``  remove them from the test part;
 ``cold="error"`` raise :class:`ValueError`.
 
+:func:`split_ratings` gives the three parts a training run needs, :class:`Splits`
+(train, val, test), with validation carved from the training part by
+:func:`carve_validation`.
+
 Example
 -------
 >>> from recjax.data.synthetic import synthetic_ratings
->>> from recjax.data.splits import holdout_split
+>>> from recjax.data.splits import holdout_split, split_ratings
 >>> data, _ = synthetic_ratings(n_users=50, n_items=40, n_ratings=800, seed=0)
 >>> split = holdout_split(data, test_fraction=0.1, seed=0)
 >>> len(split.train) + len(split.test)
 800
+>>> parts = split_ratings(data, "random", test_fraction=0.1, val_fraction=0.05, seed=0)
+>>> len(parts.train), len(parts.val), len(parts.test)
+(684, 36, 80)
+>>> parts.check()  # every part indexed by the same vocabularies
 """
 
 from __future__ import annotations
 
 import os
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator, Mapping
+from itertools import islice
+from typing import NamedTuple
 
 import numpy as np
 
@@ -32,7 +42,12 @@ from recjax.data.movielens import load_movielens, read_split
 
 __all__ = [
     "Split",
+    "Splits",
     "PREDEFINED_SPLITS",
+    "SPLIT_METHODS",
+    "split_ratings",
+    "carve_validation",
+    "check_shared_vocabulary",
     "predefined_split",
     "holdout_split",
     "per_user_split",
@@ -43,6 +58,7 @@ __all__ = [
 
 PREDEFINED_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
 COLD_POLICIES = ("keep", "drop", "error")
+SPLIT_METHODS = ("random", "per_user", "temporal", "kfold")
 
 
 class Split(NamedTuple):
@@ -193,3 +209,146 @@ def kfold(
     fold[np.random.default_rng(seed).permutation(len(data))] = np.arange(len(data)) % n_splits
     for f in range(n_splits):
         yield apply_cold_policy(data.subset(fold != f), data.subset(fold == f), cold)
+
+
+# ----------------------------------------------------------------------------- train/val/test
+
+
+class Splits(NamedTuple):
+    """The train, validation and test parts of one dataset.
+
+    Attributes
+    ----------
+    train, val, test : Ratings
+        Subsets of one :class:`Ratings`, indexed by its user and item vocabularies
+        (the same objects), so an index means the same user or item in every part.
+    """
+
+    train: Ratings
+    val: Ratings
+    test: Ratings
+
+    def check(self) -> None:
+        """Raise ValueError if a part's vocabularies differ from train's; see
+        :func:`check_shared_vocabulary`."""
+        check_shared_vocabulary(self)
+
+
+def check_shared_vocabulary(parts: Splits | Mapping[str, Ratings]) -> None:
+    """Check that every part is indexed by the user and item vocabularies of ``train``.
+
+    Vocabularies match when they are the same object, or hold equal raw-id arrays.
+
+    Parameters
+    ----------
+    parts : Splits or mapping of part name -> Ratings
+        Compared against the part named ``"train"`` (else the first one).
+
+    Raises
+    ------
+    ValueError
+        Naming the first part whose user or item vocabulary differs, e.g. ``part
+        'test' was built with its own item vocabulary (40 items vs 38 in train);
+        build every part from one Ratings, e.g. with recjax.data.split_ratings``.
+    """
+    named = dict(parts._asdict() if isinstance(parts, Splits) else parts)
+    if not named:
+        return
+    reference = "train" if "train" in named else next(iter(named))
+    base = named[reference]
+    for part, data in named.items():
+        for kind, vocab, base_vocab in (("user", data.users, base.users),
+                                        ("item", data.items, base.items)):
+            if vocab is base_vocab or (vocab.ids.dtype.kind == base_vocab.ids.dtype.kind
+                                       and np.array_equal(vocab.ids, base_vocab.ids)):
+                continue
+            same_size = " with different ids" if len(vocab) == len(base_vocab) else ""
+            raise ValueError(
+                f"part {part!r} was built with its own {kind} vocabulary ({len(vocab)} {kind}s "
+                f"vs {len(base_vocab)} in {reference}{same_size}); build every part from one "
+                f"Ratings, e.g. with recjax.data.split_ratings"
+            )
+
+
+def carve_validation(train: Ratings, val_fraction: float, seed: int) -> tuple[Ratings, Ratings]:
+    """Carve a random validation part out of a training part.
+
+    The convention every training run uses: ``holdout_split(train, val_fraction,
+    seed=seed + 1)``, the ``+ 1`` keeping the validation draw independent of a test
+    draw made with ``seed``. Cold validation ratings are kept.
+
+    Parameters
+    ----------
+    train : Ratings, n rows
+    val_fraction : float
+        In ``[0, 1)``; 0 gives an empty validation part.
+    seed : int
+        The split's seed (the same one the test part was drawn with).
+
+    Returns
+    -------
+    fit, val : Ratings
+        ``n - round(val_fraction * n)`` and ``round(val_fraction * n)`` rows, the
+        vocabularies of ``train``.
+    """
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    if val_fraction == 0.0:
+        return train, train.subset(slice(0, 0))
+    fit, val, _ = holdout_split(train, val_fraction, seed=seed + 1)
+    return fit, val
+
+
+def split_ratings(
+    data: Ratings,
+    method: str = "random",
+    *,
+    test_fraction: float = 0.1,
+    val_fraction: float = 0.05,
+    seed: int = 0,
+    fold: int = 0,
+    folds: int = 5,
+) -> Splits:
+    """Train, validation and test parts of ``data``, sharing its vocabularies.
+
+    Parameters
+    ----------
+    data : Ratings
+    method : {"random", "per_user", "temporal", "kfold"}
+        How the test part is drawn: ``"random"``, a uniformly random
+        ``test_fraction`` of all ratings (:func:`holdout_split`); ``"per_user"``,
+        ``test_fraction`` of each user's ratings, every user keeping at least one in
+        train (:func:`per_user_split`); ``"temporal"``, each user's latest rating
+        (leave-last-one-out, :func:`temporal_split` with ``k=1``; ``test_fraction``
+        is not used); ``"kfold"``, fold ``fold`` of ``folds`` random folds
+        (:func:`kfold`; ``test_fraction`` is not used).
+    test_fraction : float
+        In (0, 1), for "random" and "per_user".
+    val_fraction : float
+        In [0, 1): the share of the training part carved out, at random, as
+        validation (:func:`carve_validation`, whatever the method).
+    seed : int
+        Seeds the test draw (``seed``) and the validation carve (``seed + 1``).
+    fold, folds : int
+        For "kfold": which fold (``0 <= fold < folds``) is the test part.
+
+    Returns
+    -------
+    Splits
+        Disjoint parts that together hold every rating of ``data``; cold test and
+        validation ratings (user or item unseen in train) are kept.
+    """
+    if method == "random":
+        train, test, _ = holdout_split(data, test_fraction, seed=seed)
+    elif method == "per_user":
+        train, test, _ = per_user_split(data, test_fraction, seed=seed)
+    elif method == "temporal":
+        train, test, _ = temporal_split(data, k=1)
+    elif method == "kfold":
+        if not 0 <= fold < folds:
+            raise ValueError(f"fold must be in [0, folds) = [0, {folds}), got {fold}")
+        train, test, _ = next(islice(kfold(data, folds, seed=seed), fold, None))
+    else:
+        raise ValueError(f"unknown split method {method!r}; use one of {', '.join(SPLIT_METHODS)}")
+    fit, val = carve_validation(train, val_fraction, seed)
+    return Splits(fit, val, test)
