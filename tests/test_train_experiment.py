@@ -132,3 +132,43 @@ def test_load_splits_synthetic_random(tmp_path):
     assert parts["train"].users is parts["test"].users  # one vocabulary for every part
     again = load_splits(cfg)
     assert (again["val"].user == parts["val"].user).all()  # seeded
+
+
+@pytest.mark.usefixtures("persistent_compile_cache")
+def test_refit_trains_for_the_epoch_count_validation_chose(tmp_path):
+    """--refit retrains on train + validation for ``best_epoch`` epochs, not ``cfg.epochs``:
+    the refit epochs logged, and the refitted parameters, are those of an independent
+    ``fit`` for exactly ``best_epoch`` epochs."""
+    import dataclasses
+
+    import numpy as np
+
+    from recjax.data import synthetic_ratings
+    from recjax.data.splits import holdout_split
+    from recjax.train.loop import fit
+    from recjax.train.step import Model
+
+    # noisy ratings, a wide unregularised MF at a high rate: validation RMSE is best
+    # after about 2 epochs and worse after that (patience 1 stops right there)
+    data, _ = synthetic_ratings(200, 100, 4000, rank=4, noise_std=1.0, seed=7)
+    train, test, _ = holdout_split(data, 0.1, seed=0)
+    fit_part, val, _ = holdout_split(train, 0.2, seed=1)
+    splits = {"train": fit_part, "val": val, "test": test}
+    cfg = _synthetic(tmp_path, epochs=6, patience=1, learning_rate=0.01, batch_size=128, refit=True)
+    model_cfg = MFConfig(embedding_dim=64, l2=0.0, init_std=0.1)
+    result = run(cfg, model_cfg, splits=splits)
+
+    best = result.metrics["best_epoch"]
+    assert 1 <= best < cfg.epochs and result.metrics["stopped_early"]  # else the test proves nothing
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r.get("phase") == "refit"] == list(range(1, best + 1))
+    assert result.metrics["refit_epochs"] == best and len(result.fit.history) == best
+
+    spec = MODELS["mf"]
+    both = fit_part.concat(val)
+    alone = fit(Model.split(spec.build(model_cfg, both, cfg)), spec.inputs(both, cfg),
+                dataclasses.replace(cfg, epochs=best), task=cfg.task, validate=None, monitor=None)
+    assert set(alone.params) == set(result.fit.params)
+    for name in alone.params:
+        np.testing.assert_array_equal(np.asarray(result.fit.params[name]),
+                                      np.asarray(alone.params[name]), err_msg=name)
