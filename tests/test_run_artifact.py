@@ -1,0 +1,559 @@
+"""A run is a self-contained, verified artifact: hostile cases that must not give silent
+wrong answers.
+
+Each test is one case: string raw ids end to end, the dataset changed after training, a
+damaged or truncated checkpoint, a refitted run served from the refitted parameters, two
+writers on one folder, bad ``splits=`` through the API, a failure mid-run (full disk),
+a checkpoint restored into a model of another size, ``--resume`` with other settings and
+impossible sizes. Through the CLI every failure is exactly one ``recjax: error:`` line on
+stderr and exit status 2; through the API a ``ValueError`` (or ``TypeError``/``KeyError``
+for unknown ids) with a one-line message.
+
+Runs are tiny (MF, dimension 4-8, 2-3 epochs on the synthetic dataset or ml-100k's ua
+split); one finished synthetic run is trained per module and copied for the destructive
+tests.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import importlib.util
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import recjax
+import recjax.train.checkpoint as checkpoint_module
+import recjax.train.loop as loop_module
+from recjax.cli import main
+
+pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
+
+# the shared tiny run: MF, dimension 8, on the synthetic dataset's random split
+SYNTHETIC = ["train", "--dataset", "synthetic", "--split", "random", "--embedding-dim", "8", "--quiet"]
+# pairs of raw ids of the synthetic dataset (users 1..1000, items 1..500)
+PAIRS = {"instances": [{"in0": [1], "in1": [7]}, {"in0": [30], "in1": [2]}, {"in0": [999], "in1": [450]}]}
+# the root holding this recjax package: subprocesses import the same code as this process
+_ROOT = str(Path(recjax.__file__).resolve().parents[1])
+
+
+# ----------------------------------------------------------------------------- helpers
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """``recjax.cli.main(argv)`` in process: (exit status, stdout, stderr)."""
+    status = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def one_line_error(status: int, out: str, err: str) -> str:
+    """Exit status 2 and exactly one ``recjax: error:`` line on stderr; returns that line."""
+    lines = err.strip().splitlines()
+    assert status == 2, (status, out[-2000:], err[-4000:])
+    assert len(lines) == 1 and lines[0].startswith("recjax: error:"), err[-4000:]
+    return lines[0]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
+    env.setdefault("JAX_PLATFORMS", "cpu")
+    env.update(extra)
+    return env
+
+
+def subprocess_cli(*argv, timeout: float = 180, memory_gib: float | None = None,
+                   env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``python -m recjax ARGV`` in a fresh process (so logging that reaches the real
+    stderr is seen too); ``memory_gib`` caps its address space (for cases that could
+    otherwise try to allocate hundreds of GB)."""
+    def limit() -> None:
+        if memory_gib is not None:
+            size = int(memory_gib * 2**30)
+            resource.setrlimit(resource.RLIMIT_AS, (size, size))
+
+    return subprocess.run([sys.executable, "-m", "recjax", *map(str, argv)], check=False,
+                          capture_output=True, text=True, timeout=timeout, env=env or _env(),
+                          preexec_fn=limit)
+
+
+def subprocess_error(proc: subprocess.CompletedProcess) -> str:
+    return one_line_error(proc.returncode, proc.stdout, proc.stderr)
+
+
+def _lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def _final(run_dir: Path) -> dict:
+    return [line for line in _lines(run_dir / "metrics.jsonl") if line.get("event") == "final"][-1]
+
+
+def _epochs(run_dir: Path) -> list[int]:
+    """The epoch numbers logged in metrics.jsonl (training phase, not refit)."""
+    return [line["epoch"] for line in _lines(run_dir / "metrics.jsonl")
+            if "epoch" in line and line.get("phase") != "refit"]
+
+
+def _arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as npz:
+        return {k: npz[k] for k in npz.files}
+
+
+def _largest_checkpoint_file(run_dir: Path, under: str = "checkpoints") -> Path:
+    files = [p for p in (run_dir / under).rglob("*") if p.is_file()]
+    assert files, f"no files under {run_dir / under}"
+    return max(files, key=lambda p: (p.stat().st_size, str(p)))
+
+
+def _request(tmp_path: Path, request: dict, name: str = "req.json") -> Path:
+    path = tmp_path / name
+    path.write_text(json.dumps(request))
+    return path
+
+
+def _without(text: str, *paths: Path) -> str:
+    """``text`` lower-cased with the given paths removed (a word in a tmp folder name
+    must not satisfy a check of the message)."""
+    for path in paths:
+        text = text.replace(str(path), "").replace(str(Path(path).resolve()), "")
+    return text.lower()
+
+
+def _metric(result, name: str) -> float:
+    """``test_<name>`` or ``<name>`` from an evaluation result: a flat mapping, or one
+    keyed by model name whose first row is the run's."""
+    if hasattr(result, "_asdict"):
+        result = result._asdict()
+    if dataclasses.is_dataclass(result):
+        result = dataclasses.asdict(result)
+    for key in (f"test_{name}", name):
+        if key in result:
+            return float(result[key])
+    for value in result.values():
+        if isinstance(value, dict):
+            return _metric(value, name)
+    raise AssertionError(f"no {name} in {result!r}")
+
+
+@pytest.fixture(scope="module")
+def synthetic_run(tmp_path_factory) -> Path:
+    """A finished tiny run (MF dim 8, 2 epochs, synthetic random split), trained once;
+    tests that change it work on a copy."""
+    out = tmp_path_factory.mktemp("artifact") / "run"
+    assert main([*SYNTHETIC, "--epochs", "2", "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run_dir: Path, tmp_path: Path, name: str = "copy") -> Path:
+    target = tmp_path / name
+    shutil.copytree(run_dir, target)
+    return target
+
+
+# ----------------------------------------------------------------------------- 1. string ids
+def _string_id_frame() -> pd.DataFrame:
+    """60 users "u0".."u59" x 40 items "i0".."i39", 2000 distinct pairs, ratings 1..10 from
+    a planted rank-3 model plus noise."""
+    rng = np.random.default_rng(0)
+    users, items = rng.normal(size=(60, 3)), rng.normal(size=(40, 3))
+    pairs = rng.choice(60 * 40, size=2000, replace=False)
+    u, i = pairs // 40, pairs % 40
+    score = 5.5 + 1.5 * np.einsum("nd,nd->n", users[u], items[i]) + rng.normal(0, 0.5, len(u))
+    return pd.DataFrame({"user": [f"u{k}" for k in u], "item": [f"i{k}" for k in i],
+                         "rating": np.clip(np.round(score), 1, 10)})
+
+
+def test_string_ids_end_to_end(tmp_path, capsys):
+    from recjax.config import TrainConfig
+    from recjax.data import Ratings, split_ratings
+    from recjax.experiment import run
+    from recjax.models.mf import MFConfig
+    from recjax.runs import Run
+
+    frame = _string_id_frame()
+    assert not frame.duplicated(["user", "item"]).any()
+    splits = split_ratings(Ratings.from_pandas(frame, rating_scale=(1, 10)), "random")
+    out = tmp_path / "run"
+    run(TrainConfig(epochs=3, quiet=True, out=str(out)), MFConfig(embedding_dim=4), splits=splits)
+
+    opened = Run.open(out)
+    top = opened.recommend("u3", N=5)
+    assert np.shape(top.ids) == (5,) and np.shape(top.scores) == (5,)
+    ids = [str(i) for i in np.asarray(top.ids).tolist()]
+    assert all(isinstance(i, str) and i.startswith("i") for i in np.asarray(top.ids).tolist()), top.ids
+    train = splits[0] if isinstance(splits, tuple) else splits["train"]
+    rated = set(np.asarray(train.items.raw(train.item[train.user == train.users.index("u3")])).tolist())
+    assert rated and not rated & set(ids), (ids, rated)
+    assert np.all(np.diff(np.asarray(top.scores)) <= 0)  # best first
+
+    status, text, err = cli(capsys, "recommend", out, "--user", "u3", "-N", 5)
+    assert status == 0, err
+    assert all(i in text for i in ids), text
+
+    neighbours = [str(i) for i in np.asarray(opened.similar_items("i7", N=3).ids).tolist()]
+    assert len(neighbours) == 3 and "i7" not in neighbours
+    status, text, err = cli(capsys, "neighbors", out, "--item", "i7", "-k", 3)
+    assert status == 0, err
+    assert all(i in text for i in neighbours), text
+
+    status, text, err = cli(capsys, "evaluate", out)
+    assert status == 0, err
+
+    request = _request(tmp_path, {"instances": [{"in0": ["u3"], "in1": ["i7"]}]})
+    status, text, err = cli(capsys, "predict", out, "--input", request)
+    assert status == 0, err
+    (row,) = json.loads(text)["predictions"]
+    assert 1.0 <= row["scores"][0] <= 10.0
+    np.testing.assert_allclose(row["scores"][0], float(np.asarray(opened.predict("u3", "i7"))), rtol=1e-5)
+
+    if importlib.util.find_spec("matplotlib") is not None:
+        status, text, err = cli(capsys, "plot", out, "--out", tmp_path / "plots", "--no-tsne")
+        assert status == 0, err
+
+    # the same answers from a fresh process, without any dataset
+    both = opened.recommend(["u3", "u5"], N=5)
+    assert np.shape(both.ids) == (2, 5)
+    code = ("import json, sys\nimport numpy as np\nfrom recjax.runs import Run\n"
+            "top = Run.open(sys.argv[1]).recommend(['u3', 'u5'], N=5)\n"
+            "print(json.dumps({'ids': [[str(i) for i in row] for row in np.asarray(top.ids).tolist()],"
+            " 'scores': np.asarray(top.scores, np.float64).tolist()}))\n")
+    env = _env()
+    env.pop("RECJAX_DATA", None)
+    fresh = subprocess.run([sys.executable, "-c", code, str(out)], check=False, capture_output=True,
+                           text=True, timeout=180, env=env, cwd=tmp_path)
+    assert fresh.returncode == 0, fresh.stderr[-4000:]
+    answer = json.loads(fresh.stdout.strip().splitlines()[-1])
+    assert answer["ids"] == [[str(i) for i in row] for row in np.asarray(both.ids).tolist()]
+    assert answer["scores"] == np.asarray(both.scores, np.float64).tolist()
+
+
+# ----------------------------------------------------------------------------- 2. data changed
+def test_data_changed_after_training(movielens_dir, tmp_path, capsys):
+    copy = tmp_path / "ml-100k"
+    shutil.copytree(movielens_dir / "ml-100k", copy)
+    flags = ["train", "--data-dir", copy, "--split", "ua", "--embedding-dim", 8, "--quiet"]
+    run_dir = tmp_path / "run"
+    status, _, err = cli(capsys, *flags, "--epochs", 2, "--out", run_dir)
+    assert status == 0, err
+    recorded_test_rmse = _final(run_dir)["test_rmse"]
+    request = _request(tmp_path, {"instances": [{"in0": [1], "in1": [1]}, {"in0": [1], "in1": [50]},
+                                                {"in0": [943], "in1": [50]}, {"in0": [200], "in1": [100]}]})
+    status, before, err = cli(capsys, "predict", run_dir, "--input", request)
+    assert status == 0, err
+
+    # one rating of user 1 now belongs to a new user 0, in ua.base and in u.data alike
+    # (every user index shifts by one in a vocabulary rebuilt from the files)
+    for name in ("ua.base", "u.data"):
+        path = copy / name
+        lines = path.read_text(encoding="latin-1").splitlines(keepends=True)
+        (row,) = [n for n, line in enumerate(lines) if line.startswith("1\t1\t5\t874965758")]
+        lines[row] = "0" + lines[row][1:]
+        path.write_text("".join(lines), encoding="latin-1")
+
+    line = one_line_error(*cli(capsys, *flags, "--epochs", 3, "--out", run_dir, "--resume"))
+    assert "data" in _without(line, copy, run_dir, tmp_path), line
+
+    status, text, err = cli(capsys, "evaluate", run_dir, "--no-baselines", "--json", tmp_path / "eval.json")
+    if status == 0:  # from the run's own stored data: its recorded test RMSE
+        (row,) = json.loads((tmp_path / "eval.json").read_text())["results"].values()
+        assert row["rmse"] == pytest.approx(recorded_test_rmse, rel=1e-6), (row, recorded_test_rmse)
+    else:  # or refused, naming the data
+        line = one_line_error(status, text, err)
+        assert "data" in _without(line, copy, run_dir, tmp_path), line
+
+    status, after, err = cli(capsys, "predict", run_dir, "--input", request)
+    assert status == 0, err
+    assert json.loads(after) == json.loads(before)
+
+
+# ----------------------------------------------------------------------------- 3-4. broken checkpoints
+def _broken_run_commands(run_dir: Path, request: Path) -> dict[str, list]:
+    return {
+        "predict": ["predict", run_dir, "--input", request],
+        "recommend": ["recommend", run_dir, "--user", 1, "-N", 3],
+        "evaluate": ["evaluate", run_dir, "--k", 5],
+        "train --resume": [*SYNTHETIC, "--epochs", 3, "--out", run_dir, "--resume"],
+    }
+
+
+def _damage_words(line: str, run_dir: Path) -> None:
+    text = _without(line, run_dir)
+    assert "checkpoint" in text, line
+    assert any(word in text for word in ("damaged", "checksum", "sha256")), line
+
+
+# The largest file under checkpoints/ is in last/ (the optimiser state): every command
+# refuses a run with any damaged checkpoint file, not only the commands that read it.
+# The second case damages the best parameters, which every command but --resume serves.
+WHERE = pytest.mark.parametrize("under", ["checkpoints", "checkpoints/best"],
+                                ids=["largest_file", "largest_best_file"])
+
+
+@WHERE
+def test_damaged_checkpoint(synthetic_run, tmp_path, capsys, under):
+    run_dir = _copy(synthetic_run, tmp_path)
+    victim = _largest_checkpoint_file(run_dir, under)
+    data = bytearray(victim.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    victim.write_bytes(bytes(data))
+    assert victim.stat().st_size == len(data)
+
+    request = _request(tmp_path, PAIRS)
+    for name, argv in _broken_run_commands(run_dir, request).items():
+        status, out, err = cli(capsys, *argv)
+        assert "nan" not in (out + err).lower(), (name, out, err)
+        _damage_words(one_line_error(status, out, err), run_dir)
+
+
+@WHERE
+def test_truncated_checkpoint(synthetic_run, tmp_path, capsys, under):
+    run_dir = _copy(synthetic_run, tmp_path)
+    victim = _largest_checkpoint_file(run_dir, under)
+    size = victim.stat().st_size
+    with open(victim, "r+b") as f:
+        f.truncate(size // 2)
+
+    request = _request(tmp_path, PAIRS)
+    commands = _broken_run_commands(run_dir, request)
+    for name, argv in commands.items():
+        status, out, err = cli(capsys, *argv)
+        assert "nan" not in (out + err).lower(), (name, out, err)
+        assert "checkpoint" in _without(one_line_error(status, out, err), run_dir), (name, err)
+    # fresh processes: logging that reaches the real stderr (orbax, TensorStore, asyncio
+    # tracebacks, some of them printed at interpreter exit) must not follow the message
+    for name in commands:
+        proc = subprocess_cli(*commands[name])
+        assert "checkpoint" in _without(subprocess_error(proc), run_dir), (name, proc.stderr[-4000:])
+
+
+# ----------------------------------------------------------------------------- 5. refit
+def test_refit_run_served_right(tmp_path, capsys):
+    import jax.numpy as jnp
+
+    from recjax.runs import Run
+
+    out = tmp_path / "refit"
+    status, _, err = cli(capsys, *SYNTHETIC, "--epochs", 3, "--refit", "--out", out)
+    assert status == 0, err
+    assert any(line.get("phase") == "refit" for line in _lines(out / "metrics.jsonl"))
+
+    opened = Run.open(out)
+    # synthetic raw ids are 1..n (sorted vocabularies): index = raw id - 1
+    users = np.arange(1, 41, dtype=np.int64)
+    items = (users * 7) % 500 + 1
+    module = opened.model()
+    direct = np.asarray(module({"user": jnp.asarray(users - 1, jnp.int32),
+                                "item": jnp.asarray(items - 1, jnp.int32)}), np.float64)
+    inside = (direct > 1.01) & (direct < 4.99)  # clipping to the scale does not apply
+    assert inside.sum() >= 10, direct
+    users, items, direct = users[inside], items[inside], direct[inside]
+
+    served = np.asarray(opened.predict(users, items), np.float64)
+    assert served.shape == users.shape
+    np.testing.assert_allclose(served, direct, rtol=1e-5, atol=1e-5)
+
+    request = _request(tmp_path, {"instances": [{"in0": [int(u)], "in1": [int(i)]}
+                                                for u, i in zip(users, items)]})
+    status, text, err = cli(capsys, "predict", out, "--input", request)
+    assert status == 0, err
+    scores = [row["scores"][0] for row in json.loads(text)["predictions"]]
+    np.testing.assert_allclose(scores, direct, rtol=1e-5, atol=1e-5)
+
+    assert _metric(opened.evaluate(), "rmse") == pytest.approx(_final(out)["test_rmse"], rel=1e-5)
+
+
+# ----------------------------------------------------------------------------- 6. two writers
+def test_two_writers(tmp_path):
+    out = tmp_path / "same"
+    # long enough (no early stop, small batches) that the two overlap
+    argv = [*SYNTHETIC, "--epochs", "30", "--patience", "30", "--batch-size", "256", "--out", str(out)]
+    command = [sys.executable, "-m", "recjax", *argv]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env=_env(), cwd=tmp_path) for _ in range(2)]
+    results = []
+    try:
+        for proc in procs:
+            results.append((*proc.communicate(timeout=120), proc.returncode))
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    codes = sorted(code for _, _, code in results)
+    assert codes == [0, 2], [(code, err[-3000:]) for _, err, code in results]
+    (loser,) = [(out_, err) for out_, err, code in results if code == 2]
+    line = one_line_error(2, *loser)
+    assert any(word in _without(line, out) for word in ("lock", "being trained", "in use")), line
+
+    from recjax.runs import Run
+
+    Run.open(out)
+    epochs = _epochs(out)
+    assert epochs == list(range(1, len(epochs) + 1)) and epochs, epochs
+    assert _final(out)["epochs_run"] == len(epochs)
+
+
+# ----------------------------------------------------------------------------- 7. API input
+def _parts():
+    """{"train", "val", "test"}: a small synthetic dataset split with shared vocabularies."""
+    from recjax.data import holdout_split, synthetic_ratings
+
+    data, _ = synthetic_ratings(80, 60, 2000, rank=3, seed=3)
+    rest, test, _ = holdout_split(data, 0.1, seed=0)
+    train, val, _ = holdout_split(rest, 0.1, seed=1)
+    return {"train": train, "val": val, "test": test}
+
+
+def _own_vocabulary(parts):
+    from recjax.data import Ratings
+
+    test = parts["test"]
+    alone = Ratings.from_raw(test.users.raw(test.user), test.items.raw(test.item), test.rating,
+                             rating_scale=test.rating_scale)
+    assert len(alone.users) < len(test.users)  # indices differ from the training part's
+    return {**parts, "test": alone}
+
+
+def _nan_rating(parts):
+    rating = parts["train"].rating.copy()
+    rating[5] = np.nan
+    return {**parts, "train": dataclasses.replace(parts["train"], rating=rating)}
+
+
+def _off_scale(parts):
+    rating = parts["train"].rating.copy()
+    rating[5] = 7.0  # the scale is 1..5
+    return {**parts, "train": dataclasses.replace(parts["train"], rating=rating)}
+
+
+def _no_val(parts):
+    return {"train": parts["train"], "test": parts["test"]}
+
+
+@pytest.mark.parametrize("case, damage, words", [
+    ("test part with its own vocabulary", _own_vocabulary, ("test", "vocabular")),
+    ("NaN rating", _nan_rating, ("nan",)),
+    ("rating outside the scale", _off_scale, ()),
+    ("no val part", _no_val, ("val",)),
+], ids=["own_vocabulary", "nan_rating", "off_scale", "no_val"])
+def test_api_hostile_input(tmp_path, monkeypatch, case, damage, words):
+    from recjax.config import TrainConfig
+    from recjax.experiment import run
+    from recjax.models.mf import MFConfig
+
+    def fail(*args, **kwargs):
+        raise AssertionError(f"{case}: training started before the input was refused")
+
+    monkeypatch.setattr(loop_module, "make_epoch", fail)
+    splits = damage(_parts())
+    with pytest.raises((ValueError, TypeError)) as info:
+        run(TrainConfig(dataset="synthetic", split="random", epochs=1, quiet=True,
+                        out=str(tmp_path / "run")), MFConfig(embedding_dim=4), splits=splits)
+    assert not isinstance(info.value, KeyError), f"{case}: a bare KeyError: {info.value!r}"
+    message = str(info.value)
+    assert len(message.strip().splitlines()) == 1, message
+    assert not words or any(word in message.lower() for word in words), (case, message)
+
+
+# ----------------------------------------------------------------------------- 8. full disk
+def _failing_save(monkeypatch, nth: int) -> None:
+    """``Checkpoints.save`` raises ENOSPC on its ``nth`` call, leaving a half-created
+    checkpoint folder behind as a full disk would."""
+    original = checkpoint_module.Checkpoints.save
+    calls = {"n": 0}
+
+    def save(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            which = args[0] if args else kwargs.get("which", "last")
+            Path(self.directory, str(which)).mkdir(parents=True, exist_ok=True)
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(checkpoint_module.Checkpoints, "save", save)
+
+
+@pytest.mark.parametrize("nth", [3, 1], ids=["during_epoch_2", "first_save"])
+def test_full_disk_then_resume(synthetic_run, tmp_path, capsys, monkeypatch, nth):
+    run_dir = tmp_path / "run"
+    argv = [*SYNTHETIC, "--epochs", 2, "--out", run_dir]
+    with monkeypatch.context() as patch:
+        _failing_save(patch, nth)
+        try:
+            status, out, err = cli(capsys, *argv)
+        except OSError:  # raised through main is also a failure that stops the run
+            status, (out, err) = 2, capsys.readouterr()
+    assert status == 2, (out, err)
+
+    status, out, err = cli(capsys, *argv, "--resume")
+    assert status == 0, err
+    resumed, whole = _arrays(run_dir / "embeddings.npz"), _arrays(synthetic_run / "embeddings.npz")
+    assert set(resumed) == set(whole)
+    for key in whole:
+        assert np.array_equal(resumed[key], whole[key]), key
+    assert _epochs(run_dir) == [1, 2]
+
+
+# ----------------------------------------------------------------------------- 9. other size
+def test_checkpoint_into_model_of_another_size(synthetic_run):
+    from flax import nnx
+
+    from recjax.models.mf import MF, MFConfig
+    from recjax.train.checkpoint import CheckpointError, Checkpoints
+    from recjax.train.step import Model
+
+    saved = json.loads((synthetic_run / "config.json").read_text())["model"]
+    model_cfg = MFConfig(**saved)
+    expect = {"model_config": dataclasses.asdict(model_cfg)}
+    checkpoints = Checkpoints(synthetic_run / "checkpoints")
+
+    def template(n_users: int) -> dict:
+        return Model.split(MF(model_cfg, n_users, 500, rngs=nnx.Rngs(0))).params
+
+    checkpoints.restore_best(template(1000), expect)  # the right size restores
+    for n_users in (1001, 999):  # one row more (zero-padded today), one fewer (cut today)
+        with pytest.raises(CheckpointError):
+            checkpoints.restore_best(template(n_users), expect)
+
+
+# ----------------------------------------------------------------------------- 10. resume settings
+def test_resume_with_different_settings(synthetic_run, tmp_path, capsys):
+    run_dir = _copy(synthetic_run, tmp_path)
+    line = one_line_error(*cli(capsys, *SYNTHETIC[:-3], "--embedding-dim", 16, "--quiet",
+                               "--epochs", 2, "--out", run_dir, "--resume"))
+    assert "embedding_dim" in _without(line, run_dir), line
+    line = one_line_error(*cli(capsys, *SYNTHETIC, "--epochs", 1, "--out", run_dir, "--resume"))
+    assert "epochs" in _without(line, run_dir), line
+    status, _, err = cli(capsys, *SYNTHETIC, "--epochs", 4, "--out", run_dir, "--resume")
+    assert status == 0, err
+    assert _epochs(run_dir) == [1, 2, 3, 4]
+
+
+# ----------------------------------------------------------------------------- 11. sizes
+def test_impossible_sizes_exit_2(synthetic_run, tmp_path, capsys):
+    # a cut-off beyond the catalogue (500 items) is clipped to it, not an error
+    status, _, err = cli(capsys, "evaluate", synthetic_run, "--k", 5000, "--no-baselines")
+    assert status == 0, err
+
+    # in a capped subprocess: today these try to allocate terabytes / hundreds of GB
+    base = ["train", "--dataset", "synthetic", "--split", "random", "--quiet"]
+    for flags, words in ((["--batch-size", "1000000000"], ("1000000000", "1,000,000,000", "batch")),
+                         (["--embedding-dim", "100000000"], ("100000000", "100,000,000", "embedding"))):
+        out = tmp_path / f"run{flags[0]}"
+        proc = subprocess_cli(*base, *flags, "--out", out, memory_gib=48, timeout=180)
+        line = subprocess_error(proc)
+        assert any(word in _without(line, out) for word in words), line
+
+    line = one_line_error(*cli(capsys, *SYNTHETIC, "--optimizer", "adam", "--learning-rate", 1000,
+                               "--epochs", 5, "--out", tmp_path / "diverged"))
+    assert "diverged" in line, line
