@@ -7,6 +7,20 @@ All functions take NumPy arrays, compute in float64 and are vectorised over user
 (:class:`recjax.retrieval.TopK`, ids ``[U, K]`` best first, -1 padding) and a
 held-out user x item CSR matrix whose non-zero entries are the relevant items.
 
+Memory: the ranking and beyond-accuracy metrics work through the users in blocks
+sized so that their temporaries stay near :data:`WORKING_MEMORY` bytes whatever
+``k`` (diversity also splits long lists), so the only arrays that grow with
+``U x k`` are the input list itself and :func:`hits`' boolean answer; a block size
+may be forced with ``block_size=`` (users per block; the answer does not depend
+on it beyond float rounding).
+
+``k`` above the catalogue: a list cannot hold more than ``n_items`` items, so a
+metric at ``k > n_items`` (the columns of ``relevant``, the ``n_items`` of
+coverage, the rows of the embedding table, the length of ``item_counts``) is that
+metric at ``k = n_items``: precision divides by ``n_items``, NDCG and MAP cut at
+``n_items``. :func:`ranking_metrics` still names its keys with the ``k`` asked for
+(``precision@5000``), so tables keyed by the user's ``k`` keep working.
+
 Example
 -------
 >>> import numpy as np
@@ -105,9 +119,27 @@ def binary_metrics(logits, labels, prefix: str = "") -> dict[str, float]:
 # ----------------------------------------------------------------------------- ranking
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
 
+#: Bytes of temporaries a blocked metric aims to hold at once (sklearn's working_memory).
+WORKING_MEMORY = 64 << 20
 
-def _recommended(recommended: Any, k: int | None) -> np.ndarray:
-    """The ids [U, k] of a TopK or an int array [U, K], cut to the first ``k`` columns."""
+
+def _block_rows(bytes_per_row: int, block_size: int | None = None) -> int:
+    """Rows per block: ``block_size`` when given, else as many as fit in :data:`WORKING_MEMORY`."""
+    if block_size is not None:
+        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
+        return int(block_size)
+    return max(1, WORKING_MEMORY // max(int(bytes_per_row), 1))
+
+
+def _blocks(n: int, rows: int):
+    """Slices of ``rows`` consecutive rows covering ``range(n)``."""
+    return (slice(start, min(start + rows, n)) for start in range(0, n, rows))
+
+
+def _recommended(recommended: Any, k: int | None, n_items: int | None = None) -> np.ndarray:
+    """The ids [U, k] of a TopK or an int array [U, K], cut to the first ``k`` columns (a
+    view, in the caller's integer dtype); ``k`` above ``n_items`` counts as ``n_items``."""
     ids = getattr(recommended, "ids", recommended)
     ids = np.asarray(ids)
     if ids.ndim == 1:
@@ -120,13 +152,62 @@ def _recommended(recommended: Any, k: int | None) -> np.ndarray:
         k = ids.shape[1]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
-    if k > ids.shape[1]:
+    used = int(k) if n_items is None else min(int(k), max(int(n_items), 1))
+    if used > ids.shape[1]:
         raise ValueError(f"k={k} exceeds the {ids.shape[1]} recommendations per user")
-    return ids[:, :k].astype(np.int64, copy=False)
+    return ids[:, :used]
+
+
+class _Relevance:
+    """``relevant`` prepared once for block-wise hit lookups: the sorted keys
+    ``row * n_items + item`` of its non-zero entries."""
+
+    def __init__(self, relevant: Any, n_recommended: int, users: Any) -> None:
+        if not sp.issparse(relevant):
+            raise ValueError(f"relevant must be a scipy.sparse user x item matrix, "
+                             f"got {type(relevant).__name__}")
+        rel = sp.csr_matrix(relevant, copy=True)
+        rel.eliminate_zeros()
+        rel.sort_indices()
+        n_rows, self.n_items = rel.shape
+        if users is None:
+            if n_recommended != n_rows:
+                raise ValueError(f"recommended has {n_recommended} rows but relevant has {n_rows} "
+                                 f"users; pass users= to map rows to users")
+            self.rows = np.arange(n_rows, dtype=np.int64)
+        else:
+            self.rows = np.asarray(users, dtype=np.int64).reshape(-1)
+            if self.rows.shape[0] != n_recommended:
+                raise ValueError(f"users has {self.rows.shape[0]} entries, recommended has "
+                                 f"{n_recommended} rows")
+            if self.rows.size and (self.rows.min() < 0 or self.rows.max() >= n_rows):
+                raise ValueError(f"users must be rows of relevant, in [0, {n_rows})")
+        row_of_entry = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(rel.indptr))
+        self.keys = row_of_entry * self.n_items + rel.indices  # sorted: rows in order, indices sorted
+        self.n_relevant = np.diff(rel.indptr)[self.rows].astype(np.int64)
+
+    def check(self, ids: np.ndarray) -> None:
+        if ids.size and ids.max() >= self.n_items:
+            raise ValueError(f"recommended ids must be item ids below {self.n_items} (relevant's columns)")
+
+    def hits(self, ids: np.ndarray, block: slice) -> np.ndarray:
+        """bool [b, k]: which of ``ids[block]`` are relevant to their user."""
+        ids = ids[block].astype(np.int64, copy=False)
+        if not len(self.keys):
+            return np.zeros(ids.shape, bool)
+        wanted = self.rows[block, None] * self.n_items + ids
+        pos = np.searchsorted(self.keys, wanted)
+        np.minimum(pos, len(self.keys) - 1, out=pos)
+        return (ids >= 0) & (self.keys[pos] == wanted)
+
+
+# bytes of temporaries per recommended entry of a block: ids int64, keys wanted, positions,
+# gathered keys, float hits, cumsums and products (about a dozen 8-byte arrays)
+_RANKING_BYTES = 112
 
 
 def hits(recommended: Any, relevant: Any, k: int | None = None, *,
-         users: Any = None) -> tuple[np.ndarray, np.ndarray]:
+         users: Any = None, block_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Which recommendations are relevant, and how many relevant items each user has.
 
     Parameters
@@ -136,110 +217,117 @@ def hits(recommended: Any, relevant: Any, k: int | None = None, *,
     relevant : scipy.sparse matrix, shape [n_users, n_items]
         Held-out interactions; every stored non-zero entry is a relevant item.
     k : int, optional
-        Use the first ``k`` columns (default all ``K``).
+        Use the first ``k`` columns (default all ``K``; above ``n_items``, ``n_items``).
     users : int array, shape [U], optional
         The row of ``relevant`` of each row of ``recommended`` (default: row ``u`` is
         user ``u``, which needs ``U == n_users``).
+    block_size : int, optional
+        Users per block (default: from :data:`WORKING_MEMORY`).
 
     Returns
     -------
     hit : bool array, shape [U, k]
     n_relevant : int64 array, shape [U]
     """
-    ids = _recommended(recommended, k)
     if not sp.issparse(relevant):
         raise ValueError(f"relevant must be a scipy.sparse user x item matrix, got {type(relevant).__name__}")
-    rel = sp.csr_matrix(relevant, copy=True)
-    rel.eliminate_zeros()
-    rel.sort_indices()
-    n_rows, n_items = rel.shape
-    if users is None:
-        if ids.shape[0] != n_rows:
-            raise ValueError(f"recommended has {ids.shape[0]} rows but relevant has {n_rows} users; "
-                             f"pass users= to map rows to users")
-        rows = np.arange(n_rows, dtype=np.int64)
-    else:
-        rows = np.asarray(users, dtype=np.int64).reshape(-1)
-        if rows.shape[0] != ids.shape[0]:
-            raise ValueError(f"users has {rows.shape[0]} entries, recommended has {ids.shape[0]} rows")
-        if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-            raise ValueError(f"users must be rows of relevant, in [0, {n_rows})")
-    if ids.size and ids.max() >= n_items:
-        raise ValueError(f"recommended ids must be item ids below {n_items} (relevant's columns)")
-    row_of_entry = np.repeat(np.arange(n_rows, dtype=np.int64), np.diff(rel.indptr))
-    keys = row_of_entry * n_items + rel.indices  # sorted: CSR rows in order, indices sorted
-    wanted = rows[:, None] * n_items + ids
-    pos = np.minimum(np.searchsorted(keys, wanted), max(len(keys) - 1, 0))
-    hit = (ids >= 0) & (keys[pos] == wanted) if len(keys) else np.zeros(ids.shape, bool)
-    return hit, np.diff(rel.indptr)[rows].astype(np.int64)
+    ids = _recommended(recommended, k, relevant.shape[1])
+    rel = _Relevance(relevant, ids.shape[0], users)
+    rel.check(ids)
+    hit = np.zeros(ids.shape, bool)
+    for block in _blocks(ids.shape[0], _block_rows(_RANKING_BYTES * ids.shape[1], block_size)):
+        hit[block] = rel.hits(ids, block)
+    return hit, rel.n_relevant
 
 
-def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any) -> dict[str, np.ndarray]:
-    """Every ranking metric per user with at least one relevant item."""
-    hit, n_rel = hits(recommended, relevant, k, users=users)
-    keep = n_rel > 0
-    if not keep.any():
+def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any,
+              block_size: int | None = None) -> dict[str, np.ndarray]:
+    """Every ranking metric per user with at least one relevant item, a block of users
+    at a time (the temporaries are [block, k], never [U, k])."""
+    if not sp.issparse(relevant):
+        raise ValueError(f"relevant must be a scipy.sparse user x item matrix, got {type(relevant).__name__}")
+    ids = _recommended(recommended, k, relevant.shape[1])
+    rel = _Relevance(relevant, ids.shape[0], users)
+    rel.check(ids)
+    if not (rel.n_relevant > 0).any():
         raise ValueError("relevant holds no items for any of the recommended users")
-    hit, n_rel = hit[keep].astype(np.float64), n_rel[keep]
-    k = hit.shape[1]
+    k = ids.shape[1]
     positions = np.arange(1, k + 1, dtype=np.float64)
     discount = 1.0 / np.log2(positions + 1.0)
-    n_hits = hit.sum(1)
-    ideal = np.cumsum(discount)[np.minimum(n_rel, k) - 1]  # IDCG over min(k, |relevant|)
-    first = np.where(hit.any(1), hit.argmax(1) + 1, 0)
-    precision_at_j = np.cumsum(hit, 1) / positions
-    return {
-        "precision": n_hits / k,
-        "recall": n_hits / n_rel,
-        "ndcg": (hit * discount).sum(1) / ideal,
-        "map": (precision_at_j * hit).sum(1) / np.minimum(n_rel, k),
-        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
-        "hit_rate": (n_hits > 0).astype(np.float64),
-    }
+    cumulative_discount = np.cumsum(discount)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in RANKING_METRICS}
+    for block in _blocks(ids.shape[0], _block_rows(_RANKING_BYTES * k, block_size)):
+        n_rel = rel.n_relevant[block]
+        keep = n_rel > 0
+        if not keep.any():
+            continue
+        hit, n_rel = rel.hits(ids, block)[keep].astype(np.float64), n_rel[keep]
+        n_hits = hit.sum(1)
+        ideal = cumulative_discount[np.minimum(n_rel, k) - 1]  # IDCG over min(k, |relevant|)
+        first = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+        precision_at_j = np.cumsum(hit, 1) / positions
+        values = {
+            "precision": n_hits / k,
+            "recall": n_hits / n_rel,
+            "ndcg": (hit * discount).sum(1) / ideal,
+            "map": (precision_at_j * hit).sum(1) / np.minimum(n_rel, k),
+            "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+            "hit_rate": (n_hits > 0).astype(np.float64),
+        }
+        for name, value in values.items():
+            parts[name].append(value)
+    return {name: np.concatenate(value) for name, value in parts.items()}
 
 
-def precision_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def precision_at_k(recommended, relevant, k: int | None = None, *, users=None,
+                   block_size: int | None = None) -> float:
     """Mean over users of (relevant items in the top k) / k.
 
     Users with no relevant item are left out of every ranking mean. Arguments as
-    in :func:`hits`.
+    in :func:`hits`; ``k`` above the catalogue counts as ``n_items`` (the module
+    docstring).
     """
-    return float(_per_user(recommended, relevant, k, users)["precision"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["precision"].mean())
 
 
-def recall_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def recall_at_k(recommended, relevant, k: int | None = None, *, users=None,
+                block_size: int | None = None) -> float:
     """Mean over users of (relevant items in the top k) / (relevant items)."""
-    return float(_per_user(recommended, relevant, k, users)["recall"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["recall"].mean())
 
 
-def ndcg_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def ndcg_at_k(recommended, relevant, k: int | None = None, *, users=None,
+              block_size: int | None = None) -> float:
     """Mean normalised DCG with binary gain: ``sum_j hit_j / log2(j + 1)`` over positions
     ``j = 1..k``, divided by the ideal DCG of ``min(k, |relevant|)`` hits."""
-    return float(_per_user(recommended, relevant, k, users)["ndcg"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["ndcg"].mean())
 
 
-def map_at_k(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def map_at_k(recommended, relevant, k: int | None = None, *, users=None,
+             block_size: int | None = None) -> float:
     """Mean average precision: per user ``sum_j P@j * hit_j / min(k, |relevant|)``."""
-    return float(_per_user(recommended, relevant, k, users)["map"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["map"].mean())
 
 
-def mrr(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def mrr(recommended, relevant, k: int | None = None, *, users=None,
+        block_size: int | None = None) -> float:
     """Mean reciprocal rank of the first relevant item in the top k (0 when none is)."""
-    return float(_per_user(recommended, relevant, k, users)["mrr"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["mrr"].mean())
 
 
-def hit_rate(recommended, relevant, k: int | None = None, *, users=None) -> float:
+def hit_rate(recommended, relevant, k: int | None = None, *, users=None,
+             block_size: int | None = None) -> float:
     """Share of users with at least one relevant item in their top k."""
-    return float(_per_user(recommended, relevant, k, users)["hit_rate"].mean())
+    return float(_per_user(recommended, relevant, k, users, block_size)["hit_rate"].mean())
 
 
 def ranking_metrics(recommended, relevant, k: int | None = None, *, users=None,
-                    prefix: str = "") -> dict[str, float]:
+                    prefix: str = "", block_size: int | None = None) -> dict[str, float]:
     """All of :data:`RANKING_METRICS` at ``k`` in one pass: ``{prefix}precision@k``, ...
 
     Parameters
     ----------
-    recommended, relevant, k, users
+    recommended, relevant, k, users, block_size
         As in :func:`hits`.
     prefix : str
         Prepended to every key.
@@ -248,32 +336,40 @@ def ranking_metrics(recommended, relevant, k: int | None = None, *, users=None,
     -------
     dict
         ``precision@k``, ``recall@k``, ``ndcg@k``, ``map@k``, ``mrr@k``, ``hit_rate@k``
-        and ``users`` (how many users were averaged).
+        and ``users`` (how many users were averaged). The keys carry the ``k`` asked
+        for (default: the width of ``recommended``), also when it exceeds the
+        catalogue and the metrics are those at ``n_items``.
 
     Raises
     ------
     ValueError
         No recommended user has a relevant item, or the shapes disagree.
     """
-    per_user = _per_user(recommended, relevant, k, users)
-    k = _recommended(recommended, k).shape[1]
+    per_user = _per_user(recommended, relevant, k, users, block_size)
+    k = _recommended(recommended, None).shape[1] if k is None else int(k)
     out = {f"{prefix}{name}@{k}": float(values.mean()) for name, values in per_user.items()}
     out[f"{prefix}users"] = int(len(per_user["precision"]))
     return out
 
 
-def catalogue_coverage(recommended, n_items: int, k: int | None = None) -> float:
-    """Share of the ``n_items`` catalogue recommended to at least one user in a top k."""
-    ids = _recommended(recommended, k)
-    if n_items < 1:
+def catalogue_coverage(recommended, n_items: int, k: int | None = None, *,
+                       block_size: int | None = None) -> float:
+    """Share of the ``n_items`` catalogue recommended to at least one user in a top k
+    (``k`` above ``n_items`` counts as ``n_items``)."""
+    if isinstance(n_items, bool) or not isinstance(n_items, (int, np.integer)) or n_items < 1:
         raise ValueError(f"n_items must be >= 1, got {n_items}")
-    ids = ids[ids >= 0]
+    ids = _recommended(recommended, k, n_items)
     if ids.size and ids.max() >= n_items:
         raise ValueError(f"recommended ids must be below n_items={n_items}")
-    return float(np.unique(ids).size / n_items)
+    seen = np.zeros(int(n_items), bool)
+    for block in _blocks(ids.shape[0], _block_rows(16 * ids.shape[1], block_size)):
+        part = ids[block]
+        seen[part[part >= 0]] = True
+    return float(seen.sum() / n_items)
 
 
-def diversity(recommended, item_embeddings, k: int | None = None) -> float:
+def diversity(recommended, item_embeddings, k: int | None = None, *,
+              block_size: int | None = None) -> float:
     """Mean over users of ``1 - mean pairwise cosine similarity`` within their top k
     (the Keras course notebook's diversity).
 
@@ -283,27 +379,60 @@ def diversity(recommended, item_embeddings, k: int | None = None) -> float:
     item_embeddings : float array [n_items, d]
         Cosine with a zero vector counts as 0.
     k : int, optional
+        Above ``n_items`` counts as ``n_items``.
+    block_size : int, optional
+        Users per block (default: from :data:`WORKING_MEMORY`; a large table is also
+        normalised a block of items at a time).
 
     Returns
     -------
     float
         Users with fewer than two recommended items are left out. Computed from the
         sum of the normalised vectors: ``sum_{i != j} c_ij = |sum_i n_i|^2 - sum_i |n_i|^2``
-        (O(U k d), no k x k matrix).
+        (O(U k d) time, no k x k matrix, and no [U, k, d] array: the sums are a sparse
+        user x item count matrix times the unit vectors).
     """
-    ids = _recommended(recommended, k)
-    emb = np.asarray(item_embeddings, np.float64)
+    emb = np.asarray(item_embeddings)
     if emb.ndim != 2:
         raise ValueError(f"item_embeddings must be [n_items, d], got shape {emb.shape}")
+    ids = _recommended(recommended, k, emb.shape[0])
     if ids.size and ids.max() >= emb.shape[0]:
         raise ValueError(f"recommended ids must be below the {emb.shape[0]} item embeddings")
-    norms = np.linalg.norm(emb, axis=1, keepdims=True)
-    unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
-    valid = ids >= 0
-    vectors = unit[np.where(valid, ids, 0)] * valid[..., None]  # [U, k, d]
-    m = valid.sum(1)
-    total = vectors.sum(1)
-    pair_sum = (total**2).sum(1) - (vectors**2).sum((1, 2))
+    n_users, width = ids.shape
+    n_items, d = emb.shape
+    # per user: the sum of its items' unit vectors and of their squared norms (1, or 0 for
+    # a zero vector), as a sparse user x item count matrix times the unit table. Blocks:
+    # users (the count matrix, ~64 B per list entry as it is built, and the [users, d] sums) x items
+    # (a float64 unit slice of the table, ~24 B per value)
+    item_rows = max(1, WORKING_MEMORY // (24 * max(d, 1)))
+    rows = _block_rows(64 * width + 16 * max(d, 1), block_size)
+
+    def unit_rows(items: slice) -> tuple[np.ndarray, np.ndarray]:
+        vectors = np.asarray(emb[items], np.float64)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        unit = np.divide(vectors, norms, out=np.zeros_like(vectors), where=norms > 0)
+        return unit, (unit**2).sum(1)
+
+    whole = unit_rows(slice(0, n_items)) if item_rows >= n_items else None  # normalised once
+    pair_sums, counts = [], []
+    for block in _blocks(n_users, rows):
+        part = ids[block]
+        valid = part >= 0
+        m = valid.sum(1)
+        chosen = sp.csr_matrix((np.ones(int(m.sum())), (np.nonzero(valid)[0], part[valid])),
+                               shape=(part.shape[0], n_items))  # repeated items count twice
+        if whole is not None:
+            total, squares = chosen @ whole[0], chosen @ whole[1]
+        else:
+            total, squares = np.zeros((part.shape[0], d)), np.zeros(part.shape[0])
+            for items in _blocks(n_items, item_rows):
+                unit, unit_squares = unit_rows(items)
+                total += chosen[:, items] @ unit
+                squares += chosen[:, items] @ unit_squares
+        pair_sums.append((total**2).sum(1) - squares)
+        counts.append(m)
+    pair_sum = np.concatenate(pair_sums) if pair_sums else np.zeros(0)
+    m = np.concatenate(counts) if counts else np.zeros(0, np.int64)
     keep = m >= 2
     if not keep.any():
         raise ValueError("diversity needs at least two recommended items for some user")
@@ -311,7 +440,8 @@ def diversity(recommended, item_embeddings, k: int | None = None) -> float:
     return float(np.mean(1.0 - mean_similarity))
 
 
-def novelty(recommended, item_counts, n_users: int, k: int | None = None) -> dict[str, float]:
+def novelty(recommended, item_counts, n_users: int, k: int | None = None, *,
+            block_size: int | None = None) -> dict[str, float]:
     """How popular the recommended items are (the Keras notebook's novelty).
 
     Parameters
@@ -324,6 +454,9 @@ def novelty(recommended, item_counts, n_users: int, k: int | None = None) -> dic
         who rated item ``i`` (an item nobody rated counts as rated once, so that its
         self-information stays finite).
     k : int, optional
+        Above ``n_items`` counts as ``n_items``.
+    block_size : int, optional
+        Users per block (default: from :data:`WORKING_MEMORY`).
 
     Returns
     -------
@@ -333,24 +466,27 @@ def novelty(recommended, item_counts, n_users: int, k: int | None = None) -> dic
         ``ratings``: mean training count of the recommended items. Each is the mean
         over users of the mean over their list.
     """
-    ids = _recommended(recommended, k)
     counts = np.asarray(item_counts, np.float64).reshape(-1)
+    ids = _recommended(recommended, k, counts.shape[0])
     if n_users < 1:
         raise ValueError(f"n_users must be >= 1, got {n_users}")
     if ids.size and ids.max() >= counts.shape[0]:
         raise ValueError(f"recommended ids must be below len(item_counts)={counts.shape[0]}")
-    valid = ids >= 0
-    keep = valid.any(1)
+    sums: dict[str, list[np.ndarray]] = {"popularity": [], "self_information": [], "ratings": []}
+    lengths = []
+    for block in _blocks(ids.shape[0], _block_rows(64 * ids.shape[1], block_size)):
+        part = ids[block].astype(np.int64, copy=False)
+        valid = part >= 0
+        c = counts[np.where(valid, part, 0)]
+        p = np.maximum(c, 1.0) / n_users
+        for name, values in (("popularity", p), ("self_information", -np.log2(p)), ("ratings", c)):
+            sums[name].append((values * valid).sum(1))
+        lengths.append(valid.sum(1))
+    m = np.concatenate(lengths) if lengths else np.zeros(0, np.int64)
+    keep = m > 0
     if not keep.any():
         raise ValueError("novelty needs at least one recommended item")
-    c = counts[np.where(valid, ids, 0)]
-    p = np.maximum(c, 1.0) / n_users
-    m = valid.sum(1)[keep]
-
-    def mean(values: np.ndarray) -> float:
-        return float(np.mean((values * valid).sum(1)[keep] / m))
-
-    return {"popularity": mean(p), "self_information": mean(-np.log2(p)), "ratings": mean(c)}
+    return {name: float(np.mean(np.concatenate(parts)[keep] / m[keep])) for name, parts in sums.items()}
 
 
 def norm_popularity_correlation(item_embeddings, item_counts) -> dict[str, float]:

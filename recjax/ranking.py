@@ -18,6 +18,14 @@ test items. Scores come from a :class:`Scorer`:
   user bias and global mean do not change a user's ranking, nor does ``squash``),
   a ``(users, items)`` pair of arrays, or a callable.
 
+``k`` above the catalogue: a list holds at most ``n_items`` items, so
+:meth:`RankingTask.rank` and :func:`topk_from_scores` return ``min(k, n_items)``
+columns and :func:`evaluate_ranking` reports the metrics at ``n_items`` under keys
+that carry the ``k`` asked for (``precision@5000`` on ml-100k is precision@1682).
+Memory: dense scores are ranked a block of users at a time, the block sized from
+:data:`recjax.evaluation.WORKING_MEMORY`, so the temporaries stay bounded for any
+``k``; only the answer (``[users, min(k, n_items)]``) grows with ``k``.
+
 Example
 -------
 >>> import numpy as np
@@ -45,6 +53,7 @@ from typing import Any, Callable, Protocol, Sequence, runtime_checkable
 import numpy as np
 import scipy.sparse as sp
 
+from recjax import evaluation as _evaluation
 from recjax.data.dataset import Ratings
 from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
 from recjax.retrieval import TopK, recommend
@@ -137,7 +146,19 @@ def _unit_rows(x: np.ndarray) -> np.ndarray:
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
 
 
-def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | None = None) -> TopK:
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+    return int(k)
+
+
+# bytes of temporaries per score in topk_from_scores: the float64 copy, the partition,
+# masks, the int64 cumsum, the chosen ids and their order
+_TOPK_BYTES = 64
+
+
+def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | None = None, *,
+                     block_size: int | None = None) -> TopK:
     """Top ``k`` of each row of a dense score matrix, best first, ties by lower id.
 
     Parameters
@@ -148,20 +169,39 @@ def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | N
     exclude_rows : CSR matrix [B, N], optional
         Entries never returned; where fewer than ``k`` remain, the tail is id -1,
         score -inf.
+    block_size : int, optional
+        Rows ranked at a time (default: as many as fit in
+        :data:`recjax.evaluation.WORKING_MEMORY`); the answer does not depend on it.
 
     Returns
     -------
     TopK
-        ids int64 [B, k], scores float64 [B, k].
+        ids int64 [B, min(k, N)], scores float64 [B, min(k, N)].
     """
-    s = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
-    if s.ndim != 2:
-        raise ValueError(f"scores must be [users, items], got shape {s.shape}")
-    if np.isnan(s).any():
-        raise ValueError("scores hold NaN")
-    k = int(min(k, s.shape[1]))
+    scores = np.asarray(scores)
+    if scores.ndim != 2:
+        raise ValueError(f"scores must be [users, items], got shape {scores.shape}")
+    k = int(min(_check_k(k), scores.shape[1]))
+    ex = None
     if exclude_rows is not None and exclude_rows.nnz:
         ex = sp.csr_matrix(exclude_rows)
+        if ex.shape != scores.shape:
+            raise ValueError(f"exclude_rows has shape {ex.shape}, scores {scores.shape}")
+    ids = np.empty((scores.shape[0], k), np.int64)
+    values = np.empty((scores.shape[0], k), np.float64)
+    rows = _evaluation._block_rows(_TOPK_BYTES * max(scores.shape[1], 1), block_size)
+    for start in range(0, scores.shape[0], rows):
+        block = slice(start, min(start + rows, scores.shape[0]))
+        ids[block], values[block] = _topk_block(scores[block], k, None if ex is None else ex[block])
+    return TopK(ids, values)
+
+
+def _topk_block(scores: np.ndarray, k: int, ex: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`topk_from_scores` of one block of rows (``k <= N``)."""
+    s = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
+    if np.isnan(s).any():
+        raise ValueError("scores hold NaN")
+    if ex is not None and ex.nnz:
         s[np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)), ex.indices] = -np.inf
     if k < s.shape[1]:
         # the k-th best value, then everything above it and the lowest ids equal to it
@@ -178,7 +218,7 @@ def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | N
     ids = np.take_along_axis(part, order, 1).astype(np.int64)
     vals = np.take_along_axis(vals, order, 1)
     ids[np.isneginf(vals)] = -1
-    return TopK(ids, vals)
+    return ids, vals
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,7 +231,8 @@ class FunctionScorer:
         Dense scores of every item for a batch of user indices (higher is better).
     n_items : int
     batch_size : int, optional
-        Users per call; default keeps a batch near 2**22 scores.
+        Users per call; default keeps a batch's scores and ranking temporaries near
+        :data:`recjax.evaluation.WORKING_MEMORY` bytes.
     """
 
     score_fn: Callable[[np.ndarray], Any]
@@ -218,21 +259,25 @@ def batched_topk(score_rows: Callable[[np.ndarray, sp.csr_matrix | None], np.nda
     """Top ``k`` of dense scores computed a batch of users at a time.
 
     ``score_rows(batch [B], exclude_rows [B, n_items] or None) -> [B, n_items]``;
-    ``batch_size`` defaults to about 2**22 scores per batch.
+    ``batch_size`` defaults to as many users as keep a batch's scores (as returned
+    and as float64) and its ranking temporaries within
+    :data:`recjax.evaluation.WORKING_MEMORY`. The answer is ``[len(users), min(k,
+    n_items)]``, filled in place.
     """
     users = np.asarray(users, np.int64)
-    step = batch_size or max(1, (1 << 22) // max(n_items, 1))
-    ids, scores = [], []
+    width = min(_check_k(k), n_items)
+    step = batch_size or _evaluation._block_rows((16 + _TOPK_BYTES) * max(n_items, 1))
+    ids = np.empty((len(users), width), np.int64)
+    scores = np.empty((len(users), width), np.float64)
     for s in range(0, len(users), step):
         batch = users[s:s + step]
         rows = None if exclude is None else exclude[batch]
-        res = topk_from_scores(score_rows(batch, rows), k, rows)
-        ids.append(res.ids)
-        scores.append(res.scores)
-    if not ids:
-        width = min(k, n_items)
-        return TopK(np.zeros((0, width), np.int64), np.zeros((0, width)))
-    return TopK(np.concatenate(ids), np.concatenate(scores))
+        dense = score_rows(batch, rows)
+        if np.shape(dense) != (len(batch), n_items):
+            raise ValueError(f"score_rows returned shape {np.shape(dense)}, expected ({len(batch)}, {n_items})")
+        res = topk_from_scores(dense, width, rows)
+        ids[s:s + step], scores[s:s + step] = res.ids, res.scores
+    return TopK(ids, scores)
 
 
 def mf_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -377,12 +422,18 @@ class RankingTask:
 
     def rank(self, model: Any, k: int = 10, *, metric: str = "dot",
              users: np.ndarray | None = None, exclude_train: bool = True) -> TopK:
-        """Top ``k`` of every test user (or of ``users``), train items excluded."""
+        """Top ``k`` of every test user (or of ``users``), train items excluded: ids
+        [users, min(k, n_items)] (a list cannot be longer than the catalogue)."""
+        k = min(_check_k(k), self.n_items)
         scorer = as_scorer(model, metric)
         if scorer.n_items != self.n_items:
             raise ValueError(f"the model scores {scorer.n_items} items, the split has {self.n_items}")
-        return scorer.topk(self.users if users is None else np.asarray(users, np.int64), k,
-                           self.train if exclude_train else None)
+        users = self.users if users is None else np.asarray(users, np.int64)
+        top = scorer.topk(users, k, self.train if exclude_train else None)
+        if np.shape(top.ids) != (len(users), k):
+            raise ValueError(f"{type(scorer).__name__}.topk returned ids of shape {np.shape(top.ids)}, "
+                             f"expected ({len(users)}, {k})")
+        return top
 
 
 def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
@@ -403,6 +454,8 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
     model : Scorer or anything :func:`as_scorer` accepts
     task : RankingTask
     k : int
+        List length. Above ``task.n_items`` the lists hold the whole catalogue and
+        the metrics are those at ``n_items``, reported under ``@k`` (module docstring).
     metric : {"dot", "cosine", "l2"}
         For embedding models.
     item_embeddings : float array [n_items, d], optional
@@ -417,18 +470,18 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
         ``users``, ``coverage@k``, ``popularity@k``, ``self_information@k`` and, with
         embeddings, ``diversity@k``.
     """
+    k = _check_k(k)
     scorer = as_scorer(model, metric)
-    top = task.rank(scorer, k)
-    out = ranking_metrics(top, task.test, users=task.users, prefix=prefix)
-    kk = top.ids.shape[1]
-    out[f"{prefix}coverage@{kk}"] = catalogue_coverage(top, task.n_items)
-    nov = novelty(top, task.item_counts, task.n_users)
-    out[f"{prefix}popularity@{kk}"] = nov["popularity"]
-    out[f"{prefix}self_information@{kk}"] = nov["self_information"]
+    top = task.rank(scorer, k)  # [users, min(k, n_items)]
+    out = ranking_metrics(top, task.test, k, users=task.users, prefix=prefix)
+    out[f"{prefix}coverage@{k}"] = catalogue_coverage(top, task.n_items, k)
+    nov = novelty(top, task.item_counts, task.n_users, k)
+    out[f"{prefix}popularity@{k}"] = nov["popularity"]
+    out[f"{prefix}self_information@{k}"] = nov["self_information"]
     if item_embeddings is None and isinstance(scorer, EmbeddingScorer):
         item_embeddings = scorer.item_vectors
-    if item_embeddings is not None and kk >= 2:
-        out[f"{prefix}diversity@{kk}"] = diversity(top, item_embeddings)
+    if item_embeddings is not None and top.ids.shape[1] >= 2:
+        out[f"{prefix}diversity@{k}"] = diversity(top, item_embeddings, k)
     return out
 
 

@@ -208,3 +208,164 @@ def test_norm_popularity_correlation():
     assert reversed_["spearman"] == pytest.approx(-1.0)
     with pytest.raises(ValueError, match="disagree"):
         norm_popularity_correlation(emb, counts[:3])
+
+
+# ----------------------------------------------------------------------------- bounded memory
+# The formulas as they were before the metrics were blocked over users: [U, k] (and
+# diversity's [U, k, d]) temporaries in one piece. The blocked code must agree with them.
+def _reference_per_user(ids, relevant, users):
+    rel = sp.csr_matrix(relevant)
+    rel.eliminate_zeros()
+    dense = rel.toarray() > 0
+    hit = (ids >= 0) & dense[users[:, None], np.maximum(ids, 0)]
+    n_rel = dense[users].sum(1)
+    keep = n_rel > 0
+    hit, n_rel = hit[keep].astype(np.float64), n_rel[keep]
+    k = hit.shape[1]
+    positions = np.arange(1, k + 1, dtype=np.float64)
+    discount = 1.0 / np.log2(positions + 1.0)
+    n_hits = hit.sum(1)
+    first = np.where(hit.any(1), hit.argmax(1) + 1, 0)
+    return {
+        "precision": n_hits / k,
+        "recall": n_hits / n_rel,
+        "ndcg": (hit * discount).sum(1) / np.cumsum(discount)[np.minimum(n_rel, k) - 1],
+        "map": (np.cumsum(hit, 1) / positions * hit).sum(1) / np.minimum(n_rel, k),
+        "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
+        "hit_rate": (n_hits > 0).astype(np.float64),
+    }
+
+
+def _reference_diversity(ids, emb):
+    emb = np.asarray(emb, np.float64)
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    unit = np.divide(emb, norms, out=np.zeros_like(emb), where=norms > 0)
+    valid = ids >= 0
+    vectors = unit[np.where(valid, ids, 0)] * valid[..., None]
+    m = valid.sum(1)
+    pair_sum = (vectors.sum(1) ** 2).sum(1) - (vectors**2).sum((1, 2))
+    keep = m >= 2
+    return float(np.mean(1.0 - pair_sum[keep] / (m[keep] * (m[keep] - 1))))
+
+
+def _reference_novelty(ids, counts, n_users):
+    valid = ids >= 0
+    keep = valid.any(1)
+    c = np.asarray(counts, np.float64)[np.where(valid, ids, 0)]
+    p = np.maximum(c, 1.0) / n_users
+    m = valid.sum(1)[keep]
+    return {name: float(np.mean((v * valid).sum(1)[keep] / m))
+            for name, v in (("popularity", p), ("self_information", -np.log2(p)), ("ratings", c))}
+
+
+def _random_lists(seed, n_users=97, n_items=50, k=23):
+    """Top-k lists with -1 padding tails, some users without relevant items, int32 ids."""
+    rng = np.random.default_rng(seed)
+    ids = np.stack([rng.permutation(n_items)[:k] for _ in range(n_users)]).astype(np.int32)
+    tail = rng.integers(0, k + 1, n_users)
+    ids[np.arange(k)[None, :] >= tail[:, None]] = -1
+    dense = rng.random((n_users + 5, n_items)) < 0.15
+    dense[rng.integers(0, n_users + 5, 10)] = False  # users with nothing relevant
+    users = rng.permutation(n_users + 5)[:n_users]
+    return ids, sp.csr_matrix(dense.astype(np.float64)), users, rng
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 41, None])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_blocked_ranking_metrics_equal_the_unblocked_formulas(seed, block_size):
+    ids, relevant, users, _ = _random_lists(seed)
+    want = _reference_per_user(ids.astype(np.int64), relevant, users)
+    for k in (1, 5, 23):
+        ref = _reference_per_user(ids[:, :k].astype(np.int64), relevant, users)
+        got = ranking_metrics(ids, relevant, k, users=users, block_size=block_size)
+        for name, values in ref.items():
+            assert got[f"{name}@{k}"] == pytest.approx(values.mean(), rel=1e-12, abs=1e-15), (name, k)
+        assert got["users"] == len(ref["precision"])
+    hit, n_rel = hits(ids, relevant, users=users, block_size=block_size)
+    dense = relevant.toarray() > 0
+    assert np.array_equal(hit, (ids >= 0) & dense[users[:, None], np.maximum(ids, 0)])
+    assert np.array_equal(n_rel, dense[users].sum(1))
+    assert precision_at_k(ids, relevant, users=users, block_size=block_size) == pytest.approx(
+        want["precision"].mean(), rel=1e-12)
+    assert map_at_k(ids, relevant, users=users, block_size=block_size) == pytest.approx(
+        want["map"].mean(), rel=1e-12)
+
+
+@pytest.mark.parametrize("block_size", [1, 7, 41, None])
+def test_blocked_beyond_accuracy_metrics_equal_the_unblocked_formulas(block_size):
+    ids, _, _, rng = _random_lists(3)
+    emb = rng.normal(size=(50, 6)).astype(np.float32)
+    emb[4] = 0.0  # a zero vector: cosine 0
+    counts = rng.integers(0, 30, 50)
+    assert diversity(ids, emb, block_size=block_size) == pytest.approx(
+        _reference_diversity(ids.astype(np.int64), emb), rel=1e-12)
+    got = novelty(ids, counts, 40, block_size=block_size)
+    for name, value in _reference_novelty(ids.astype(np.int64), counts, 40).items():
+        assert got[name] == pytest.approx(value, rel=1e-12)
+    valid = ids[ids >= 0]
+    assert catalogue_coverage(ids, 50, block_size=block_size) == np.unique(valid).size / 50
+    with pytest.raises(ValueError, match="block_size must be a positive integer"):
+        diversity(ids, emb, block_size=0)
+
+
+def test_diversity_normalises_a_large_table_in_item_blocks(monkeypatch):
+    """With a working memory smaller than the unit table, the table is normalised a block
+    of items at a time (and the users go one by one): the same answer."""
+    import recjax.evaluation as evaluation
+
+    ids, _, _, rng = _random_lists(4, n_users=13, k=23)
+    ids[0, :3] = [7, 7, 7]  # a repeated item counts each time, as in the formula
+    emb = rng.normal(size=(50, 9))
+    emb[7] = 0.0
+    want = _reference_diversity(ids.astype(np.int64), emb)
+    monkeypatch.setattr(evaluation, "WORKING_MEMORY", 24 * 9 * 6)  # 6 items per block
+    assert diversity(ids, emb) == pytest.approx(want, rel=1e-12)
+
+
+def test_k_above_the_catalogue_counts_as_the_catalogue():
+    """A list holds at most n_items items: metrics@k for k > n_items are metrics@n_items
+    (precision divides by n_items), and the keys keep the k asked for."""
+    ids, relevant, users, rng = _random_lists(5, n_items=50, k=50)
+    at_n = ranking_metrics(ids, relevant, 50, users=users)
+    at_big = ranking_metrics(ids, relevant, 5000, users=users)
+    assert sorted(at_big) == sorted(key.replace("@50", "@5000") for key in at_n)
+    for key, value in at_n.items():
+        assert at_big[key.replace("@50", "@5000")] == value
+    assert precision_at_k(ids, relevant, 5000, users=users) == at_n["precision@50"]
+    emb, counts = rng.normal(size=(50, 4)), rng.integers(0, 9, 50)
+    assert diversity(ids, emb, 5000) == diversity(ids, emb)
+    assert novelty(ids, counts, 10, 5000) == novelty(ids, counts, 10)
+    assert catalogue_coverage(ids, 50, 5000) == catalogue_coverage(ids, 50)
+    # a k within the catalogue but beyond the lists is still an error
+    with pytest.raises(ValueError, match="k=5000 exceeds the 10 recommendations"):
+        ranking_metrics(ids[:, :10], relevant, 5000, users=users)
+
+
+def test_metrics_at_k_5000_run_in_bounded_memory():
+    """943 users x 1682 items (the whole catalogue in each list, as k=5000 gives), d=64:
+    diversity's old [U, k, d] float64 array alone was 943 * 1682 * 64 * 8 = 812 MB (and
+    three times that at its peak; 2.4 GB per array had the list been 5000 wide)."""
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    n_users, n_items, d = 943, 1682, 64
+    ids = np.argsort(rng.random((n_users, n_items)), axis=1)  # int64 [943, 1682], 12.7 MB
+    ids[:, -100:] = -1  # excluded train items pad the tail
+    relevant = (sp.random(n_users, n_items, density=0.01, format="csr", random_state=1)
+                + sp.csr_matrix((np.ones(n_users), (np.arange(n_users), ids[:, 0])), (n_users, n_items)))
+    emb = rng.normal(size=(n_items, d)).astype(np.float32)
+    counts = rng.integers(0, 500, n_items)
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        div = diversity(ids, emb, 5000)
+        ranking = ranking_metrics(ids, relevant, 5000)
+        nov = novelty(ids, counts, n_users, 5000)
+        cov = catalogue_coverage(ids, n_items, 5000)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 300e6, f"peak {peak / 1e6:.0f} MB"
+    print(f"peak {peak / 1e6:.0f} MB")
+    assert 0.9 < div < 1.1 and ranking["hit_rate@5000"] == 1.0 and cov == 1.0
+    assert nov["ratings"] == pytest.approx(counts.mean(), rel=0.05)
