@@ -345,10 +345,12 @@ def test_invalid_utf8_names_line(tmp_path):
         load_movielens("ml-25m", folder, allow_download=False)
 
 
-def test_header_only_csv_is_empty_not_error(tmp_path):
+def test_header_only_csv_holds_no_ratings(tmp_path):
+    """An empty dataset is refused where it is read (it used to load as 0 ratings and fail
+    later as a JAX gather traceback)."""
     folder = write_csv_layout(tmp_path / "ml-25m", "userId,movieId,rating,timestamp\n")
-    data = load_movielens("ml-25m", folder, allow_download=False)
-    assert len(data) == 0 and data.n_users == 0
+    with pytest.raises(MalformedFileError, match=rf"{folder / 'ratings.csv'}: holds no ratings"):
+        load_movielens("ml-25m", folder, allow_download=False)
 
 
 # ----------------------------------------------------------------------------- duplicates
@@ -474,3 +476,21 @@ def test_crlf_ratings_tolerated(tmp_path, name, text):
     path.write_bytes(text.encode() + text.split("\r\n")[0].replace("5", "9", 1).encode() + b"\r\n")
     with pytest.raises(MalformedFileError, match=rf"{path}:3: "):
         read_ratings(path, sep="\t" if name == "ml-100k" else "::", header=False)
+
+
+# ----------------------------------------------------------------------------- empty files
+@pytest.mark.parametrize("text", ["", "\n\n"], ids=["zero bytes", "blank lines"])
+def test_empty_ratings_file_names_the_file(tmp_path, text):
+    data = tmp_path / "ml-100k" / "u.data"
+    data.parent.mkdir()
+    data.write_text(text)
+    with pytest.raises(MalformedFileError, match=rf"^{data}: holds no ratings") as info:
+        load_movielens("ml-100k", data.parent, allow_download=False)
+    assert "\n" not in str(info.value)
+
+
+def test_empty_split_file_names_the_file(ml100k, tmp_path):
+    split = tmp_path / "ua.test"
+    split.write_text("")
+    with pytest.raises(MalformedFileError, match=rf"^{split}: holds no ratings"):
+        read_split(ml100k, split)

@@ -155,7 +155,7 @@ def read_ratings(
     Raises
     ------
     MalformedFileError
-        Naming the file and the first bad line.
+        Naming the file and the first bad line, or the file when it holds no rating.
     """
     path = Path(path)
     skip = 1 if header else 0
@@ -175,6 +175,9 @@ def read_ratings(
         raise diagnose()  # a single ':' where "::" belongs
     if sep == "::":
         frame = frame.drop(columns=[1, 3, 5])
+    if len(frame) == 0:  # an empty file, blank lines or a header alone
+        raise MalformedFileError(f"{path}: holds no ratings (an empty file or a header alone); "
+                                 f"check the download or the file named")
     frame.columns = _RATING_COLUMNS
     rating = frame["rating"].to_numpy()
     bad = ~((rating >= scale[0]) & (rating <= scale[1]))
