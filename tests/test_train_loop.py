@@ -259,3 +259,97 @@ def test_resume_rejects_a_checkpoint_of_another_configuration(problem, reference
     with pytest.raises(CheckpointError, match="different model_config"):
         _fit(problem, checkpoints=Checkpoints(folder), identity={"model_config": {"embedding_dim": 4}},
              resume=True)
+
+
+# ----------------------------------------------------------------------------- refused before training
+def test_no_training_examples_is_refused(problem):
+    model, train, validate, _ = problem
+    empty = {name: values[:0] for name, values in train.items()}
+    with pytest.raises(ValueError, match="^no training examples"):
+        fit(model, empty, BASE, task="regression", validate=validate, monitor="val_rmse")
+
+
+def test_a_state_that_cannot_fit_is_refused_before_it_is_allocated(problem, monkeypatch):
+    def no_allocation(*args, **kwargs):
+        raise AssertionError("allocated the state before checking its size")
+
+    monkeypatch.setattr(loop_module, "initial_state", no_allocation)
+    monkeypatch.setattr(loop_module, "available_memory", lambda device: (1000, "this machine"))
+    with pytest.raises(ValueError, match=r"^training needs about .* adam state .*the largest, user_embedding "
+                                         r"\[80, 3\].*this machine has 1000 B available; lower --embedding-dim"):
+        _fit(problem)
+
+
+def test_a_batch_far_beyond_the_data_is_refused_before_the_epoch_runs(problem, monkeypatch):
+    """batch_size=1e9 on 800 examples: one padded batch of 1e9 rows, gigabytes of working
+    memory by XLA's account of the compiled epoch; refused before it runs."""
+    monkeypatch.setattr(loop_module, "available_memory", lambda device: (1 << 30, "this machine"))
+    ran = []
+    cfg = dataclasses.replace(BASE, batch_size=1_000_000_000)
+    with pytest.raises(ValueError, match=r"^batch_size=1000000000 exceeds the 800 training examples; use at "
+                                         r"most 800 \(or 0 for full batch\)"):
+        _fit(problem, cfg, on_epoch=ran.append)
+    assert ran == []
+    # a batch larger than the data that fits still runs, as one padded batch
+    result = _fit(problem, dataclasses.replace(BASE, batch_size=1000, epochs=1))
+    assert len(result.history) == 1
+
+
+# ----------------------------------------------------------------------------- divergence while finite
+def test_a_finite_explosion_is_divergence(problem):
+    """adam at lr 1000: the loss reaches ~1e12 within the first epoch and stays there (no
+    later growth to compare with); it is measured against the untrained model's loss."""
+    cfg = dataclasses.replace(BASE, optimizer="adam", learning_rate=1000.0, epochs=3)
+    with pytest.raises(FloatingPointError, match=r"^training diverged at epoch 1 \(loss .*e\+\d+, over 1000 "
+                                                 r"times the untrained model's 0\.\d+\); lower the learning rate"):
+        _fit(problem, cfg)
+
+
+def test_an_explosion_after_a_healthy_epoch_is_divergence_also_after_resume(problem, tmp_path):
+    """Full batch, adam at lr 1000: epoch 1 (one step) is healthy, epoch 2 explodes. A run
+    resumed after epoch 1 compares with the same reference (the untrained model), not with
+    the first epoch it runs itself."""
+    cfg = dataclasses.replace(BASE, optimizer="adam", learning_rate=1000.0, batch_size=0, epochs=3)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 2"):
+        _fit(problem, cfg)
+    on_epoch, interrupted = _interrupted_after(1)
+    with pytest.raises(interrupted):
+        _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "c"), identity=IDENTITY, on_epoch=on_epoch)
+    with pytest.raises(FloatingPointError, match="diverged at epoch 2"):
+        _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "c"), identity=IDENTITY, resume=True)
+
+
+@pytest.mark.parametrize("optimizer, lr, task", [("sgd", 0.5, "regression"), ("adam", 1e-3, "regression"),
+                                                 ("adam", 0.02, "binary")])
+def test_healthy_runs_stay_far_below_the_divergence_threshold(problem, optimizer, lr, task, monkeypatch):
+    model, train, validate, _ = problem
+    if task == "binary":
+        data, _ = synthetic_ratings(80, 60, 900, rank=2, noise_std=0.3, seed=11)
+        model = Model.split(MF(MFConfig(embedding_dim=3, l2=0.01, init_std=0.1), data.n_users,
+                               data.n_items, task="binary", rngs=nnx.Rngs(0)))
+        train = {**train, "label": (train["label"] > 3).astype(np.float32)}
+        validate = None
+    cfg = dataclasses.replace(BASE, optimizer=optimizer, learning_rate=lr, epochs=6)
+    untrained = []
+    original = loop_module._untrained_loss
+    monkeypatch.setattr(loop_module, "_untrained_loss", lambda *a: untrained.append(original(*a)) or untrained[-1])
+    result = fit(model, train, cfg, task=task, validate=validate, monitor=validate and "val_rmse")
+    worst = max(r["train_loss"] for r in result.history)
+    assert worst < 1.5 * untrained[0] < loop_module.DIVERGENCE_FACTOR * untrained[0]
+
+
+def test_non_finite_validation_is_divergence(problem):
+    def infinite(params):
+        return {"val_rmse": float("inf")}
+
+    with pytest.raises(FloatingPointError, match=r"^training diverged at epoch 1 \(validation val_rmse is inf\)"):
+        _fit(problem, validate=infinite)
+
+    def nan_monitor(params):
+        return {"val_auc": float("nan"), "val_rmse": 1.0}
+
+    with pytest.raises(FloatingPointError, match="validation val_auc is nan at epoch 1"):
+        _fit(problem, validate=nan_monitor, monitor="val_auc", higher_is_better=True)
+    # a NaN in a metric that is not monitored (e.g. AUC of a one-class part) is reported as is
+    result = _fit(problem, dataclasses.replace(BASE, epochs=1), validate=nan_monitor, monitor="val_rmse")
+    assert np.isnan(result.history[0]["val_auc"])

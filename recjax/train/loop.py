@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from recjax.config import TrainConfig
 from recjax.train.checkpoint import Checkpoints
+from recjax.train.memory import available_memory, check_epoch_memory, check_training_memory, tree_bytes
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
@@ -114,6 +115,81 @@ def initial_state(model: Model, tx: optax.GradientTransformation, seed: int,
     return jax.jit(build, out_shardings=sharding)(model.params), sharding
 
 
+def _check_state_fits(model: Model, tx: optax.GradientTransformation, layout: Layout, train: Batch,
+                      optimizer: str) -> None:
+    """:func:`~recjax.train.memory.check_training_memory` of the state :func:`initial_state`
+    would lay out (exact shapes from ``jax.eval_shape``) and the training data."""
+    def build(params: dict) -> tuple[dict, Any]:
+        params = layout.pad(params)
+        return params, tx.init(params)
+
+    params, opt_state = jax.eval_shape(build, model.params)
+    device, sharing = _memory_device(layout)
+    per_device = tree_bytes((params, opt_state), layout.shardings((params, opt_state)))
+    data_bytes = sum(int(v.nbytes) if hasattr(v, "nbytes") else int(np.asarray(v).nbytes)
+                     for v in train.values())
+    if sharing == 1:  # an accelerator holds its share of the data split over the data axis
+        data_bytes = -(-data_bytes // layout.mesh.devices.shape[0])
+    check_training_memory(params, optimizer=optimizer, opt_state=opt_state, data_bytes=data_bytes,
+                          state_bytes=sharing * per_device, available=available_memory(device))
+
+
+def _memory_device(layout: Layout) -> tuple[Any, int]:
+    """(a device of this process in the mesh, how many of the mesh's devices share its
+    memory): CPU devices all draw on the host's memory, an accelerator has its own."""
+    local = list(layout.mesh.local_devices)
+    return local[0], (len(local) if local[0].platform == "cpu" else 1)
+
+
+#: A train loss this many times the untrained model's is divergence, even while finite.
+DIVERGENCE_FACTOR = 1e3
+
+
+def _untrained_loss(model: Model, tx: optax.GradientTransformation, task: str, train: Batch,
+                    cfg: TrainConfig) -> float:
+    """The training objective of the initial parameters on up to 4096 training examples
+    spread over the data (the first step's loss, before its update): the scale a
+    healthy run's loss stays below (:data:`DIVERGENCE_FACTOR`)."""
+    n = len(train["label"])
+    size, _ = batch_layout(n, cfg.batch_size)
+    rows = np.unique(np.linspace(0, n - 1, min(n, max(size, 1024), 4096)).astype(np.int64))
+    batch = {name: jnp.asarray(np.asarray(values)[rows]) for name, values in train.items()}
+    batch.setdefault("weight", jnp.ones(len(rows), jnp.float32))
+    step = make_train_step(model, tx, task)
+    key = jax.random.fold_in(jax.random.key(cfg.seed), _STEPS)
+
+    def loss(params: dict, batch: Batch) -> jax.Array:
+        state = TrainState(params, tx.init(params), jnp.zeros((), jnp.int32), key)
+        return step(state, batch)[1]["loss"]
+
+    return float(jax.jit(loss)(model.params, batch))
+
+
+def _check_divergence(epoch: int, record: dict[str, Any], untrained_loss: float,
+                      monitor: str | None) -> None:
+    """FloatingPointError when the epoch's train loss is not finite or has grown
+    :data:`DIVERGENCE_FACTOR`-fold over the untrained model's, or a validation metric
+    is infinite (or the monitored one NaN)."""
+    loss = record["train_loss"]
+    advice = "lower the learning rate or add gradient clipping"
+    if not np.isfinite(loss):
+        raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss}); {advice}")
+    if np.isfinite(untrained_loss) and untrained_loss > 0 and loss > DIVERGENCE_FACTOR * untrained_loss:
+        raise FloatingPointError(
+            f"training diverged at epoch {epoch} (loss {loss:.4g}, over {DIVERGENCE_FACTOR:g} times "
+            f"the untrained model's {untrained_loss:.4g}); {advice}")
+    for key, value in record.items():
+        if not key.startswith("val_") or not isinstance(value, (float, np.floating)):
+            continue
+        if np.isinf(value):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (validation {key} is "
+                                     f"{value}); {advice}")
+        if np.isnan(value) and key == monitor:
+            raise FloatingPointError(
+                f"validation {key} is nan at epoch {epoch}: the predictions are not finite "
+                f"(training diverged: {advice}) or the validation part cannot measure {key}")
+
+
 def fit(
     model: Model,
     train: Batch,
@@ -152,9 +228,12 @@ def fit(
         drops the padding); those returned are NumPy, unpadded.
     """
     n = len(train["label"])
+    if n == 0:
+        raise ValueError("no training examples: the train part is empty")
     _, steps_per_epoch = batch_layout(n, cfg.batch_size)
     tx = make_optimizer(cfg, steps_per_epoch)
     layout = layout or Layout(make_mesh(1, 1), model)
+    _check_state_fits(model, tx, layout, train, cfg.optimizer)  # before anything is allocated
     state, state_sharding = initial_state(model, tx, cfg.seed, layout)
     epoch_keys = jax.random.fold_in(jax.random.key(cfg.seed), _EPOCHS)
     identity = identity or {}
@@ -180,6 +259,10 @@ def fit(
     tic = time.perf_counter()
     compiled = epoch_fn.lower(state, data, epoch_keys).compile()
     result.compile_seconds = time.perf_counter() - tic
+    device, sharing = _memory_device(layout)
+    check_epoch_memory(compiled, batch_size=cfg.batch_size, n_examples=n, n_devices=sharing,
+                       available=available_memory(device))
+    untrained_loss = _untrained_loss(model, tx, task, train, cfg)
 
     bar = tqdm(range(start, cfg.epochs + 1), desc="epochs", unit="epoch", disable=cfg.quiet,
                initial=start - 1, total=cfg.epochs)
@@ -194,11 +277,7 @@ def fit(
                   "train_data_loss": metrics["data_loss"],
                   **(validate(state.params) if validate is not None else {}),
                   "seconds": seconds}
-        if not np.isfinite(record["train_loss"]):
-            raise FloatingPointError(
-                f"training diverged at epoch {epoch} (loss {record['train_loss']}); "
-                f"lower the learning rate or add gradient clipping"
-            )
+        _check_divergence(epoch, record, untrained_loss, monitor if validate is not None else None)
         result.history.append(record)
         if validate is None:  # no validation: the last epoch is the result
             improved, stopper.best_epoch = True, epoch
