@@ -26,7 +26,7 @@ from recjax.models.dnn import DNNConfig
 from recjax.models.mf import MFConfig
 from recjax.models.pair import PairConfig
 from recjax.models.softmax import SoftmaxConfig
-from recjax.train.checkpoint import Checkpoints
+from recjax.train.checkpoint import Checkpoints, param_shapes
 from recjax.train.loop import initial_state
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
@@ -72,7 +72,9 @@ def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, l
     model = Model.split(MODELS["mf"].build(CONFIGS["mf"], splits["train"], cfg))
     layout = Layout(make_mesh(*mesh), model)
     template, _ = initial_state(model, make_optimizer(cfg, 1), 0, layout)
-    state, _ = Checkpoints(run_dir / "checkpoints").restore_last(template, {})
+    # the unpadded shapes vouch that only mesh padding differs
+    state, _ = Checkpoints(run_dir / "checkpoints").restore_last(
+        template, {"param_shapes": param_shapes(model.params)})
     shapes = layout.shard_shapes(state.params)
     return {name: [list(state.params[name].shape), list(shapes[name]),
                    len(state.params[name].sharding.device_set)]

@@ -173,15 +173,18 @@ def test_divergence_is_an_error(problem):
 
 
 # ----------------------------------------------------------------------------- resume
-def _interrupted_after(epoch):
+def _interrupted_after(folder, epoch):
+    """Checkpoints in ``folder`` that stop the run right after writing epoch ``epoch``'s."""
     class Interrupted(Exception):
         pass
 
-    def on_epoch(record):
-        if record["epoch"] == epoch:
-            raise Interrupted  # after the epoch's checkpoints were written
+    class Cut(Checkpoints):
+        def save_last(self, e, state, meta):
+            super().save_last(e, state, meta)
+            if e == epoch:
+                raise Interrupted
 
-    return on_epoch, Interrupted
+    return Cut(folder), Interrupted
 
 
 def _last_tree(folder, cfg, problem):
@@ -201,9 +204,9 @@ def test_resume_after_interruption_is_bitwise_identical(problem, tmp_path):
     cfg = dataclasses.replace(BASE, epochs=4, schedule="cosine", optimizer="adam")
     full = _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "full"), identity=IDENTITY)
 
-    on_epoch, interrupted = _interrupted_after(2)
+    cut, interrupted = _interrupted_after(tmp_path / "cut", 2)
     with pytest.raises(interrupted):
-        _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "cut"), identity=IDENTITY, on_epoch=on_epoch)
+        _fit(problem, cfg, checkpoints=cut, identity=IDENTITY)
     epochs_seen = []
     resumed = _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "cut"), identity=IDENTITY, resume=True,
                    on_epoch=lambda r: epochs_seen.append(r["epoch"]))
@@ -238,15 +241,15 @@ def test_resume_extends_a_finished_run_to_more_epochs(problem, reference, tmp_pa
     assert ran == [] and _same(again.params, full.params) and len(again.history) == 4
 
 
-def test_resume_needs_a_checkpoint_and_fails_before_compiling(problem, tmp_path, monkeypatch):
-    def no_compile(*args, **kwargs):
-        raise AssertionError("compiled before checking the checkpoint")
-
-    monkeypatch.setattr(loop_module, "make_epoch", no_compile)
-    with pytest.raises(ValueError, match="no checkpoint to resume from"):
+def test_resume_needs_checkpoints_and_starts_over_without_one(problem, reference, tmp_path):
+    """A run interrupted before its first checkpoint resumes from the beginning, to the
+    same result as an uninterrupted run."""
+    full, _ = reference
+    with pytest.raises(ValueError, match="resume needs the run's checkpoints"):
         _fit(problem, resume=True)
-    with pytest.raises(ValueError, match="no checkpoint to resume from"):
-        _fit(problem, resume=True, checkpoints=Checkpoints(tmp_path / "empty"))
+    resumed = _fit(problem, BASE, resume=True, checkpoints=Checkpoints(tmp_path / "empty"),
+                   identity=IDENTITY)
+    assert _same(resumed.params, full.params)
 
 
 def test_resume_rejects_a_checkpoint_of_another_configuration(problem, reference, monkeypatch):
@@ -312,9 +315,9 @@ def test_an_explosion_after_a_healthy_epoch_is_divergence_also_after_resume(prob
     cfg = dataclasses.replace(BASE, optimizer="adam", learning_rate=1000.0, batch_size=0, epochs=3)
     with pytest.raises(FloatingPointError, match="diverged at epoch 2"):
         _fit(problem, cfg)
-    on_epoch, interrupted = _interrupted_after(1)
+    cut, interrupted = _interrupted_after(tmp_path / "c", 1)
     with pytest.raises(interrupted):
-        _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "c"), identity=IDENTITY, on_epoch=on_epoch)
+        _fit(problem, cfg, checkpoints=cut, identity=IDENTITY)
     with pytest.raises(FloatingPointError, match="diverged at epoch 2"):
         _fit(problem, cfg, checkpoints=Checkpoints(tmp_path / "c"), identity=IDENTITY, resume=True)
 

@@ -2,10 +2,13 @@
 
 Layout under ``run/checkpoints/``: ``last/<epoch>/`` (TrainState + JSON metadata)
 and ``best/<epoch>/`` (parameters + metadata). Orbax writes each step into a
-temporary folder and renames it when complete, and keeps one step per manager,
-so a crash mid-write leaves the previous checkpoint intact. The metadata carries
-a format tag and the model's config, so a checkpoint of another model or a
-damaged one gives :class:`CheckpointError` instead of silent garbage.
+temporary folder and renames it when complete; then a manifest
+(``<epoch>/recjax-manifest.json``: every file's size and sha256) is written
+atomically, and only then are older steps deleted. A step without a manifest is
+an interrupted write and is ignored (the previous step is still there); a step
+whose files do not match their manifest is damaged and gives
+:class:`CheckpointError`, as does a checkpoint of another format, model or size:
+never silent garbage.
 
 Sharded state (on a device mesh) is written shard by shard, each process writing
 its own. A checkpoint restores onto any mesh: arrays take the template's shardings,
@@ -22,7 +25,11 @@ False
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +39,10 @@ import orbax.checkpoint as ocp
 
 from recjax.train.step import TrainState
 
-__all__ = ["Checkpoints", "CheckpointError", "FORMAT"]
+__all__ = ["Checkpoints", "CheckpointError", "FORMAT", "param_shapes", "sha256_file"]
 
-FORMAT = "recjax-checkpoint/1"
+FORMAT = "recjax-checkpoint/2"
+MANIFEST = "recjax-manifest.json"
 
 
 class CheckpointError(RuntimeError):
@@ -54,6 +62,70 @@ def _abstract(tree: Any) -> Any:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
 
 
+def param_shapes(params: Any) -> list[list[int]]:
+    """The shapes of a parameter tree's arrays, sorted: what a checkpoint's metadata
+    records so that a restore into a model of other table sizes is refused (rows that
+    differ only by mesh padding are accepted when these match)."""
+    return sorted(list(np.shape(leaf)) for leaf in jax.tree.leaves(params))
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _files(step_dir: Path) -> list[Path]:
+    return sorted(p for p in step_dir.rglob("*") if p.is_file() and p.name != MANIFEST)
+
+
+def write_manifest(step_dir: Path) -> None:
+    """Record every file of a completed step (size and sha256), atomically."""
+    entries = {str(p.relative_to(step_dir)): {"size": p.stat().st_size, "sha256": sha256_file(p)}
+               for p in _files(step_dir)}
+    tmp = step_dir / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"format": FORMAT, "files": entries}))
+    os.replace(tmp, step_dir / MANIFEST)
+
+
+def verify_manifest(step_dir: Path) -> None:
+    """Raise :class:`CheckpointError` unless the step's files are exactly its manifest's."""
+    try:
+        manifest = json.loads((step_dir / MANIFEST).read_text())["files"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise CheckpointError(f"checkpoint {step_dir} is damaged: its manifest is unreadable; "
+                              f"delete the folder to fall back to an older checkpoint") from None
+    present = {str(p.relative_to(step_dir)): p for p in _files(step_dir)}
+    for name in sorted(set(present) | set(manifest)):
+        path, entry = present.get(name), manifest.get(name)
+        if path is None or entry is None or path.stat().st_size != entry["size"] \
+                or sha256_file(path) != entry["sha256"]:
+            what = ("is missing" if path is None else "is not in its manifest" if entry is None
+                    else "fails its sha256 check")
+            raise CheckpointError(f"checkpoint {step_dir} is damaged: {name} {what}; "
+                                  f"it cannot be used (retrain, or delete the folder to fall back "
+                                  f"to an older checkpoint)")
+
+
+class _QuietOrbax:
+    """Silence orbax/absl/asyncio logging while reading possibly damaged files: the
+    failure becomes one :class:`CheckpointError`, not kilobytes of tracebacks."""
+
+    names = ("absl", "orbax", "asyncio", "jax._src.distributed")
+
+    def __enter__(self) -> None:
+        self.levels = {n: logging.getLogger(n).level for n in self.names}
+        for n in self.names:
+            logging.getLogger(n).setLevel(logging.CRITICAL + 1)
+
+    def __exit__(self, *exc: Any) -> None:
+        for n, level in self.levels.items():
+            logging.getLogger(n).setLevel(level)
+
+
 class Checkpoints:
     """The ``last`` and ``best`` checkpoints of one run folder."""
 
@@ -63,8 +135,9 @@ class Checkpoints:
 
     def _manager(self, which: str) -> ocp.CheckpointManager:
         if which not in self._managers:
+            # Old steps are deleted here, after the new step's manifest (not by orbax).
             options = ocp.CheckpointManagerOptions(
-                max_to_keep=1, create=True, enable_async_checkpointing=False
+                max_to_keep=None, create=True, enable_async_checkpointing=False
             )
             handlers = {"state": ocp.StandardCheckpointHandler(),
                         "meta": ocp.JsonCheckpointHandler()}
@@ -73,18 +146,36 @@ class Checkpoints:
             )
         return self._managers[which]
 
-    def _steps(self, which: str) -> list[int]:
+    def _steps(self, which: str, complete: bool = True) -> list[int]:
+        """Step numbers under ``which``: those with a manifest (``complete``), or the others."""
         folder = self.directory / which
         if not folder.is_dir():
             return []
-        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir())
+        return sorted(int(p.name) for p in folder.iterdir() if p.name.isdigit() and p.is_dir()
+                      and (p / MANIFEST).is_file() == complete)
 
     def has_last(self) -> bool:
+        """Whether a complete ``last`` checkpoint exists (interrupted writes do not count)."""
         return bool(self._steps("last"))
 
+    def verify(self) -> None:
+        """Check the newest complete ``last`` and ``best`` steps against their manifests
+        (:class:`CheckpointError` if damaged), without reading them as arrays."""
+        for which in ("last", "best"):
+            steps = self._steps(which)
+            if steps:
+                verify_manifest(self.directory / which / str(steps[-1]))
+
     def save(self, which: str, epoch: int, tree: Any, meta: dict[str, Any]) -> None:
-        """Write ``tree`` (a pytree of arrays) and JSON ``meta`` as step ``epoch``."""
+        """Write ``tree`` (a pytree of arrays) and JSON ``meta`` as step ``epoch``, its
+        manifest, then delete the older steps."""
         manager = self._manager(which)
+        primary = jax.process_index() == 0  # several processes: process 0 tidies the folder
+        if primary:
+            for step in self._steps(which, complete=False) + [s for s in self._steps(which) if s == epoch]:
+                shutil.rmtree(self.directory / which / str(step))  # an interrupted write, or a re-run
+        _sync(f"recjax-checkpoint-{which}-{epoch}-before")
+        manager.reload()
         manager.save(
             epoch,
             args=ocp.args.Composite(
@@ -93,6 +184,13 @@ class Checkpoints:
             force=True,
         )
         manager.wait_until_finished()
+        if primary:
+            write_manifest(self.directory / which / str(epoch))
+            for step in self._steps(which):
+                if step != epoch:
+                    shutil.rmtree(self.directory / which / str(step), ignore_errors=True)
+        _sync(f"recjax-checkpoint-{which}-{epoch}-after")
+        manager.reload()
 
     def save_last(self, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
         self.save("last", epoch, _to_tree(state), meta)
@@ -103,17 +201,23 @@ class Checkpoints:
     def restore(self, which: str, template: Any, expect: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Restore step ``which`` into the structure of ``template``.
 
-        ``expect`` holds metadata entries that must match (e.g. the model config).
+        ``expect`` holds metadata entries that must match (e.g. the model config). With
+        ``expect["param_shapes"]`` (:func:`param_shapes` of the unpadded parameters) the
+        leading axis of arrays may differ from the template's (tables padded for another
+        mesh); without it every shape must match exactly.
         """
         steps = self._steps(which)
         where = self.directory / which
         if not steps:
             raise CheckpointError(f"no {which} checkpoint in {where}")
+        verify_manifest(where / str(steps[-1]))
         manager = self._manager(which)
+        manager.reload()
 
         def read(load: Any) -> Any:
             try:
-                return load()
+                with _QuietOrbax():
+                    return load()
             except Exception as err:  # orbax raises many types for damaged folders
                 raise CheckpointError(
                     f"cannot read the {which} checkpoint in {where}/{steps[-1]} (truncated, "
@@ -132,10 +236,11 @@ class Checkpoints:
             if meta.get(key) != value:
                 raise CheckpointError(
                     f"{where}/{steps[-1]} was written with a different {key}: "
-                    f"{meta.get(key)!r}, this run has {value!r}"
+                    f"{_short(meta.get(key))}, this run has {_short(value)}"
                 )
+        padded = "param_shapes" in expect
         read(lambda: _check_shapes(template, manager.item_metadata(steps[-1])["state"].tree, where,
-                                   rows_may_differ=True))
+                                   rows_may_differ=padded))
         # strict=False: tables take the template's padding (the checks above and the
         # metadata allow only the row count of arrays to differ)
         restored = items(state=ocp.args.StandardRestore(_abstract(template), strict=False))
@@ -151,6 +256,19 @@ class Checkpoints:
 
     def restore_best(self, template: dict, expect: dict[str, Any]) -> tuple[dict, dict]:
         return self.restore("best", template, expect)
+
+
+def _sync(name: str) -> None:
+    """All processes wait here (nothing to do for one)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _first_line(err: BaseException, limit: int = 200) -> str:

@@ -21,7 +21,7 @@ import optax
 from tqdm.auto import tqdm
 
 from recjax.config import TrainConfig
-from recjax.train.checkpoint import Checkpoints
+from recjax.train.checkpoint import Checkpoints, param_shapes
 from recjax.train.memory import available_memory, check_epoch_memory, check_training_memory, tree_bytes
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
@@ -217,11 +217,14 @@ def fit(
     checkpoints : Checkpoints, optional
         Where ``last`` and ``best`` are written after every epoch.
     resume : bool
-        Continue from ``checkpoints``' ``last`` (an error if there is none).
+        Continue from ``checkpoints``' ``last``; with none complete (interrupted before
+        the first was written) start from the beginning, which gives the same result.
     identity : dict, optional
         JSON-able description (model and training config) a resumed checkpoint must match.
     on_epoch : callable, optional
-        Called with each epoch's record (for logging).
+        Called with each epoch's record (for logging), before the epoch's checkpoints
+        are written: an epoch re-run after an interruption is logged again, and its
+        record replaces the first (:meth:`recjax.runs.RunWriter.log`).
     layout : Layout, optional
         The device mesh and how the state lies on it (default: one device). The
         parameters ``validate`` receives are the mesh's (tables padded; ``model.bind``
@@ -236,19 +239,23 @@ def fit(
     _check_state_fits(model, tx, layout, train, cfg.optimizer)  # before anything is allocated
     state, state_sharding = initial_state(model, tx, cfg.seed, layout)
     epoch_keys = jax.random.fold_in(jax.random.key(cfg.seed), _EPOCHS)
-    identity = identity or {}
+    # the unpadded table sizes: a checkpoint of a model of other sizes is refused
+    identity = {**(identity or {}), "param_shapes": param_shapes(model.params)}
     stopper = EarlyStopping(cfg.patience, cfg.tolerance, higher_is_better)
     result, best = FitResult(params=model.params), None
     start = 1
-    if resume:
-        if checkpoints is None or not checkpoints.has_last():
-            raise ValueError("--resume: this run folder has no checkpoint to resume from")
+    if resume and checkpoints is None:
+        raise ValueError("resume needs the run's checkpoints")
+    if resume and checkpoints.has_last():  # else interrupted before its first checkpoint: start over
         state, meta = checkpoints.restore_last(state, identity)
         best, _ = checkpoints.restore_best(state.params, identity)
         result.history = meta["history"]
         for name in ("best", "best_epoch", "bad_epochs"):
             setattr(stopper, name, meta["early_stopping"][name])
         start = meta["epoch"] + 1
+        if meta["epoch"] > cfg.epochs:
+            raise ValueError(f"resume: the run has already trained {meta['epoch']} epochs; "
+                             f"the settings differ: epochs={cfg.epochs} (it may grow, not shrink)")
         if stopper.should_stop:  # stopped early: nothing left to run (a larger cfg.epochs
             start = cfg.epochs + 1  # only extends a run that ran out of epochs)
             result.stopped_early = True
@@ -286,6 +293,8 @@ def fit(
         if improved:
             best = jax.tree.map(jnp.copy, state.params)  # the next epoch donates state.params
         finished = stopper.should_stop or epoch == cfg.epochs
+        if on_epoch is not None:  # logged before its checkpoint: a re-run epoch replaces it
+            on_epoch(record)
         if checkpoints is not None:
             meta = {**identity, "epoch": epoch, "history": result.history, "finished": finished,
                     "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
@@ -293,8 +302,6 @@ def fit(
             if improved:
                 checkpoints.save_best(epoch, best, meta)
             checkpoints.save_last(epoch, state, meta)
-        if on_epoch is not None:
-            on_epoch(record)
         shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
         bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
         if stopper.should_stop:
