@@ -251,15 +251,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     runs = [_load_run(path) for path in args.run]
     first = runs[0]
     for path, run in zip(args.run, runs):
-        if args.split is not None and args.split != run.train_config.split:
+        if args.split is not None and args.split != run.split:
             raise CommandError(
-                f"{path} was trained on split {run.train_config.split!r}; evaluating it on "
+                f"{path} was trained on split {run.split!r}; evaluating it on "
                 f"{args.split!r} would score items it was trained on (train a run on {args.split!r})")
     if args.ensemble_ease is not None and not args.ensemble:
         raise CommandError("--ensemble-ease needs --ensemble")
     ensemble = (args.ensemble_ease or 0.0) if args.ensemble else None
     results = evaluate_runs(runs, args.k, baselines=not args.no_baselines, ensemble=ensemble)
-    print(f"{first.train_config.dataset} split {first.train_config.split!r}: "
+    print(f"{first.dataset} split {first.split!r}: "
           f"{next(iter(results.values()))['users']} test users, all unrated items ranked, "
           f"relevant = the user's test items\n")
     print(evaluation_table(results, args.k, markdown=args.markdown))
@@ -268,8 +268,8 @@ def _evaluate(args: argparse.Namespace) -> int:
           f"item; div@{args.k} measured in {first.name}'s item embedding space")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"runs": [str(r.path) for r in runs], "dataset": first.train_config.dataset,
-             "split": first.train_config.split, "k": args.k, "results": results}, indent=2) + "\n")
+            {"runs": [str(r.path) for r in runs], "dataset": first.dataset,
+             "split": first.split, "k": args.k, "results": results}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 

@@ -32,7 +32,10 @@ class TrainConfig:
     model: str = "mf"  # model family: a key of recjax.models.MODELS
     dataset: str = "ml-100k"  # a MovieLens release, or "synthetic"
     data_dir: str | None = None  # folder holding the dataset (default: RECJAX_DATA, then cache)
-    split: str = "ua"  # ml-100k: ua, ub, u1..u5; any dataset: "random" (test_fraction, seed)
+    data: str | None = None  # your own ratings file (CSV with a header, or Parquet) instead of --dataset
+    columns: str = "user,item,rating"  # --data's user, item, rating[, timestamp] column names
+    rating_scale: str = ""  # --data's LOW,HIGH rating scale, e.g. 1,10; "" = its smallest and largest rating
+    split: str = "ua"  # ml-100k: ua, ub, u1..u5; any data: random, per_user (test_fraction, seed), temporal
     test_fraction: float = 0.1  # test share for split="random"
     val_fraction: float = 0.05  # validation share carved at random from the training part
     task: str = "regression"  # "regression" (ratings) or "binary" (rating > binary_threshold)

@@ -1,9 +1,13 @@
 """One training run end to end: data, split, model, fit, test, run folder.
 
-The run folder holds ``config.json`` (the resolved configs), ``metrics.jsonl``
+The run folder is written through :class:`recjax.runs.RunWriter` (see
+:mod:`recjax.runs` for its layout): locked while training, the configuration and
+the exact data (vocabularies, parts, their fingerprint) first, ``metrics.jsonl``
 (one line per epoch with ``train_*``/``val_*`` keys, then a ``final`` line with
-``train_*``, ``val_*``, ``test_*`` and baseline metrics), ``checkpoints/`` (orbax,
-``last`` and ``best``) and ``embeddings.npz`` (raw ids and learned vectors).
+``train_*``, ``val_*``, ``test_*`` and baseline metrics) rewritten atomically each
+epoch, verified orbax checkpoints (``last``, ``best``), and at the end
+``embeddings.npz`` and the ``finished`` status. ``resume=True`` continues an
+interrupted run after checking that the settings and the data are the run's own.
 
 Validation is carved at random (``val_fraction``, seeded) from the split's
 training part and drives early stopping; the test part is scored once, at the end.
@@ -35,8 +39,6 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +51,26 @@ import numpy as np
 from recjax.config import TrainConfig, from_dict
 from recjax.data.dataset import Ratings
 from recjax.data.movielens import load_movielens
-from recjax.data.splits import PREDEFINED_SPLITS, holdout_split, predefined_split
+from recjax.data.frame import read_ratings
+from recjax.data.jsonlines import PairData
+from recjax.data.splits import (PREDEFINED_SPLITS, Splits, carve_validation, check_shared_vocabulary,
+                                predefined_split, split_ratings)
 from recjax.data.synthetic import synthetic_ratings
 from recjax.evaluation import binary_metrics, rating_metrics
 from recjax.models import MODELS
 from recjax.models.baselines import GlobalMean, UserMean
+from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.loop import FitResult, fit
+from recjax.train.memory import abstract_params, check_training_memory
 from recjax.train.sharding import Layout, make_mesh, parse_mesh
 from recjax.train.step import Model, make_predict
 
-__all__ = ["run", "RunResult", "load_splits", "load_run_config", "MONITOR"]
+__all__ = ["run", "RunResult", "load_splits", "check_parts", "MONITOR", "SPLIT_METHODS"]
 
 # task -> (metric monitored on validation, higher is better)
 MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}
+SPLIT_METHODS = ("random", "per_user", "temporal")  # any dataset; ml-100k also PREDEFINED_SPLITS
 
 
 @dataclass
@@ -77,21 +85,72 @@ class RunResult:
 
 
 def load_splits(cfg: TrainConfig) -> dict[str, Ratings]:
-    """``{"train", "val", "test"}`` ratings for ``cfg`` (same vocabularies throughout)."""
+    """``{"train", "val", "test"}`` ratings for ``cfg`` (same vocabularies throughout):
+    the ratings file ``cfg.data`` or the dataset ``cfg.dataset``, split by ``cfg.split``."""
+    if cfg.data:
+        scale = _rating_scale(cfg.rating_scale)
+        data = read_ratings(cfg.data, columns=cfg.columns, rating_scale=scale)
+    elif cfg.split not in PREDEFINED_SPLITS:
+        data = (synthetic_ratings(seed=cfg.seed)[0] if cfg.dataset == "synthetic"
+                else load_movielens(cfg.dataset, cfg.data_dir))
     if cfg.split in PREDEFINED_SPLITS:
-        if cfg.dataset != "ml-100k":
-            raise ValueError(f"split {cfg.split!r} exists for ml-100k only; use --split random")
+        if cfg.dataset != "ml-100k" or cfg.data:
+            raise ValueError(f"split {cfg.split!r} exists for ml-100k only; use --split "
+                             f"{' or '.join(SPLIT_METHODS)}")
         train, test, _ = predefined_split(cfg.split, cfg.data_dir)
-    elif cfg.split == "random":
-        if cfg.dataset == "synthetic":
-            data, _ = synthetic_ratings(seed=cfg.seed)
-        else:
-            data = load_movielens(cfg.dataset, cfg.data_dir)
-        train, test, _ = holdout_split(data, cfg.test_fraction, seed=cfg.seed)
-    else:
-        raise ValueError(f"unknown split {cfg.split!r}; use random or one of {', '.join(PREDEFINED_SPLITS)}")
-    fit_part, val, _ = holdout_split(train, cfg.val_fraction, seed=cfg.seed + 1)
-    return {"train": fit_part, "val": val, "test": test}
+        fit_part, val = carve_validation(train, cfg.val_fraction, cfg.seed)
+        return {"train": fit_part, "val": val, "test": test}
+    if cfg.split not in SPLIT_METHODS:
+        raise ValueError(f"unknown split {cfg.split!r}; use {', '.join(SPLIT_METHODS)} or one of "
+                         f"{', '.join(PREDEFINED_SPLITS)}")
+    return split_ratings(data, cfg.split, test_fraction=cfg.test_fraction,
+                         val_fraction=cfg.val_fraction, seed=cfg.seed)._asdict()
+
+
+def _rating_scale(text: str) -> tuple[float, float] | None:
+    """``"1,10"`` -> (1.0, 10.0); ``""`` -> None (inferred from the ratings)."""
+    if not text:
+        return None
+    try:
+        low, high = (float(x) for x in text.split(","))
+    except ValueError:
+        raise ValueError(f"rating_scale must be LOW,HIGH (e.g. 1,5), got {text!r}") from None
+    return low, high
+
+
+def check_parts(parts: Any) -> dict[str, Any]:
+    """The ``{"train", "val", "test"}`` parts a run is given, validated: all three
+    present, one shared vocabulary, finite ratings inside the rating scale.
+
+    Raises
+    ------
+    ValueError
+        Naming the missing part, the part built with its own vocabulary, or the first
+        bad rating.
+    """
+    named = parts._asdict() if isinstance(parts, Splits) else dict(parts)
+    for name in ("train", "val", "test"):
+        if name not in named:
+            raise ValueError(f"the run's data has no {name!r} part (it needs train, val and test; "
+                             f"recjax.data.split_ratings makes them)")
+    extra = sorted(set(named) - {"train", "val", "test"})
+    if extra:
+        raise ValueError(f"unknown data part(s) {extra}; give train, val and test")
+    if all(isinstance(p, PairData) for p in named.values()):
+        return named
+    if not all(isinstance(p, Ratings) for p in named.values()):
+        raise TypeError("the run's parts must all be recjax.data.Ratings (or all PairData)")
+    check_shared_vocabulary(named)
+    if len(named["train"]) == 0:
+        raise ValueError("the train part holds no ratings")
+    low, high = named["train"].rating_scale
+    for name, part in named.items():
+        bad = ~np.isfinite(part.rating) | (part.rating < low) | (part.rating > high)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise ValueError(f"part {name!r} row {row}: rating {part.rating[row]} is not a finite "
+                             f"value in the rating scale [{low:g}, {high:g}]")
+    return named
 
 
 def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
@@ -99,26 +158,42 @@ def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str
     return score(predictions, labels, prefix)
 
 
+def _dataset_name(cfg: TrainConfig, model_cfg: Any = None) -> str:
+    """The data a configuration names, in words: a file's name or the dataset's."""
+    files = getattr(model_cfg, "jsonl_train", None)
+    return Path(cfg.data).name if cfg.data else Path(files).name if files else cfg.dataset
+
+
 def _default_out(cfg: TrainConfig) -> Path:
-    return Path("runs") / f"{cfg.model}-{cfg.dataset}-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def load_run_config(run_dir: str | Path) -> tuple[TrainConfig, Any]:
-    """The (TrainConfig, model config) a run folder was trained with."""
-    path = Path(run_dir) / "config.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a recjax run folder (no config.json)")
-    raw = json.loads(path.read_text())
-    train_cfg = from_dict(TrainConfig, raw["train"])
-    return train_cfg, from_dict(MODELS[train_cfg.model].config, raw["model"])
+    dataset = Path(cfg.data).stem if cfg.data else cfg.dataset
+    return Path("runs") / f"{cfg.model}-{dataset}-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
-    """What a resumed checkpoint must match: everything but output, verbosity, the
-    epoch budget and the device mesh (a run may resume on another mesh)."""
-    train = {k: v for k, v in dataclasses.asdict(cfg).items()
-             if k not in ("out", "quiet", "epochs", "mesh")}
+    """What a resumed run must match: every setting but output, verbosity, the epoch
+    budget (it may grow), the device mesh (a run may resume on another mesh) and where
+    the data is read from (the data itself is checked by its fingerprint)."""
+    train = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in _NOT_IDENTITY}
     return {"train_config": train, "model_config": dataclasses.asdict(model_cfg)}
+
+
+_NOT_IDENTITY = ("out", "quiet", "epochs", "mesh", "data_dir")
+
+
+def _settings_differences(saved: dict[str, Any], cfg: TrainConfig, model_cfg: Any) -> list[str]:
+    """``name (saved -> now)`` for every setting of ``_identity`` that differs."""
+    spec = MODELS.get(saved.get("train", {}).get("model"))
+    if spec is None or spec.config is not type(model_cfg):
+        return [f"model ({saved.get('train', {}).get('model')} -> {cfg.model})"]
+    before = _identity(from_dict(TrainConfig, saved["train"]), from_dict(spec.config, saved["model"]))
+    now = _identity(cfg, model_cfg)
+    out = []
+    for group in ("train_config", "model_config"):
+        for key in sorted(set(before[group]) | set(now[group])):
+            a, b = before[group].get(key), now[group].get(key)
+            if a != b:
+                out.append(f"{key} ({a!r} -> {b!r})")
+    return out
 
 
 def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[str, jax.Array]:
@@ -128,31 +203,33 @@ def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[st
     return layout.replicate(arrays)
 
 
-def _save_embeddings(path: Path, module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> None:
-    """Raw ids and vectors; ``module.embeddings()``, or ``embeddings(train_inputs)`` for models whose
-    user vectors come from their inputs (the softmax model's user tower)."""
+def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> Embeddings | None:
+    """Raw ids and vectors; ``module.embeddings()``, or ``embeddings(train_inputs)`` for models
+    whose user vectors come from their inputs (the softmax model's user tower)."""
     if not hasattr(module, "embeddings") or not isinstance(data, Ratings):
-        return
+        return None
     takes_inputs = bool(inspect.signature(module.embeddings).parameters)
     users, items = (np.asarray(t) for t in (module.embeddings(train_inputs) if takes_inputs
                                              else module.embeddings()))
-    np.savez(path, user_ids=data.users.ids, user_embeddings=users,
-             item_ids=data.items.ids, item_embeddings=items)
+    return Embeddings(data.users.ids, users, data.items.ids, items)
 
 
 def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
-        splits: dict[str, Ratings] | None = None) -> RunResult:
+        splits: Splits | dict[str, Ratings] | None = None) -> RunResult:
     """Train ``cfg.model`` with ``model_cfg``; write and return the run.
 
-    ``splits`` (``{"train", "val", "test"}`` :class:`Ratings` sharing vocabularies)
-    replaces the data ``cfg`` names, e.g. a research dataset of your own (the run
-    folder then records configs, metrics, checkpoints and embeddings, but
-    :func:`recjax.explore.load_run` rebuilds data from the config alone).
+    ``splits`` (:class:`recjax.data.Splits`, or a dict ``{"train", "val", "test"}``, of
+    :class:`Ratings` sharing one vocabulary, e.g. from
+    :func:`recjax.data.split_ratings` of your own data) replaces the data ``cfg``
+    names; the run folder stores them, so it is used without them afterwards
+    (:meth:`recjax.runs.Run.open`).
 
     Raises
     ------
     ValueError
-        A task the model does not support, or ``resume`` without a run folder.
+        A task the model does not support; bad parts (see :func:`check_parts`); a
+        folder that holds another run, is being written, or (``resume``) whose
+        settings or data differ from these (named in the message).
     """
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
@@ -165,18 +242,58 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
         raise ValueError("--resume needs --out RUN_FOLDER (the run to continue)")
     if cfg.refit and (spec.prepare or spec.evaluator):
         raise ValueError(f"refit is available for rating models only, not {cfg.model!r}")
+    if spec.evaluator is not None and jax.process_count() > 1:
+        raise ValueError(f"model {cfg.model!r} evaluates on one process only; "
+                         f"use --mesh within one host for it")
     run_dir = Path(cfg.out) if cfg.out else _default_out(cfg)
-    if resume:
-        saved_cfg, saved_model = load_run_config(run_dir)
-        if _identity(saved_cfg, saved_model) != _identity(cfg, model_cfg):
-            raise ValueError(f"--resume: the settings differ from those saved in {run_dir}/config.json")
-    elif (run_dir / "checkpoints").exists():
-        raise ValueError(f"{run_dir} already holds a run; use --resume to continue it or another --out")
-
+    if resume and not run_dir.is_dir():
+        raise ValueError(f"--resume: no run to resume in {run_dir} (no such folder)")
+    given = splits is not None
     if splits is None:
         splits = (spec.load(model_cfg, cfg) if spec.load else None) or load_splits(cfg)
+    splits = check_parts(splits)
     if cfg.refit and not isinstance(splits["train"], Ratings):
         raise ValueError(f"refit is available for rating data only, not {cfg.model!r}'s own data files")
+    # the module's own checks (settings that contradict the task) and whether its state can
+    # fit, before anything is written or allocated (abstract_params builds no arrays)
+    check_training_memory(abstract_params(lambda: spec.build(model_cfg, splits["train"], cfg)),
+                          optimizer=cfg.optimizer)
+    primary = jax.process_index() == 0  # with several processes, one writes the run folder
+    with RunWriter(run_dir, primary=primary) as writer:
+        if primary:
+            _check_folder(writer, cfg, model_cfg, splits, resume)
+        writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
+                     splits, resume=resume, dataset="" if given else _dataset_name(cfg, model_cfg),
+                     split="" if given else cfg.split)
+        return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume)
+
+
+def _check_folder(writer: RunWriter, cfg: TrainConfig, model_cfg: Any, splits: dict[str, Any],
+                  resume: bool) -> None:
+    """A fresh run needs an empty folder; a resumed one the same settings and data."""
+    if not resume:
+        writer.refuse_existing()
+        return
+    saved = writer.saved()
+    if saved is None:  # interrupted before anything was written: it starts afresh
+        return
+    status, config = saved
+    differ = _settings_differences(config, cfg, model_cfg)
+    if differ:
+        raise ValueError(f"--resume: the settings differ from those of {writer.path}: "
+                         f"{', '.join(differ)}")
+    differ = data_differences(status["data"]["fingerprint"], fingerprint(splits))
+    if differ:
+        raise ValueError(f"--resume: the data differ from those {writer.path} was trained on "
+                         f"({'; '.join(differ)}); resume with the run's own data or start a new run")
+    for folder in (writer.path / "checkpoints", writer.path / "checkpoints" / "refit"):
+        Checkpoints(folder).verify()  # damaged files refused before the folder changes
+
+
+def _train(cfg: TrainConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], run_dir: Path,
+           writer: RunWriter, resume: bool) -> RunResult:
+    """Fit (and refit), score, and finish the run folder."""
+    identity = {**_identity(cfg, model_cfg), "data_fingerprint": fingerprint_digest(fingerprint(splits))}
     module = spec.build(model_cfg, splits["train"], cfg)
     model = Model.split(module)
     mesh = make_mesh(*parse_mesh(cfg.mesh)) if cfg.mesh else None
@@ -187,9 +304,6 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
     else:
         inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
     custom = spec.evaluator(model, inputs, cfg) if spec.evaluator is not None else None
-    if custom is not None and jax.process_count() > 1:
-        raise ValueError(f"model {cfg.model!r} evaluates on one process only; "
-                         f"use --mesh within one host for it")
     device_inputs: dict[str, dict[str, jax.Array]] = {}  # each part copied when first scored
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
@@ -201,64 +315,51 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
         predictions = np.asarray(predict(params, arrays))
         return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
 
-    primary = jax.process_index() == 0  # with several processes, one writes the run folder
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if primary:
-        (run_dir / "config.json").write_text(json.dumps(
-            {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}, indent=2))
-    log = (run_dir / "metrics.jsonl").open("a" if resume else "w") if primary else open(os.devnull, "w")
     monitor, higher = spec.monitor or MONITOR[cfg.task]
-    try:
+    result = fit(
+        model, inputs["train"], cfg, task=spec.loss or cfg.task,
+        validate=lambda params: evaluate(params, "val", "val_"),
+        monitor=monitor, higher_is_better=higher,
+        checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
+        identity=identity, on_epoch=writer.log,
+        layout=layout,
+    )
+    metrics: dict[str, float] = evaluate(result.params, "val", "val_")
+    selected = result
+    if cfg.refit:
+        # Validation chose the epoch count; now train afresh on all training data.
+        splits = {**splits, "train": splits["train"].concat(splits["val"])}
+        module = spec.build(model_cfg, splits["train"], cfg)
+        model = Model.split(module)
+        layout = Layout(mesh, model) if mesh is not None else None
+        predict = make_predict(model, out_sharding=layout and layout.replicated)
+        inputs["train"] = spec.inputs(splits["train"], cfg)
+        device_inputs.pop("train", None)
+        refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
         result = fit(
-            model, inputs["train"], cfg, task=spec.loss or cfg.task,
-            validate=lambda params: evaluate(params, "val", "val_"),
-            monitor=monitor, higher_is_better=higher,
-            checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
-            identity=_identity(cfg, model_cfg),
-            on_epoch=lambda record: (log.write(json.dumps(record) + "\n"), log.flush()),
+            model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
+            task=spec.loss or cfg.task, validate=None, monitor=None,
+            checkpoints=refit_checkpoints, resume=resume and refit_checkpoints.has_last(),
+            identity={**identity, "refit_epochs": result.best_epoch},
+            on_epoch=lambda record: writer.log({"phase": "refit", **record}),
             layout=layout,
         )
-        metrics: dict[str, float] = evaluate(result.params, "val", "val_")
-        selected = result
-        if cfg.refit:
-            # Validation chose the epoch count; now train afresh on all training data.
-            splits = {**splits, "train": splits["train"].concat(splits["val"])}
-            module = spec.build(model_cfg, splits["train"], cfg)
-            model = Model.split(module)
-            layout = Layout(mesh, model) if mesh is not None else None
-            predict = make_predict(model, out_sharding=layout and layout.replicated)
-            inputs["train"] = spec.inputs(splits["train"], cfg)
-            device_inputs.pop("train", None)
-            refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
-            result = fit(
-                model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
-                task=spec.loss or cfg.task, validate=None, monitor=None,
-                checkpoints=refit_checkpoints, resume=resume and refit_checkpoints.has_last(),
-                identity={**_identity(cfg, model_cfg), "refit_epochs": result.best_epoch},
-                on_epoch=lambda record: (log.write(json.dumps({"phase": "refit", **record}) + "\n"),
-                                         log.flush()),
-                layout=layout,
-            )
-        for part in ("train", "test"):
-            metrics.update(evaluate(result.params, part, f"{part}_", predict))
-        if cfg.task == "regression" and custom is None and isinstance(splits["train"], Ratings):
-            for name, baseline in (("global_mean", GlobalMean), ("user_mean", UserMean)):
-                fitted = baseline().fit(splits["train"])
-                for part in ("train", "val", "test"):
-                    p = fitted.predict(splits[part].user, splits[part].item)
-                    metrics.update(rating_metrics(p, splits[part].rating, f"{name}_{part}_"))
-        metrics.update(
-            best_epoch=selected.best_epoch, epochs_run=len(selected.history),
-            stopped_early=selected.stopped_early, compile_seconds=selected.compile_seconds,
-            train_seconds=selected.train_seconds, examples_per_second=selected.examples_per_second,
-        )
-        if cfg.refit:
-            metrics.update(refit_epochs=len(result.history), refit_seconds=result.train_seconds)
-        log.write(json.dumps({"event": "final", **metrics}) + "\n")
-    finally:
-        log.close()
+    for part in ("train", "test"):
+        metrics.update(evaluate(result.params, part, f"{part}_", predict))
+    if cfg.task == "regression" and custom is None and isinstance(splits["train"], Ratings):
+        for name, baseline in (("global_mean", GlobalMean), ("user_mean", UserMean)):
+            fitted = baseline().fit(splits["train"])
+            for part in ("train", "val", "test"):
+                p = fitted.predict(splits[part].user, splits[part].item)
+                metrics.update(rating_metrics(p, splits[part].rating, f"{name}_{part}_"))
+    metrics.update(
+        best_epoch=selected.best_epoch, epochs_run=len(selected.history),
+        stopped_early=selected.stopped_early, compile_seconds=selected.compile_seconds,
+        train_seconds=selected.train_seconds, examples_per_second=selected.examples_per_second,
+    )
+    if cfg.refit:
+        metrics.update(refit_epochs=len(result.history), refit_seconds=result.train_seconds)
     trained = model.bind(result.params)
-    if primary:
-        _save_embeddings(run_dir / "embeddings.npz", trained, splits["train"], inputs["train"])
+    writer.finish(metrics, _embeddings(trained, splits["train"], inputs["train"]))
     return RunResult(run_dir, result, metrics, trained, splits)
 

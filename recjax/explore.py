@@ -1,10 +1,8 @@
 """Exploring a trained run: recommendations, nearest neighbours, title search, ranking.
 
-A run folder (see :mod:`recjax.experiment`) holds ``config.json`` and
-``embeddings.npz`` but no titles: :func:`load_run` reloads the dataset and split
-named in ``config.json`` (same vocabularies, same seeded validation carve-out) for
-``item_info`` and the rated items, and restores the best checkpoint on demand
-(for the item biases, or a model scored by its full network).
+Runs are opened with :meth:`recjax.runs.Run.open` (``load_run`` here): the folder
+holds its own data, vocabularies and titles, so nothing is re-derived from the
+dataset.
 
 Raw ids in, titles out: users and items are addressed by their dataset ids
 (ml-100k user ``943``, movie ``95``); an unknown id raises
@@ -35,20 +33,17 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import functools
-import json
 import re
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 from recjax.data.dataset import Ratings, UnknownIdError
-from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, mf_ranking_vectors
+from recjax.ranking import EmbeddingScorer, FunctionScorer, mf_ranking_vectors
 from recjax.retrieval import TopK, similar_items
+from recjax.runs import Run, RunFolderError, module_predictions
 
 __all__ = [
     "Run", "RunFolderError", "load_run", "find_titles", "TitleMatch", "recommend",
@@ -57,148 +52,6 @@ __all__ = [
 ]
 
 MEASURES = ("dot", "cosine", "l2")
-
-
-class RunFolderError(ValueError):
-    """A folder that is not a usable recjax run (missing or inconsistent files)."""
-
-
-@dataclass(eq=False)
-class Run:
-    """A trained run folder, reloaded.
-
-    Attributes
-    ----------
-    path : Path
-    train_config : TrainConfig
-    model_config : the model family's config dataclass
-    splits : dict of Ratings
-        ``train`` (the part the model was fitted on), ``val``, ``test``, rebuilt from
-        the config (same data, same seeds).
-    user_embeddings : float32 [n_users, d]
-    item_embeddings : float32 [n_items, d]
-        Rows in vocabulary order (index ``i`` is raw id ``data.items.ids[i]``).
-    metrics : list of dict
-        ``metrics.jsonl``: one record per epoch, then the ``final`` one.
-    """
-
-    path: Path
-    train_config: Any
-    model_config: Any
-    splits: dict[str, Ratings]
-    user_embeddings: np.ndarray
-    item_embeddings: np.ndarray
-    metrics: list[dict[str, Any]] = field(default_factory=list)
-
-    @property
-    def data(self) -> Ratings:
-        """The training part: vocabularies and ``item_info`` of the whole dataset."""
-        return self.splits["train"]
-
-    @property
-    def name(self) -> str:
-        """``model`` (``model-binary`` for the binary task)."""
-        cfg = self.train_config
-        return cfg.model + ("-binary" if cfg.task == "binary" else "")
-
-    @functools.cached_property
-    def item_titles(self) -> np.ndarray:
-        """Title of every item index (its raw id as text without metadata)."""
-        return np.asarray(self.data.item_titles(np.arange(self.data.n_items)), dtype=object)
-
-    @functools.cached_property
-    def item_genres(self) -> np.ndarray:
-        """Genres of every item index as ``"A-B-C"`` (the lab's format), '' if unknown."""
-        info = self.data.item_info
-        if info is None or "genres" not in info:
-            return np.full(self.data.n_items, "", dtype=object)
-        return np.asarray([genres_text(g) for g in info["genres"]], dtype=object)
-
-    @functools.cached_property
-    def rated(self) -> sp.csr_matrix:
-        """Every rating the dataset holds (train, validation and test) as a user x item
-        pattern: what a user has already seen."""
-        parts = [self.splits[p] for p in ("train", "val", "test")]
-        user = np.concatenate([p.user for p in parts])
-        item = np.concatenate([p.item for p in parts])
-        m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)),
-                          shape=(self.data.n_users, self.data.n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
-
-    @functools.cached_property
-    def final_metrics(self) -> dict[str, Any]:
-        """The ``final`` record of ``metrics.jsonl`` (empty for an unfinished run)."""
-        finals = [m for m in self.metrics if m.get("event") == "final"]
-        return finals[-1] if finals else {}
-
-    @property
-    def history(self) -> list[dict[str, Any]]:
-        """Per-epoch records (the last run of each epoch when a run was resumed)."""
-        by_epoch = {m["epoch"]: m for m in self.metrics if "epoch" in m}
-        return [by_epoch[e] for e in sorted(by_epoch)]
-
-    def ranking_task(self) -> RankingTask:
-        """The ranking protocol on this run's split: train = fit + validation parts."""
-        return RankingTask.from_ratings([self.splits["train"], self.splits["val"]], self.splits["test"])
-
-    @functools.cache
-    def module(self) -> Any:
-        """The trained model whose test metrics the run reports: the best parameters
-        (``checkpoints/best``), or, for a finished ``refit`` run, the refitted model
-        (``checkpoints/refit/best``, built on training + validation data as it was trained)."""
-        from recjax.models import MODELS
-        from recjax.train.checkpoint import Checkpoints
-        from recjax.train.step import Model
-
-        spec = MODELS.get(self.train_config.model)
-        if spec is None:
-            raise RunFolderError(f"{self.path}: model {self.train_config.model!r} is not known to "
-                                 f"this recjax")
-        train, folder = self.splits["train"], self.path / "checkpoints"
-        if "refit_epochs" in self.final_metrics:
-            train, folder = train.concat(self.splits["val"]), folder / "refit"
-        module = spec.build(self.model_config, train, self.train_config)
-        model = Model.split(module)
-        # No identity check (that guards --resume): the folder's own config.json built the
-        # module, and the restore still checks the format tag and every array's shape, so
-        # a run written before a config gained a field (with its default) still loads.
-        params, _ = Checkpoints(folder).restore_best(model.params, {})
-        return model.bind(params)
-
-    def rating_predictions(self, part: str = "test") -> tuple[np.ndarray, np.ndarray]:
-        """(predictions, labels), float64 [n] each, for every example of a split part
-        (``train``, ``val`` or ``test``): predicted ratings (regression) or logits of the
-        positive class (binary), as the run's own metrics score them.
-
-        Raises
-        ------
-        RunFolderError
-            The model predicts no per-rating values (softmax, Mult-DAE).
-        """
-        from recjax.models import MODELS
-
-        spec = MODELS[self.train_config.model]
-        if spec.prepare is not None:
-            raise RunFolderError(f"{self.path}: a {self.train_config.model} model scores items "
-                                 f"for users, not single ratings")
-        inputs = spec.inputs(self.splits[part], self.train_config)
-        return _predict(self.module(), inputs), np.asarray(inputs["label"], np.float64)
-
-    @functools.cache
-    def scorer(self, measure: str = "dot") -> EmbeddingScorer | FunctionScorer:
-        """How this run ranks items for its users (built once per measure).
-
-        ``dot``: the model's own ranking (MF: ``[U_u, 1] . [V_i, b_i]``, the item bias
-        included; a model with ``ranking_vectors()`` uses them; any other model is
-        scored by its full network over all items); ``cosine`` / ``l2``: the raw
-        embeddings of ``embeddings.npz``.
-        """
-        _check_measure(measure)
-        if measure != "dot":
-            return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
-        return module_scorer(self.module(), self.train_config, self.model_config, self.splits)
 
 
 def module_scorer(module: Any, train_config: Any, model_config: Any,
@@ -242,27 +95,9 @@ def module_scorer(module: Any, train_config: Any, model_config: Any,
         i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
         part = dataclasses.replace(template, user=u, item=i, rating=np.zeros(len(u), np.float32),
                                    timestamp=np.zeros(len(u), np.int64))
-        return _predict(module, spec.inputs(part, train_config)).reshape(len(users), n_items)
+        return module_predictions(module, spec.inputs(part, train_config)).reshape(len(users), n_items)
 
     return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
-
-
-@functools.lru_cache(maxsize=8)
-def _predictor(module: Any) -> tuple[Any, Any]:
-    """(split model, compiled predict) of a module, made once per module."""
-    from recjax.train.step import Model, make_predict
-
-    model = Model.split(module)
-    return model, make_predict(model)
-
-
-def _predict(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The module's predictions float64 [n] for a model family's ``inputs`` arrays."""
-    import jax.numpy as jnp
-
-    model, predict = _predictor(module)
-    arrays = {k: jnp.asarray(v) for k, v in inputs.items()}
-    return np.asarray(predict(model.params, arrays), np.float64)
 
 
 def genres_text(genres: Any) -> str:
@@ -274,61 +109,12 @@ def genres_text(genres: Any) -> str:
     return "-".join(str(g) for g in genres)
 
 
-def _check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
+def check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
     if measure not in allowed:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(allowed)}")
 
 
-def load_run(path: str | Path) -> Run:
-    """Reload a run folder written by :func:`recjax.experiment.run`.
-
-    Raises
-    ------
-    RunFolderError
-        Not a folder, no ``config.json`` / ``embeddings.npz``, or embeddings that do
-        not match the dataset named in the config.
-    recjax.data.DatasetNotFoundError
-        The dataset named in ``config.json`` cannot be found.
-    """
-    from recjax.experiment import load_run_config, load_splits
-
-    path = Path(path)
-    if not path.is_dir():
-        raise RunFolderError(f"{path}: no such run folder")
-    if not (path / "config.json").is_file():
-        raise RunFolderError(f"{path} is not a recjax run folder (no config.json)")
-    try:
-        train_cfg, model_cfg = load_run_config(path)
-    except (json.JSONDecodeError, KeyError, TypeError) as err:
-        raise RunFolderError(f"{path}/config.json is damaged: {type(err).__name__}: {err}") from None
-    npz = path / "embeddings.npz"
-    if not npz.is_file():
-        raise RunFolderError(f"{path} has no embeddings.npz (the run did not finish, or model "
-                             f"{train_cfg.model!r} exports no embeddings)")
-    try:
-        with np.load(npz, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in ("user_ids", "user_embeddings", "item_ids", "item_embeddings")}
-    except (KeyError, ValueError, OSError) as err:
-        raise RunFolderError(f"{npz} is damaged or incomplete: {err}") from None
-    splits = load_splits(train_cfg)
-    data = splits["train"]
-    for side, vocab in (("user", data.users), ("item", data.items)):
-        ids, emb = arrays[f"{side}_ids"], arrays[f"{side}_embeddings"]
-        if emb.ndim != 2 or len(ids) != len(emb) or len(ids) != len(vocab) or \
-                not np.array_equal(ids, vocab.ids):
-            raise RunFolderError(f"{npz}: the {side} embeddings do not match the {side}s of "
-                                 f"{train_cfg.dataset} ({len(vocab)} {side}s)")
-    metrics: list[dict[str, Any]] = []
-    log = path / "metrics.jsonl"
-    if log.is_file():
-        for line in log.read_text().splitlines():
-            try:
-                metrics.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a line cut short by an interrupted run
-    return Run(path, train_cfg, model_cfg, splits,
-               np.ascontiguousarray(arrays["user_embeddings"], np.float32),
-               np.ascontiguousarray(arrays["item_embeddings"], np.float32), metrics)
+load_run = Run.open  # the one reader of run folders: recjax.runs.Run.open
 
 
 # ----------------------------------------------------------------------------- titles
@@ -392,7 +178,7 @@ def _user_indices(run: Run, user_ids: Any) -> np.ndarray:
             raw = raw.astype(np.int64)
         except ValueError:
             raise UnknownIdError(f"unknown user id(s): {', '.join(map(str, raw[:5]))} "
-                                 f"(user ids of {run.train_config.dataset} are integers)") from None
+                                 f"(user ids of {run.dataset} are integers)") from None
     return run.data.users.index(raw).astype(np.int64)
 
 
@@ -440,7 +226,7 @@ def recommend(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot",
     ValueError
         ``N < 1`` or an unknown measure.
     """
-    _check_measure(measure, ("dot", "cosine"))
+    check_measure(measure, ("dot", "cosine"))
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
         raise ValueError(f"N must be a positive integer, got {N!r}")
     users = _user_indices(run, user_ids)
@@ -504,7 +290,7 @@ def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = 
     ValueError
         Neither or both of ``movie`` and ``item_id``, ``k < 1``, an unknown measure.
     """
-    _check_measure(measure)
+    check_measure(measure)
     if (movie is None) == (item_id is None):
         raise ValueError("give exactly one of a movie title and an item id")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -603,8 +389,8 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         t = other.ranking_task()
         if t.train.shape != task.train.shape or (t.train != task.train).nnz or (t.test != task.test).nnz:
             raise ValueError(f"{other.path} and {first.path} were trained on different splits "
-                             f"({other.train_config.dataset} {other.train_config.split!r} vs "
-                             f"{first.train_config.dataset} {first.train_config.split!r}); evaluate them "
+                             f"({other.dataset} {other.split!r} vs "
+                             f"{first.dataset} {first.split!r}); evaluate them "
                              f"separately")
     names = [r.name for r in runs]
     out: dict[str, dict[str, float]] = {}

@@ -243,7 +243,7 @@ def rating_histograms(per_user: np.ndarray, per_item: np.ndarray, title: str = "
 
 def plot_run(run: Any, out: str | Path, *, tsne: bool | None = None, label: int = 8,
              dpi: int = 80) -> list[Path]:
-    """Write every plot of a :class:`recjax.explore.Run` as PNG files into ``out``.
+    """Write every plot of a :class:`recjax.runs.Run` as PNG files into ``out``.
 
     Files: ``learning_curves.png`` (when metrics.jsonl has epochs),
     ``norm_vs_ratings.png``, ``embeddings_pca.png``, ``embeddings_tsne.png`` (when
@@ -252,7 +252,7 @@ def plot_run(run: Any, out: str | Path, *, tsne: bool | None = None, label: int 
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{run.name} on {run.train_config.dataset} ({run.train_config.split})"
+    name = f"{run.name} on {run.dataset} ({run.split})"
     task = run.ranking_task()
     counts = task.item_counts
     info = run.data.item_info
@@ -271,7 +271,7 @@ def plot_run(run: Any, out: str | Path, *, tsne: bool | None = None, label: int 
                                                 title=f"{name}: item embeddings, t-SNE (cosine)")
     per_user = np.diff(task.train.indptr)
     figures["rating_histograms"] = rating_histograms(per_user, counts,
-                                                     title=f"{run.train_config.dataset}: train part")
+                                                     title=f"{run.dataset}: train part")
     paths = []
     for key, fig in figures.items():
         path = out / f"{key}.png"

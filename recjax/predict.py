@@ -28,7 +28,6 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from dataclasses import dataclass
@@ -39,10 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax.data.dataset import Ratings
-from recjax.data.jsonlines import PAD, PairData
+from recjax.data.dataset import Ratings, UnknownIdError
+from recjax.data.jsonlines import PairData
 from recjax.data.movielens import MalformedFileError
-from recjax.train.checkpoint import Checkpoints
 from recjax.train.step import Model, make_predict
 
 __all__ = ["Trained", "load_trained", "predict_pairs", "embed", "respond", "read_requests", "PAIR_MODELS"]
@@ -74,30 +72,25 @@ class Trained:
 
 
 def load_trained(run_dir: str | os.PathLike) -> Trained:
-    """Rebuild a run's model (from its config and data) and load its best checkpoint.
+    """A run's model, as :meth:`recjax.runs.Run.open` verifies and restores it (the refitted
+    model of a ``--refit`` run), with the run's own vocabularies: no dataset is read.
 
     Raises
     ------
-    FileNotFoundError
-        Not a run folder.
+    recjax.runs.RunFolderError
+        Not a usable run folder.
     ValueError
         A model family that does not score pairs.
     recjax.train.CheckpointError
-        No readable best checkpoint for this model.
+        A damaged, missing or foreign checkpoint.
     """
-    from recjax.experiment import load_run_config, load_splits
-    from recjax.models import MODELS
+    from recjax.runs import Run
 
-    train_cfg, model_cfg = load_run_config(run_dir)
-    if train_cfg.model not in PAIR_MODELS:
+    run = Run.open(run_dir)
+    if run.train_config.model not in PAIR_MODELS:
         raise ValueError(f"predict answers runs of {', '.join(PAIR_MODELS)}; {run_dir} is a "
-                         f"{train_cfg.model!r} run")
-    spec = MODELS[train_cfg.model]
-    splits = (spec.load(model_cfg, train_cfg) if spec.load else None) or load_splits(train_cfg)
-    model = Model.split(spec.build(model_cfg, splits["train"], train_cfg))
-    params, _ = Checkpoints(Path(run_dir) / "checkpoints").restore_best(
-        model.params, {"model_config": dataclasses.asdict(model_cfg)})
-    return Trained(model.bind(params), train_cfg, model_cfg, splits["train"])
+                         f"{run.train_config.model!r} run")
+    return Trained(run.model(), run.train_config, run.model_config, run.data)
 
 
 # ----------------------------------------------------------------------------- tokens
@@ -112,7 +105,13 @@ def _movielens_index(trained: Trained, side: int, rows: list[list[int]]) -> np.n
         raise ValueError(f"instance {bad[0]}: a MovieLens run takes one raw id per side, "
                          f"e.g. {{\"in0\": [1], \"in1\": [50]}}; got in{side}={rows[bad[0]]}")
     vocab = trained.data.users if side == 0 else trained.data.items
-    return vocab.index(np.array([r[0] for r in rows]))
+    raw = np.array([r[0] for r in rows], dtype=object)
+    if vocab.ids.dtype.kind in "iu" and any(isinstance(r, str) for r in raw):
+        raise UnknownIdError(f"instance {next(n for n, r in enumerate(raw) if isinstance(r, str))}: "
+                             f"this run's {'user' if side == 0 else 'item'} ids are integers")
+    if vocab.ids.dtype.kind not in "iu" and any(not isinstance(r, str) for r in raw):
+        raise UnknownIdError(f"this run's {'user' if side == 0 else 'item'} ids are strings")
+    return vocab.index(raw.astype(vocab.ids.dtype))
 
 
 def _token_batch(trained: Trained, side: int, rows: list[list[int]]) -> np.ndarray:
@@ -165,6 +164,15 @@ def embed(trained: Trained, side: int, tokens: list[list[int]]) -> np.ndarray:
     return np.asarray(encode(model.params, batch))
 
 
+def _valid_side(value: Any, raw_ids: bool) -> bool:
+    """A side of an instance: one raw id (int or str) for runs with vocabularies, else tokens."""
+    if not isinstance(value, list) or not value:
+        return False
+    if raw_ids:
+        return len(value) == 1 and isinstance(value[0], (int, str)) and not isinstance(value[0], bool)
+    return all(isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in value)
+
+
 def _round(values: np.ndarray) -> list[float]:
     return [float(v) for v in np.asarray(values, np.float64)]
 
@@ -186,9 +194,10 @@ def respond(trained: Trained, request: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(inst, dict) or not ({"in0", "in1"} & set(inst)):
             raise ValueError(f"instance {n}: expected an object with 'in0' and/or 'in1'")
         for key in ("in0", "in1"):
-            if key in inst and (not isinstance(inst[key], list) or not inst[key] or not all(
-                    isinstance(t, int) and not isinstance(t, bool) and t >= 0 for t in inst[key])):
-                raise ValueError(f"instance {n}: {key!r} must be a non-empty list of non-negative integers")
+            if key in inst and not _valid_side(inst[key], trained.movielens):
+                kind = ("a list of one raw id (integer or string)" if trained.movielens
+                        else "a non-empty list of non-negative integers")
+                raise ValueError(f"instance {n}: {key!r} must be {kind}")
         kinds.add(tuple(k for k in ("in0", "in1") if k in inst))
     if len(kinds) > 1:
         raise ValueError("a request holds pairs only, or in0 only, or in1 only; split it")

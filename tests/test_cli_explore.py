@@ -118,7 +118,7 @@ def test_plot_writes_pngs(capsys, run_dir, tmp_path):
                                      ["neighbors", "--movie", "x"], ["plot"]])
 def test_bad_run_folder(capsys, tmp_path, command):
     one_line_error(*cli(capsys, command[0], tmp_path / "nope", *command[1:])[::2], "no such run folder")
-    one_line_error(*cli(capsys, command[0], tmp_path, *command[1:])[::2], "no config.json")
+    one_line_error(*cli(capsys, command[0], tmp_path, *command[1:])[::2], "no run.json")
 
 
 def test_evaluate_several_runs(capsys, run_dir):

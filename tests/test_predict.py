@@ -73,8 +73,10 @@ def test_one_side_embeddings_match_the_saved_ones(binary_run):
 @pytest.mark.parametrize("request_, message", [
     ({"instances": [{"in0": [1], "in1": [2]}, {"in0": [1]}]}, "pairs only"),
     ({"instances": [{"in2": [1]}]}, "'in0' and/or 'in1'"),
-    ({"instances": [{"in0": [], "in1": [2]}]}, "non-empty list"),
-    ({"instances": [{"in0": [1, 2], "in1": [2]}]}, "one raw id per side"),
+    ({"instances": [{"in0": [], "in1": [2]}]}, "a list of one raw id"),
+    ({"instances": [{"in0": [1, 2], "in1": [2]}]}, "a list of one raw id"),
+    ({"instances": [{"in0": [True], "in1": [2]}]}, "a list of one raw id"),
+    ({"instances": [{"in0": ["1"], "in1": [2]}]}, "user ids are integers"),
     ({"rows": []}, "instances"),
 ])
 def test_bad_requests_fail_clearly(regression_run, request_, message):

@@ -291,11 +291,29 @@ def _damage_words(line: str, run_dir: Path) -> None:
     assert any(word in text for word in ("damaged", "checksum", "sha256")), line
 
 
-# The largest file under checkpoints/ is in last/ (the optimiser state): every command
-# refuses a run with any damaged checkpoint file, not only the commands that read it.
-# The second case damages the best parameters, which every command but --resume serves.
-WHERE = pytest.mark.parametrize("under", ["checkpoints", "checkpoints/best"],
-                                ids=["largest_file", "largest_best_file"])
+# Damage in checkpoints/last/ (the resume state, which holds the largest file: the
+# optimiser moments) is refused by --resume, while the commands that serve the verified
+# best parameters answer exactly as before; damage in checkpoints/best/ is refused by all.
+WHERE = pytest.mark.parametrize("under", ["checkpoints/last", "checkpoints/best"],
+                                ids=["last", "best"])
+
+
+def _check_broken(run_dir: Path, pristine: Path, request: Path, under: str, capsys,
+                  damage_words: bool) -> None:
+    commands = _broken_run_commands(run_dir, request)
+    for name, argv in commands.items():
+        status, out, err = cli(capsys, *argv)
+        assert "nan" not in (out + err).lower(), (name, out, err)
+        if under.endswith("last") and name != "train --resume":
+            assert status == 0, (name, err)
+            same = [pristine if a == run_dir else a for a in argv]
+            _, expected, _ = cli(capsys, *same)
+            assert out == expected.replace(str(pristine), str(run_dir)), name
+            continue
+        line = one_line_error(status, out, err)
+        if damage_words:
+            _damage_words(line, run_dir)
+        assert "checkpoint" in _without(line, run_dir), (name, err)
 
 
 @WHERE
@@ -307,12 +325,9 @@ def test_damaged_checkpoint(synthetic_run, tmp_path, capsys, under):
     data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
     victim.write_bytes(bytes(data))
     assert victim.stat().st_size == len(data)
-
-    request = _request(tmp_path, PAIRS)
-    for name, argv in _broken_run_commands(run_dir, request).items():
-        status, out, err = cli(capsys, *argv)
-        assert "nan" not in (out + err).lower(), (name, out, err)
-        _damage_words(one_line_error(status, out, err), run_dir)
+    _check_broken(run_dir, synthetic_run, _request(tmp_path, PAIRS), under, capsys, True)
+    # a refused --resume leaves the run as it was: still served, still refused the same way
+    _check_broken(run_dir, synthetic_run, _request(tmp_path, PAIRS), under, capsys, True)
 
 
 @WHERE
@@ -324,14 +339,13 @@ def test_truncated_checkpoint(synthetic_run, tmp_path, capsys, under):
         f.truncate(size // 2)
 
     request = _request(tmp_path, PAIRS)
-    commands = _broken_run_commands(run_dir, request)
-    for name, argv in commands.items():
-        status, out, err = cli(capsys, *argv)
-        assert "nan" not in (out + err).lower(), (name, out, err)
-        assert "checkpoint" in _without(one_line_error(status, out, err), run_dir), (name, err)
+    _check_broken(run_dir, synthetic_run, request, under, capsys, False)
     # fresh processes: logging that reaches the real stderr (orbax, TensorStore, asyncio
     # tracebacks, some of them printed at interpreter exit) must not follow the message
+    commands = _broken_run_commands(run_dir, request)
     for name in commands:
+        if under.endswith("last") and name != "train --resume":
+            continue
         proc = subprocess_cli(*commands[name])
         assert "checkpoint" in _without(subprocess_error(proc), run_dir), (name, proc.stderr[-4000:])
 
@@ -557,3 +571,36 @@ def test_impossible_sizes_exit_2(synthetic_run, tmp_path, capsys):
     line = one_line_error(*cli(capsys, *SYNTHETIC, "--optimizer", "adam", "--learning-rate", 1000,
                                "--epochs", 5, "--out", tmp_path / "diverged"))
     assert "diverged" in line, line
+
+
+# ----------------------------------------------------------------------------- kill -9
+def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
+    """A training process killed with SIGKILL (at whatever point it was: an epoch, a
+    checkpoint write, a metrics rewrite) resumes to exactly the uninterrupted run."""
+    import signal
+    import time
+
+    flags = [*SYNTHETIC, "--epochs", "6", "--patience", "30", "--batch-size", "256"]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "recjax", *flags, "--out", str(killed)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            if list((killed / "checkpoints" / "last").glob("[2-9]/recjax-manifest.json")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.kill()
+        proc.wait(timeout=60)
+    assert not (killed / "embeddings.npz").exists()
+    resumed = subprocess_cli(*flags, "--out", killed, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    full = subprocess_cli(*flags, "--out", tmp_path / "full")
+    assert full.returncode == 0, full.stderr[-3000:]
+    a, b = np.load(killed / "embeddings.npz"), np.load(tmp_path / "full" / "embeddings.npz")
+    for key in ("user_embeddings", "item_embeddings"):
+        assert np.array_equal(a[key], b[key]), key
+    assert [r.get("epoch") for r in _lines(killed / "metrics.jsonl") if "epoch" in r] == [1, 2, 3, 4, 5, 6]

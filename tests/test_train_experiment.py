@@ -9,7 +9,7 @@ import pytest
 
 import recjax.experiment as experiment
 from recjax.config import TrainConfig
-from recjax.experiment import load_run_config, load_splits, run
+from recjax.experiment import load_splits, run
 from recjax.models import MODELS, ModelSpec
 from recjax.models.mf import MF, MFConfig
 
@@ -62,65 +62,67 @@ def test_model_settings_that_contradict_the_task(tmp_path, no_training, train, m
 
 
 def test_unknown_split_and_split_of_another_dataset(tmp_path, no_training):
-    with pytest.raises(ValueError, match="unknown split 'u9'; use random or one of ua, ub, u1"):
+    with pytest.raises(ValueError, match="unknown split 'u9'; use random, per_user, temporal or one of ua, ub, u1"):
         run(_synthetic(tmp_path, split="u9"), MFConfig())
-    with pytest.raises(ValueError, match="split 'u1' exists for ml-100k only; use --split random"):
+    with pytest.raises(ValueError, match="split 'u1' exists for ml-100k only; use --split random or"):
         run(TrainConfig(dataset="synthetic", split="u1", out=str(tmp_path / "run")), MFConfig())
 
 
 def test_resume_without_a_run_folder(tmp_path, no_training):
     with pytest.raises(ValueError, match="--resume needs --out RUN_FOLDER"):
         run(TrainConfig(dataset="synthetic", split="random"), MFConfig(), resume=True)
-    with pytest.raises(FileNotFoundError, match="is not a recjax run folder \\(no config.json\\)"):
+    with pytest.raises(ValueError, match="--resume: no run to resume in .* \\(no such folder\\)"):
         run(_synthetic(tmp_path), MFConfig(), resume=True)
+    assert not (tmp_path / "run").exists()
 
 
-def _fake_run_folder(tmp_path, cfg: TrainConfig, model_cfg: MFConfig, checkpoints: bool):
+def _started_run_folder(tmp_path, cfg: TrainConfig, model_cfg: MFConfig):
+    """A run folder as a run leaves it when interrupted before its first checkpoint."""
     import dataclasses
 
-    folder = tmp_path / "run"
-    folder.mkdir()
-    (folder / "config.json").write_text(json.dumps(
-        {"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)}))
-    if checkpoints:
-        (folder / "checkpoints").mkdir()
-    return folder
+    from recjax.runs import RunWriter
+
+    with RunWriter(tmp_path / "run") as writer:
+        writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
+                     load_splits(cfg), resume=False)
+    return tmp_path / "run"
 
 
 def test_resume_with_other_settings(tmp_path, no_training):
     cfg = _synthetic(tmp_path)
-    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=4), checkpoints=True)
-    with pytest.raises(ValueError, match="--resume: the settings differ from those saved in"):
+    _started_run_folder(tmp_path, cfg, MFConfig(embedding_dim=4))
+    with pytest.raises(ValueError, match=r"--resume: the settings differ .*embedding_dim \(4 -> 8\)"):
         run(cfg, MFConfig(embedding_dim=8), resume=True)
-    with pytest.raises(ValueError, match="--resume: the settings differ"):
+    with pytest.raises(ValueError, match=r"the settings differ .*learning_rate"):
         run(_synthetic(tmp_path, learning_rate=0.5), MFConfig(embedding_dim=4), resume=True)
 
 
-def test_resume_of_a_folder_without_checkpoints_fails_before_compiling(tmp_path, monkeypatch):
-    import recjax.train.loop as loop
-
-    def no_compile(*args, **kwargs):
-        raise AssertionError("compiled before checking the checkpoint")
-
-    monkeypatch.setattr(loop, "make_epoch", no_compile)
+def test_resume_with_other_data(tmp_path, no_training):
     cfg = _synthetic(tmp_path)
-    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=2), checkpoints=False)
-    with pytest.raises(ValueError, match="no checkpoint to resume from"):
-        run(cfg, MFConfig(embedding_dim=2), resume=True)
+    _started_run_folder(tmp_path, cfg, MFConfig(embedding_dim=4))
+    parts = load_splits(cfg)
+    changed = {**parts, "test": parts["test"].subset(slice(1, None))}
+    with pytest.raises(ValueError, match=r"the data differ .*5000 -> 4999 test ratings"):
+        run(cfg, MFConfig(embedding_dim=4), resume=True, splits=changed)
+
+
+def test_resume_of_a_folder_interrupted_before_its_first_checkpoint_starts_over(tmp_path):
+    cfg = _synthetic(tmp_path, epochs=1)
+    _started_run_folder(tmp_path, cfg, MFConfig(embedding_dim=2))
+    resumed = run(cfg, MFConfig(embedding_dim=2), resume=True)
+    fresh = run(_synthetic(tmp_path / "b", epochs=1), MFConfig(embedding_dim=2))
+    assert resumed.metrics["test_rmse"] == fresh.metrics["test_rmse"]
 
 
 def test_an_existing_run_is_not_overwritten(tmp_path, no_training):
     cfg = _synthetic(tmp_path)
-    _fake_run_folder(tmp_path, cfg, MFConfig(), checkpoints=True)
+    _started_run_folder(tmp_path, cfg, MFConfig())
+    with pytest.raises(ValueError, match="holds an unfinished run: continue it with --resume"):
+        run(cfg, MFConfig())
+    (tmp_path / "run" / "run.json").unlink()
+    (tmp_path / "run" / "checkpoints").mkdir()
     with pytest.raises(ValueError, match="already holds a run; use --resume to continue it or another --out"):
         run(cfg, MFConfig())
-
-
-def test_load_run_config_round_trip(tmp_path):
-    cfg = _synthetic(tmp_path, optimizer="adamw", weight_decay=0.1)
-    _fake_run_folder(tmp_path, cfg, MFConfig(embedding_dim=6, gravity=0.5), checkpoints=False)
-    train_cfg, model_cfg = load_run_config(tmp_path / "run")
-    assert train_cfg == cfg and model_cfg == MFConfig(embedding_dim=6, gravity=0.5)
 
 
 def test_load_splits_synthetic_random(tmp_path):

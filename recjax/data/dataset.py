@@ -69,8 +69,9 @@ def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
     return np.flatnonzero(present).astype(values.dtype), position[values]
 
 
-class UnknownIdError(KeyError):
-    """A raw user or item id that is not in the vocabulary."""
+class UnknownIdError(KeyError, ValueError):
+    """A raw user or item id that is not in the vocabulary (a ``KeyError`` for lookups,
+    a ``ValueError`` like every other bad input of the API)."""
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])

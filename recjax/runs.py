@@ -1,0 +1,1009 @@
+"""Run folders: the one module that writes and reads them.
+
+A run folder is a self-contained artifact: everything needed to use the trained
+model without the original data, verified when read.
+
+::
+
+    RUN/
+      run.json            format, status (training | finished), the data's fingerprint,
+                          and the sha256 of every file below except checkpoints/
+      config.json         the one resolved configuration ({"train": ..., "model": ...})
+      data/users.parquet  raw user ids (int or str) and user metadata, one row per index
+      data/items.parquet  raw item ids and item metadata (title, genres, year, ...)
+      data/parts.npz      the train / val / test parts (indices, ratings, timestamps)
+      metrics.jsonl       one line per epoch ({"phase": "refit"} for a refit), then "final"
+      embeddings.npz      raw ids (str ids as unicode arrays, no pickle) and vectors
+      checkpoints/        orbax, each step verified by its own manifest
+      .lock               held (an OS file lock) while the run is being written
+
+:class:`RunWriter` writes it (through :func:`recjax.experiment.run`): locked against a
+second writer, every file written atomically (a temporary file renamed into place),
+so an interruption at any point leaves a folder that ``--resume`` continues.
+:class:`Run` reads it (``Run.open(path)``): the CLI's ``evaluate``, ``recommend``,
+``neighbors``, ``plot`` and ``predict`` and research code use nothing else. Queries
+take raw ids and return raw ids, a scalar or an array (the output's rank follows
+the input's), as implicit's and Surprise's recommenders do.
+
+Example
+-------
+>>> import tempfile
+>>> import numpy as np, pandas as pd
+>>> from recjax.config import TrainConfig
+>>> from recjax.data import Ratings, split_ratings
+>>> from recjax.experiment import run
+>>> from recjax.models.mf import MFConfig
+>>> from recjax.runs import Run
+>>> rng = np.random.default_rng(0)
+>>> df = pd.DataFrame({"user": [f"u{u}" for u in rng.integers(0, 30, 900)],
+...                    "item": [f"i{i}" for i in rng.integers(0, 20, 900)],
+...                    "rating": rng.integers(1, 11, 900)}).drop_duplicates(["user", "item"])
+>>> splits = split_ratings(Ratings.from_pandas(df, rating_scale=(1, 10)), "random", seed=0)
+>>> out = tempfile.mkdtemp() + "/run"
+>>> _ = run(TrainConfig(epochs=2, quiet=True, out=out), MFConfig(embedding_dim=4), splits=splits)
+>>> r = Run.open(out)
+>>> top = r.recommend("u3", N=3)
+>>> top.ids.shape, str(top.ids[0])[0]
+((3,), 'i')
+>>> r.recommend(["u3", "u4"], N=3).ids.shape
+(2, 3)
+>>> float(r.predict("u3", "i7")) <= 10.0
+True
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import fcntl
+import functools
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
+from recjax.data.jsonlines import PairData
+from recjax.retrieval import TopK
+
+__all__ = ["Run", "RunWriter", "RunFolderError", "Embeddings", "FORMAT", "fingerprint",
+           "data_differences", "fingerprint_digest", "write_atomic"]
+
+FORMAT = "recjax-run/2"
+PARTS = ("train", "val", "test")
+_RATING_FIELDS = ("user", "item", "rating", "timestamp")
+_PAIR_FIELDS = ("in0", "in1", "label")
+
+
+class RunFolderError(ValueError):
+    """A folder that is not a usable recjax run: missing, damaged, unfinished, locked,
+    or written by another version."""
+
+
+class Embeddings(NamedTuple):
+    """A run's vectors with their raw ids.
+
+    Attributes
+    ----------
+    user_ids : [n_users] raw ids
+    users : float32 [n_users, d]
+    item_ids : [n_items] raw ids
+    items : float32 [n_items, d]
+    """
+
+    user_ids: np.ndarray
+    users: np.ndarray
+    item_ids: np.ndarray
+    items: np.ndarray
+
+
+# ----------------------------------------------------------------------------- files
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, synced
+    and renamed into place: readers see the old file or the new one, never a part."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data.encode() if isinstance(data, str) else data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _save_parquet(path: Path, frame: pd.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    from recjax.train.checkpoint import sha256_file
+
+    return sha256_file(path)
+
+
+def _storable_ids(ids: np.ndarray) -> np.ndarray:
+    """Raw ids as an array ``np.load(allow_pickle=False)`` reads: integers, or unicode."""
+    return ids.astype(np.int64) if ids.dtype.kind in "iu" else ids.astype(str)
+
+
+# ----------------------------------------------------------------------------- fingerprint
+def _digest(*arrays: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
+
+
+def _ids_digest(ids: np.ndarray) -> str:
+    if ids.dtype.kind in "iu":
+        return "int:" + _digest(ids.astype("<i8"))
+    return "str:" + hashlib.sha256("\0".join(map(str, ids)).encode()).hexdigest()
+
+
+def fingerprint(parts: dict[str, Any]) -> dict[str, Any]:
+    """sha256 digests and sizes of a run's exact data: each part's arrays and, for
+    ratings, the user and item vocabularies and the rating scale.
+
+    Two fingerprints are equal exactly when the train / val / test data are (indices,
+    raw ids, ratings, timestamps, labels)."""
+    train = parts["train"]
+    out: dict[str, Any] = {"sizes": {p: len(parts[p]) for p in PARTS}}
+    if isinstance(train, Ratings):
+        out["sizes"].update(users=train.n_users, items=train.n_items)
+        out["users"] = _ids_digest(train.users.ids)
+        out["items"] = _ids_digest(train.items.ids)
+        out["rating_scale"] = [float(x) for x in train.rating_scale]
+        for p in PARTS:
+            r = parts[p]
+            out[p] = _digest(r.user.astype("<i4"), r.item.astype("<i4"), r.rating.astype("<f4"),
+                             r.timestamp.astype("<i8"))
+    else:
+        for p in PARTS:
+            d = parts[p]
+            out[p] = _digest(d.in0.astype("<i4"), d.in1.astype("<i4"), d.label.astype("<f4"))
+    return out
+
+
+def data_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """What differs between two :func:`fingerprint` results, in words (empty if equal)."""
+    sizes_a, sizes_b = saved.get("sizes", {}), current.get("sizes", {})
+    words = {"users": "users", "items": "items", "train": "train ratings", "val": "val ratings",
+             "test": "test ratings"}
+    out = []
+    for key in ("users", "items", *PARTS, "rating_scale"):
+        if saved.get(key) == current.get(key):
+            continue
+        if key == "rating_scale":
+            out.append(f"rating scale {saved.get(key)} -> {current.get(key)}")
+        elif sizes_a.get(key) != sizes_b.get(key):
+            out.append(f"{sizes_a.get(key)} -> {sizes_b.get(key)} {words[key]}")
+        else:
+            out.append(f"the {words[key]} ids or values" if key in ("users", "items")
+                       else f"the {key} part's contents")
+    return out
+
+
+# ----------------------------------------------------------------------------- parts
+def _save_data(folder: Path, parts: dict[str, Any]) -> dict[str, Any]:
+    """Write the parts (and vocabularies with metadata) under ``folder``; returns the
+    ``data`` entry of run.json."""
+    folder.mkdir(parents=True, exist_ok=True)
+    train = parts["train"]
+    if isinstance(train, Ratings):
+        arrays = {f"{p}.{f}": getattr(parts[p], f) for p in PARTS for f in _RATING_FIELDS}
+        for side, vocab, info in (("users", train.users, train.user_info),
+                                  ("items", train.items, train.item_info)):
+            _save_parquet(folder / f"{side}.parquet", _vocab_frame(vocab, info))
+        meta = {"kind": "ratings", "name": train.name,
+                "rating_scale": [float(x) for x in train.rating_scale]}
+    else:
+        arrays = {f"{p}.{f}": getattr(parts[p], f) for p in PARTS for f in _PAIR_FIELDS}
+        meta = {"kind": "pairs"}
+    _save_npz(folder / "parts.npz", arrays)
+    return meta
+
+
+def _vocab_frame(vocab: Vocabulary, info: pd.DataFrame | None) -> pd.DataFrame:
+    frame = pd.DataFrame({"id": _storable_ids(vocab.ids)})
+    if info is not None:
+        extra = info.reset_index(drop=True)
+        extra = extra.drop(columns=[c for c in extra.columns if c == "id"])
+        if "genres" in extra:  # tuples -> lists: a Parquet list column
+            extra["genres"] = [list(g) if isinstance(g, (tuple, list)) else [] for g in extra["genres"]]
+        frame = pd.concat([frame, extra], axis=1)
+    return frame
+
+
+def _load_vocab(path: Path, kind: str) -> tuple[Vocabulary, pd.DataFrame | None]:
+    frame = pd.read_parquet(path)
+    ids = frame["id"].to_numpy()
+    ids = ids.astype(np.int64) if ids.dtype.kind in "iu" else np.asarray([str(x) for x in ids], object)
+    info = frame.drop(columns="id")
+    if "genres" in info:
+        info["genres"] = [tuple(str(x) for x in g) for g in info["genres"]]
+    return Vocabulary(ids, kind), (info if len(info.columns) else None)
+
+
+def _load_data(folder: Path, meta: dict[str, Any]) -> dict[str, Any]:
+    with np.load(folder / "parts.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    if meta["kind"] == "pairs":
+        return {p: PairData(*(arrays[f"{p}.{f}"] for f in _PAIR_FIELDS)) for p in PARTS}
+    users, user_info = _load_vocab(folder / "users.parquet", "user")
+    items, item_info = _load_vocab(folder / "items.parquet", "item")
+    return {p: Ratings(*(arrays[f"{p}.{f}"] for f in _RATING_FIELDS), users, items,
+                       item_info=item_info, user_info=user_info,
+                       rating_scale=tuple(meta["rating_scale"]), name=meta["name"])
+            for p in PARTS}
+
+
+# ----------------------------------------------------------------------------- lock
+class _Lock:
+    """An exclusive OS lock on ``RUN/.lock`` (``fcntl.flock``), naming its holder."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / ".lock"
+        self.file = None
+
+    def acquire(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise RunFolderError(f"{self.path.parent} is being trained by {holder}; wait for it "
+                                 f"to finish or use another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()} since "
+                f"{datetime.datetime.now().strftime('%Y-%m-%d %H:%M:%S')}")
+        f.flush()
+        self.file = f
+
+    def release(self) -> None:
+        if self.file is not None:
+            fcntl.flock(self.file, fcntl.LOCK_UN)
+            self.file.close()
+            self.file = None
+
+    @staticmethod
+    def holder(run_dir: Path) -> str | None:
+        """Who holds the lock now (None when nobody does)."""
+        path = run_dir / ".lock"
+        if not path.is_file():
+            return None
+        with open(path, "a+") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                f.seek(0)
+                return f.read().strip() or "another process"
+            fcntl.flock(f, fcntl.LOCK_UN)
+        return None
+
+
+# ----------------------------------------------------------------------------- writing
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RunFolderError(f"{path} is damaged or unreadable ({type(err).__name__}); "
+                             f"the run cannot be used") from None
+    if not isinstance(value, dict):
+        raise RunFolderError(f"{path} is damaged (not a JSON object)")
+    return value
+
+
+class RunWriter:
+    """Writes one run folder: lock, configuration, data, metrics, embeddings, status.
+
+    Used as a context manager around training: the lock is held until it exits.
+    With ``primary=False`` (the other processes of a multi-process run) nothing is
+    written or locked; process 0 does both.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, *, primary: bool = True) -> None:
+        self.path = Path(run_dir)
+        self.primary = primary
+        self._lock = _Lock(self.path)
+        self.records: list[dict[str, Any]] = []
+        self.status: dict[str, Any] = {}
+
+    def __enter__(self) -> "RunWriter":
+        if self.primary:
+            self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._lock.release()
+
+    # -- state of the folder
+    def saved(self) -> tuple[dict[str, Any], dict[str, Any]] | None:
+        """(run.json, config.json) of the run already in the folder, or None."""
+        if not (self.path / "run.json").is_file():
+            return None
+        status = _read_json(self.path / "run.json")
+        if status.get("format") != FORMAT:
+            raise RunFolderError(f"{self.path} holds a run of format {status.get('format')!r}, "
+                                 f"this recjax reads {FORMAT!r}; retrain it or use another --out")
+        return status, _read_json(self.path / "config.json")
+
+    def refuse_existing(self) -> None:
+        """A fresh run must not overwrite another: raise if the folder holds one."""
+        saved = self.saved() if (self.path / "run.json").is_file() else None
+        if saved is not None and saved[0].get("status") == "training":
+            raise RunFolderError(f"{self.path} holds an unfinished run: continue it with --resume, "
+                                 f"or delete the folder (or use another --out) to start afresh")
+        if saved is not None or (self.path / "checkpoints").exists():
+            raise RunFolderError(f"{self.path} already holds a run; use --resume to continue it "
+                                 f"or another --out")
+
+    # -- writing
+    def begin(self, config: dict[str, Any], parts: dict[str, Any], *, resume: bool,
+              dataset: str = "", split: str = "") -> None:
+        """Write config.json, the data and run.json (status ``training``); on resume keep
+        the metrics logged so far. ``dataset`` and ``split`` name the data in words
+        (default: the parts' own name, "given")."""
+        if not self.primary:
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.path / "config.json", json.dumps(config, indent=2) + "\n")
+        data = _save_data(self.path / "data", parts)
+        data["dataset"] = dataset or data.get("name", "token files")
+        data["split"] = split or "given"
+        data["fingerprint"] = fingerprint(parts)
+        if resume and (self.path / "metrics.jsonl").is_file():
+            self.records = [r for r in _read_metrics(self.path / "metrics.jsonl")
+                            if r.get("event") != "final"]
+        self.status = {"format": FORMAT, "status": "training", "recjax": _version(),
+                       "created": _now(), "data": data}
+        self._write_status()
+        self._write_metrics()
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Add one epoch's record (replacing an earlier record of the same phase and
+        epoch, from before a resume) and rewrite metrics.jsonl atomically."""
+        if not self.primary:
+            return
+        key = (record.get("phase"), record.get("epoch"))
+        self.records = [r for r in self.records if (r.get("phase"), r.get("epoch")) != key]
+        self.records.append(record)
+        self._write_metrics()
+
+    def finish(self, metrics: dict[str, Any], embeddings: Embeddings | None) -> None:
+        """The final metrics and the embeddings, then run.json with status ``finished``
+        and every file's sha256: the folder is complete."""
+        if not self.primary:
+            return
+        self.records.append({"event": "final", **metrics})
+        self._write_metrics()
+        if embeddings is not None:
+            _save_npz(self.path / "embeddings.npz", {
+                "user_ids": _storable_ids(embeddings.user_ids),
+                "user_embeddings": np.asarray(embeddings.users, np.float32),
+                "item_ids": _storable_ids(embeddings.item_ids),
+                "item_embeddings": np.asarray(embeddings.items, np.float32)})
+        files = ["config.json", "metrics.jsonl", "data/parts.npz"]
+        files += [f"data/{n}" for n in ("users.parquet", "items.parquet")
+                  if (self.path / "data" / n).is_file()]
+        files += ["embeddings.npz"] if embeddings is not None else []
+        self.status.update(status="finished", finished=_now(),
+                           files={name: _sha256(self.path / name) for name in files})
+        self._write_status()
+
+    def _write_status(self) -> None:
+        write_atomic(self.path / "run.json", json.dumps(self.status, indent=2) + "\n")
+
+    def _write_metrics(self) -> None:
+        write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
+
+
+def _read_metrics(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _version() -> str:
+    from recjax import __version__
+
+    return __version__
+
+
+# ----------------------------------------------------------------------------- reading
+@dataclass(eq=False)
+class Run:
+    """A finished run folder, opened and verified (:meth:`open`).
+
+    Attributes
+    ----------
+    path : Path
+    train_config : TrainConfig
+    model_config : the model family's config dataclass
+    splits : dict
+        ``train`` (the part the model was first fitted on), ``val`` and ``test``, as
+        stored in the folder: :class:`~recjax.data.Ratings` sharing one vocabulary, or
+        :class:`~recjax.data.PairData` for runs trained on Object2Vec token files.
+    user_embeddings : float32 [n_users, d]
+    item_embeddings : float32 [n_items, d]
+        Rows in vocabulary order (index ``i`` is raw id ``data.items.ids[i]``).
+    metrics : list of dict
+        ``metrics.jsonl``: one record per epoch, then the ``final`` one.
+    fingerprint : dict
+        :func:`fingerprint` of the data the run was trained on.
+    dataset, split : str
+        The data in words: ``ml-100k`` and ``ua``; a file's name and ``random``; or the
+        parts' name and ``given`` for parts passed to :func:`recjax.experiment.run`.
+    """
+
+    path: Path
+    train_config: Any
+    model_config: Any
+    splits: dict[str, Any]
+    user_embeddings: np.ndarray
+    item_embeddings: np.ndarray
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    dataset: str = ""
+    split: str = ""
+
+    # -- opening
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> "Run":
+        """Open a finished run folder, verifying every file against run.json's sha256.
+
+        Raises
+        ------
+        RunFolderError
+            Not a run folder; one being trained (locked) or interrupted (continue it
+            with ``--resume``); written by another recjax format; a file missing or
+            damaged.
+        """
+        from recjax.config import from_dict
+        from recjax.models import MODELS
+
+        path = Path(path)
+        if not path.is_dir():
+            raise RunFolderError(f"{path}: no such run folder")
+        if not (path / "run.json").is_file():
+            hint = (" (written by an older recjax: retrain it)" if (path / "config.json").is_file()
+                    else "")
+            raise RunFolderError(f"{path} is not a recjax run folder (no run.json){hint}")
+        status = _read_json(path / "run.json")
+        if status.get("format") != FORMAT:
+            raise RunFolderError(f"{path} is a run of format {status.get('format')!r}; this recjax "
+                                 f"reads {FORMAT!r}: retrain it")
+        if status.get("status") != "finished":
+            holder = _Lock.holder(path)
+            if holder is not None:
+                raise RunFolderError(f"{path} is still being trained by {holder}")
+            raise RunFolderError(f"{path} did not finish (interrupted); continue it with "
+                                 f"`recjax train --resume --out {path}` and the same settings")
+        files = status.get("files", {})
+        for name, digest in files.items():
+            file = path / name
+            if not file.is_file():
+                raise RunFolderError(f"{file} is missing; the run cannot be used")
+            if _sha256(file) != digest:
+                raise RunFolderError(f"{file} is damaged (it fails its sha256 check); the run "
+                                     f"cannot be used")
+        config = _read_json(path / "config.json")
+        try:
+            from recjax.config import TrainConfig
+
+            train_cfg = from_dict(TrainConfig, config["train"])
+            spec = MODELS[train_cfg.model]
+            model_cfg = from_dict(spec.config, config["model"])
+        except (KeyError, TypeError, ValueError) as err:
+            raise RunFolderError(f"{path}/config.json does not describe a run of this recjax "
+                                 f"({type(err).__name__}: {err})") from None
+        splits = _load_data(path / "data", status["data"])
+        users = items = np.zeros((0, 0), np.float32)
+        if "embeddings.npz" in files:
+            with np.load(path / "embeddings.npz", allow_pickle=False) as z:
+                users, items = z["user_embeddings"], z["item_embeddings"]
+        return cls(path, train_cfg, model_cfg, splits, np.ascontiguousarray(users, np.float32),
+                   np.ascontiguousarray(items, np.float32), _read_metrics(path / "metrics.jsonl"),
+                   status["data"]["fingerprint"], status["data"]["dataset"], status["data"]["split"])
+
+    # -- what the run holds
+    @property
+    def data(self) -> Ratings:
+        """The training part: vocabularies, ``item_info`` and ``user_info``."""
+        return self.splits["train"]
+
+    @property
+    def has_vocabulary(self) -> bool:
+        """Whether the run was trained on ratings with raw user / item ids (not on token files)."""
+        return isinstance(self.data, Ratings)
+
+    @property
+    def name(self) -> str:
+        """``model`` (``model-binary`` for the binary task)."""
+        cfg = self.train_config
+        return cfg.model + ("-binary" if cfg.task == "binary" else "")
+
+    @property
+    def refit(self) -> bool:
+        """Whether the model was refitted on train + validation (``--refit``)."""
+        return "refit_epochs" in self.final_metrics
+
+    @functools.cached_property
+    def item_titles(self) -> np.ndarray:
+        """Title of every item index (its raw id as text without metadata)."""
+        return np.asarray(self.data.item_titles(np.arange(self.data.n_items)), dtype=object)
+
+    @functools.cached_property
+    def item_genres(self) -> np.ndarray:
+        """Genres of every item index as ``"A-B-C"`` (the lab's format), '' if unknown."""
+        from recjax.explore import genres_text
+
+        info = self.data.item_info
+        if info is None or "genres" not in info:
+            return np.full(self.data.n_items, "", dtype=object)
+        return np.asarray([genres_text(g) for g in info["genres"]], dtype=object)
+
+    @functools.cached_property
+    def rated(self) -> sp.csr_matrix:
+        """Every rating the run's data holds (train, validation and test) as a user x
+        item pattern: what a user has already seen."""
+        return _pattern([self.splits[p] for p in PARTS], self.data.n_users, self.data.n_items)
+
+    @functools.cached_property
+    def final_metrics(self) -> dict[str, Any]:
+        """The ``final`` record of ``metrics.jsonl``."""
+        finals = [m for m in self.metrics if m.get("event") == "final"]
+        return finals[-1] if finals else {}
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        """Per-epoch records of the validated phase (refit epochs excluded)."""
+        by_epoch = {m["epoch"]: m for m in self.metrics if "epoch" in m and m.get("phase") != "refit"}
+        return [by_epoch[e] for e in sorted(by_epoch)]
+
+    def ranking_task(self) -> Any:
+        """The ranking protocol on this run's split: train = fit + validation parts."""
+        from recjax.ranking import RankingTask
+
+        self._need_vocabulary("ranking")
+        return RankingTask.from_ratings([self.splits["train"], self.splits["val"]], self.splits["test"])
+
+    def embeddings(self) -> Embeddings:
+        """Raw ids and vectors (``embeddings.npz``)."""
+        self._need_vocabulary("embeddings")
+        return Embeddings(self.data.users.ids, self.user_embeddings, self.data.items.ids,
+                          self.item_embeddings)
+
+    # -- the model
+    @functools.cache
+    def model(self) -> Any:
+        """The trained model whose test metrics the run reports: the best parameters
+        (``checkpoints/best``), or, for a ``--refit`` run, the refitted model
+        (``checkpoints/refit/best``, built on train + validation as it was trained).
+        The checkpoint is verified (manifest sha256, format, data fingerprint, table
+        sizes) before it is read.
+
+        Raises
+        ------
+        recjax.train.CheckpointError
+            A damaged, missing or foreign checkpoint.
+        """
+        from recjax.models import MODELS
+        from recjax.train.checkpoint import Checkpoints, param_shapes
+        from recjax.train.step import Model
+
+        spec = MODELS[self.train_config.model]
+        train, folder = self.splits["train"], self.path / "checkpoints"
+        if self.refit:
+            train, folder = train.concat(self.splits["val"]), folder / "refit"
+        model = Model.split(spec.build(self.model_config, train, self.train_config))
+        expect = {"param_shapes": param_shapes(model.params),
+                  "data_fingerprint": fingerprint_digest(self.fingerprint)}
+        params, _ = Checkpoints(folder).restore_best(model.params, expect)
+        return model.bind(params)
+
+    def module(self) -> Any:
+        """The trained model (:meth:`model`)."""
+        return self.model()
+
+    def rating_predictions(self, part: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        """(predictions, labels), float64 [n] each, for every example of a split part:
+        predicted ratings (regression) or logits of the positive class (binary), as the
+        run's own metrics score them.
+
+        Raises
+        ------
+        RunFolderError
+            The model predicts no per-rating values (softmax, Mult-DAE).
+        """
+        from recjax.models import MODELS
+
+        spec = MODELS[self.train_config.model]
+        if spec.prepare is not None:
+            raise RunFolderError(f"{self.path}: a {self.train_config.model} model scores items "
+                                 f"for users, not single ratings")
+        inputs = spec.inputs(self.splits[part], self.train_config)
+        return module_predictions(self.model(), inputs), np.asarray(inputs["label"], np.float64)
+
+    @functools.cache
+    def scorer(self, measure: str = "dot") -> Any:
+        """How this run ranks items for its users (built once per measure).
+
+        ``dot``: the model's own ranking (MF: ``[U_u, 1] . [V_i, b_i]``, the item bias
+        included; bag models: their user tower over the train + validation movies; any
+        other model is scored by its full network over all items); ``cosine`` / ``l2``:
+        the raw embeddings of ``embeddings.npz``.
+        """
+        from recjax.explore import check_measure, module_scorer
+        from recjax.ranking import EmbeddingScorer
+
+        check_measure(measure)
+        self._need_vocabulary("ranking")
+        if measure != "dot":
+            return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
+        return module_scorer(self.model(), self.train_config, self.model_config, self.splits)
+
+    # -- queries: raw ids in, raw ids out
+    def recommend(self, users: Any = None, N: int = 10, *, filter_already_liked_items: bool = True,
+                  items: Any = None, new_user_items: Any = None,
+                  new_user_ratings: Any = None) -> TopK:
+        """The top ``N`` items for raw user ids, or for a new user (fold-in).
+
+        Parameters
+        ----------
+        users : raw id or array of raw ids [n]
+            Users of the training data. Omit it when giving ``new_user_items``.
+        N : int
+            Items per user (at most the number of candidates).
+        filter_already_liked_items : bool
+            Leave out the items the user rated anywhere in the run's data (train,
+            validation, test), or the new user's own items.
+        items : array of raw item ids, optional
+            Rank only these candidates.
+        new_user_items : array of raw item ids, optional
+            A user who was not in the training data, given by the items they
+            interacted with; folded in without retraining (see :meth:`fold_in`).
+        new_user_ratings : array of float, optional
+            Their ratings of ``new_user_items`` (needed by rating models).
+
+        Returns
+        -------
+        TopK
+            ``ids`` raw item ids and ``scores`` (higher is better), best first; shape
+            [N] for a scalar user or a new user, [n, N] for an array of users. A user
+            with fewer than ``N`` candidates left gets score ``-inf`` in the places
+            that could not be filled (their ids are the first candidates', meaningless).
+
+        Raises
+        ------
+        ValueError
+            Unknown raw ids (:class:`recjax.data.UnknownIdError`), ``N`` not a positive
+            integer, both or neither of ``users`` and ``new_user_items``, a model family
+            that cannot fold in a user.
+        """
+
+        self._need_vocabulary("recommend")
+        n = _check_count(N, "N")
+        if (users is None) == (new_user_items is None):
+            raise ValueError("give exactly one of users and new_user_items")
+        candidates = None if items is None else np.unique(self._index("item", np.asarray(items).ravel()))
+        if new_user_items is not None:
+            user_vector, item_vectors, own = self.fold_in(new_user_items, new_user_ratings)
+            scores = (item_vectors @ user_vector)[None, :]
+            exclude = sp.csr_matrix((np.ones(len(own)), (np.zeros(len(own), int), own)),
+                                    shape=(1, self.data.n_items)) if filter_already_liked_items else None
+            top = self._top(scores, n, exclude, candidates)
+            return TopK(self.data.items.ids[top.ids[0]], top.scores[0])
+        raw = np.asarray(users)
+        index = self._index("user", raw.ravel()).astype(np.int64)
+        exclude = self.rated if filter_already_liked_items else None
+        if candidates is None:
+            k = min(n, self.data.n_items)
+            top = self.scorer("dot").topk(index, k, exclude)
+        else:
+            scores = self.scorer("dot").scores(index)
+            top = self._top(scores, n, exclude[index] if exclude is not None else None, candidates)
+        ids, scores = self._raw_top(top)
+        return TopK(ids[0], scores[0]) if raw.ndim == 0 else TopK(ids, scores)
+
+    def similar_items(self, items: Any, N: int = 10, *, measure: str = "cosine") -> TopK:
+        """The ``N`` items nearest to each raw item id in the item embedding space
+        (the item itself left out).
+
+        Returns
+        -------
+        TopK
+            Raw item ids and similarities (dot, cosine; minus the squared distance for
+            ``l2``), shape [N] for a scalar item, [n, N] for an array.
+        """
+        from recjax.explore import check_measure
+        from recjax.retrieval import topk
+
+        check_measure(measure)
+        self._need_vocabulary("similar_items")
+        n = _check_count(N, "N")
+        raw = np.asarray(items)
+        index = self._index("item", raw.ravel()).astype(np.int64)
+        k = min(n, self.data.n_items - 1)
+        if k < 1:
+            raise ValueError("the catalogue has a single item: it has no similar items")
+        self_only = sp.csr_matrix((np.ones(len(index)), (np.arange(len(index)), index)),
+                                  shape=(len(index), self.data.n_items))
+        top = topk(self.item_embeddings[index], self.item_embeddings, k, metric=measure,
+                   exclude=self_only)
+        ids, scores = self._raw_top(top)
+        return TopK(ids[0], scores[0]) if raw.ndim == 0 else TopK(ids, scores)
+
+    def predict(self, users: Any, items: Any, *, clip: bool = True) -> np.ndarray:
+        """Predictions for (user, item) pairs of raw ids, float64 with the inputs'
+        broadcast shape: ratings for regression runs (clipped to the rating scale
+        unless ``clip=False``), probabilities of the positive class for binary runs.
+
+        Raises
+        ------
+        ValueError
+            Unknown ids; a model that scores items for users rather than pairs
+            (softmax, Mult-DAE: use :meth:`recommend`).
+        """
+        from recjax.models import MODELS
+
+        self._need_vocabulary("predict")
+        spec = MODELS[self.train_config.model]
+        if spec.prepare is not None:
+            raise ValueError(f"a {self.train_config.model} run scores items for users, not "
+                             f"(user, item) pairs; use recommend")
+        u, i = np.broadcast_arrays(np.asarray(users), np.asarray(items))
+        user, item = self._index("user", u.ravel()), self._index("item", i.ravel())
+        part = dataclasses.replace(self.data, user=user, item=item,
+                                   rating=np.zeros(len(user), np.float32),
+                                   timestamp=np.zeros(len(user), np.int64))
+        out = module_predictions(self.model(), spec.inputs(part, self.train_config)) if len(user) else \
+            np.zeros(0)
+        if self.train_config.task == "binary":
+            out = 1.0 / (1.0 + np.exp(-out))
+        elif clip:
+            out = np.clip(out, *self.data.rating_scale)
+        return out.reshape(u.shape)
+
+    def fold_in(self, items: Any, ratings: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A user vector for a user not seen in training, from their items (and ratings),
+        without retraining.
+
+        * MF, regression: the user's factors and bias by ridge regression against the
+          frozen item table and biases (the closed-form minimiser of the training
+          objective for this user: squared error plus ``l2`` per rating); needs
+          ``ratings``.
+        * MF, binary: L2-regularised logistic regression (Newton steps) of the user's
+          positive items against every other item as a sampled negative would weigh it
+          (``num_negatives`` per positive, uniform); ``ratings`` above the binary
+          threshold count as positives when given.
+        * softmax and Mult-DAE: the model's user tower over the bag of items.
+        * pair and dnn: cannot (their users are tokens learned in training): a
+          ``ValueError`` says so.
+
+        Returns
+        -------
+        (user vector [d'], item vectors [n_items, d'], the items' indices [m]): the
+        user's scores are ``item_vectors @ user_vector``.
+        """
+        self._need_vocabulary("fold-in")
+        raw = np.asarray(items).ravel()
+        if raw.size == 0:
+            raise ValueError("new_user_items is empty: give at least one item")
+        index = self._index("item", raw)
+        if len(np.unique(index)) != len(index):
+            raise ValueError("new_user_items lists an item twice")
+        rating = None
+        if ratings is not None:
+            rating = np.asarray(ratings, np.float64).ravel()
+            if rating.shape != index.shape:
+                raise ValueError(f"new_user_ratings has {rating.size} values for {index.size} items")
+            if not np.isfinite(rating).all():
+                raise ValueError("new_user_ratings holds NaN or infinite values")
+            low, high = self.data.rating_scale
+            if rating.min() < low or rating.max() > high:
+                raise ValueError(f"new_user_ratings must lie in the rating scale [{low:g}, {high:g}]")
+        family = self.train_config.model
+        module = self.model()
+        if family == "mf":
+            from recjax.ranking import mf_ranking_vectors
+
+            _, item_vectors = mf_ranking_vectors(module)
+            q = np.asarray(module.item_embedding[...], np.float64)
+            b = (np.asarray(module.item_bias[...], np.float64) if module.item_bias is not None
+                 else np.zeros(len(q)))
+            if self.train_config.task == "regression":
+                if rating is None:
+                    raise ValueError("an MF rating run folds in a user from their ratings: pass "
+                                     "new_user_ratings")
+                p = _ridge_fold_in(q[index], rating - module.offset - b[index],
+                                   self.model_config.l2 * len(index), module.user_bias is not None)
+            else:
+                labels = (np.ones(len(index)) if rating is None
+                          else (rating > self.train_config.binary_threshold).astype(float))
+                p = _logistic_fold_in(q, b, index, labels, self.model_config.l2 * len(index),
+                                      self.model_config.num_negatives)
+            return np.append(p, 1.0).astype(np.float32), item_vectors, index
+        if family in ("softmax", "dae"):
+            from recjax.data.jsonlines import PAD
+
+            bag = np.full((1, max(len(index), 1)), PAD, np.int32)
+            bag[0, : len(index)] = index
+            users, item_vectors = module.embeddings({"bag": bag})
+            return np.asarray(users[0], np.float32), np.asarray(item_vectors, np.float32), index
+        raise ValueError(f"a {family} run cannot fold in a new user: its users are tokens learned "
+                         f"in training (retrain with the user's data, or use mf, softmax or dae)")
+
+    def evaluate(self, test: Ratings | None = None, k: int = 10, *,
+                 baselines: bool = False) -> dict[str, float]:
+        """Rating and ranking metrics of the run on its own test part, or on ``test``.
+
+        ``test`` (raw ids resolved through this run's vocabulary; an id the run does not
+        know is an error) is ranked against everything not in the run's train +
+        validation parts. Returns the run's row (see
+        :func:`recjax.explore.evaluate_runs`); ``baselines=True`` returns the whole
+        table ``{name: metrics}`` instead.
+        """
+        from recjax.explore import evaluate_runs
+
+        self._need_vocabulary("evaluate")
+        run = self if test is None else self._with_test(test)
+        table = evaluate_runs([run], k, baselines=baselines)
+        return table if baselines else next(iter(table.values()))
+
+    # -- helpers
+    def _with_test(self, test: Ratings) -> "Run":
+        if not isinstance(test, Ratings):
+            raise TypeError(f"test must be a recjax.data.Ratings, got {type(test).__name__}")
+        user = self._index("user", test.users.ids[test.user])
+        item = self._index("item", test.items.ids[test.item])
+        part = dataclasses.replace(self.data, user=user, item=item,
+                                   rating=np.asarray(test.rating, np.float32),
+                                   timestamp=np.asarray(test.timestamp, np.int64))
+        other = dataclasses.replace(self, splits={**self.splits, "test": part})
+        other.final_metrics = _rating_metrics_of(other, part)
+        return other
+
+    def _index(self, side: str, raw: np.ndarray) -> np.ndarray:
+        vocab = self.data.users if side == "user" else self.data.items
+        raw = np.asarray(raw)
+        if raw.dtype.kind in "OUS" and vocab.ids.dtype.kind in "iu" and raw.size:
+            try:
+                raw = raw.astype(np.int64)
+            except (TypeError, ValueError):
+                raise UnknownIdError(f"unknown {side} id(s): {', '.join(map(str, raw.ravel()[:5]))} "
+                                     f"(the run's {side} ids are integers)") from None
+        return vocab.index(raw)
+
+    def _raw_top(self, top: TopK) -> tuple[np.ndarray, np.ndarray]:
+        valid = top.ids >= 0
+        ids = self.data.items.ids[np.where(valid, top.ids, 0)]
+        scores = np.where(valid, top.scores, -np.inf)
+        return ids, scores
+
+    def _top(self, scores: np.ndarray, n: int, exclude: sp.csr_matrix | None,
+             candidates: np.ndarray | None) -> TopK:
+        """Top-n of dense scores [u, n_items], excluded and non-candidate items left out."""
+        from recjax.ranking import topk_from_scores
+
+        scores = np.array(scores, np.float64)
+        if candidates is not None:
+            keep = np.zeros(scores.shape[1], bool)
+            keep[candidates] = True
+            scores[:, ~keep] = -np.inf
+        if exclude is not None:
+            scores[exclude.nonzero()] = -np.inf
+        top = topk_from_scores(scores, min(n, scores.shape[1]))
+        ids = np.where(np.isfinite(top.scores), top.ids, -1)
+        return TopK(ids, top.scores)
+
+    def _need_vocabulary(self, what: str) -> None:
+        if not self.has_vocabulary:
+            raise ValueError(f"{self.path} was trained on Object2Vec token files, which have no "
+                             f"user or item ids: {what} is not available (use predict)")
+
+
+def fingerprint_digest(fp: dict[str, Any]) -> str:
+    """One sha256 over a :func:`fingerprint` (what checkpoints record)."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def _pattern(parts: Sequence[Ratings], n_users: int, n_items: int) -> sp.csr_matrix:
+    user = np.concatenate([p.user for p in parts])
+    item = np.concatenate([p.item for p in parts])
+    m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)), shape=(n_users, n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    return m
+
+
+def _check_count(n: Any, name: str) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"{name} must be a positive integer, got {n!r}")
+    return int(n)
+
+
+def _ridge_fold_in(q: np.ndarray, y: np.ndarray, lam: float, bias: bool) -> np.ndarray:
+    """argmin_p ||y - Q p||^2 + lam ||p||^2 (the user bias as a last column of ones,
+    regularised like the factors, as MF's ``l2`` does); returns the factors."""
+    x = np.hstack([q, np.ones((len(q), 1))]) if bias else q
+    gram = x.T @ x + max(lam, 1e-9) * np.eye(x.shape[1])
+    p = np.linalg.solve(gram, x.T @ y)
+    return p[: q.shape[1]]
+
+
+def _logistic_fold_in(q: np.ndarray, b: np.ndarray, index: np.ndarray, labels: np.ndarray,
+                      lam: float, negatives: int, steps: int = 25) -> np.ndarray:
+    """L2-regularised logistic regression of the user's labels over their items, plus
+    every item as an expected uniform negative (``negatives`` per rated item); Newton."""
+    n_items, d = q.shape
+    x = np.vstack([q[index], q]) if negatives else q[index]
+    offset = np.concatenate([b[index], b]) if negatives else b[index]
+    y = np.concatenate([labels, np.zeros(n_items)]) if negatives else labels
+    w = (np.concatenate([np.ones(len(index)), np.full(n_items, negatives * len(index) / n_items)])
+         if negatives else np.ones(len(index)))
+    p = np.zeros(d)
+    lam = max(lam, 1e-6)
+    for _ in range(steps):
+        prob = 1.0 / (1.0 + np.exp(-(x @ p + offset)))
+        grad = x.T @ (w * (prob - y)) + 2 * lam * p
+        hess = (x * (w * prob * (1 - prob))[:, None]).T @ x + 2 * lam * np.eye(d)
+        step = np.linalg.solve(hess, grad)
+        p -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return p
+
+
+@functools.lru_cache(maxsize=8)
+def _predictor(module: Any) -> tuple[Any, Any]:
+    """(split model, compiled predict) of a module, made once per module."""
+    from recjax.train.step import Model, make_predict
+
+    model = Model.split(module)
+    return model, make_predict(model)
+
+
+def module_predictions(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The module's predictions float64 [n] for a model family's ``inputs`` arrays."""
+    import jax.numpy as jnp
+
+    model, predict = _predictor(module)
+    arrays = {k: jnp.asarray(v) for k, v in inputs.items()}
+    return np.asarray(predict(model.params, arrays), np.float64)
+
+
+def _rating_metrics_of(run: Run, test: Ratings) -> dict[str, float]:
+    """The ``test_*`` rating metrics of ``run``'s model on ``test`` (what the final
+    record holds for the run's own test part)."""
+    from recjax.evaluation import binary_metrics, rating_metrics
+    from recjax.models import MODELS
+
+    spec = MODELS[run.train_config.model]
+    if spec.prepare is not None:
+        return {}
+    inputs = spec.inputs(test, run.train_config)
+    score = rating_metrics if run.train_config.task == "regression" else binary_metrics
+    return score(module_predictions(run.model(), inputs), np.asarray(inputs["label"], np.float64), "test_")
