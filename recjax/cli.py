@@ -446,10 +446,74 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     pr.set_defaults(func=_predict)
 
 
+# ----------------------------------------------------------------------------- serve
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from recjax.serve import serve  # starlette and uvicorn, or the hint below
+    except ImportError as err:
+        raise CommandError(f"serve needs the serve extra: pip install 'recjax[serve]' ({err})") from None
+    serve(args.run, host=args.host, port=args.port, workers=args.workers,
+          batch_window_ms=args.batch_window_ms, max_batch=args.max_batch,
+          max_body_bytes=args.max_body_bytes, max_instances=args.max_instances)
+    return 0
+
+
+def _window_ms(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected milliseconds in [0, 1000], got {text!r}") from None
+    if not 0.0 <= value <= 1000.0:
+        raise argparse.ArgumentTypeError(f"expected milliseconds in [0, 1000], got {text!r}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port in 0..65535, got {value}")
+    return value
+
+
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    from recjax.serve import DEFAULTS as D  # plain values: imports neither starlette nor uvicorn
+
+    sv = sub.add_parser(
+        "serve", help="serve runs over HTTP: SageMaker's /ping and /invocations, /recommend, "
+                      "/similar, /predict (needs the serve extra)",
+        description="Serve trained runs over HTTP (Starlette on uvicorn). Each run answers under "
+                    "/models/NAME/ (NAME = its folder's name); the first also at /invocations, "
+                    "/recommend, /similar and /predict. GET /ping answers 200 once every run is "
+                    "loaded and warm. Concurrent requests are batched into one model call. "
+                    "SIGTERM finishes the requests in flight, then exits. See README, Serving.")
+    sv.add_argument("run", nargs="+", help="run folder(s)")
+    sv.add_argument("--host", default=D["host"],
+                    help=f"address to listen on (default {D['host']}; 0.0.0.0 in a container)")
+    sv.add_argument("--port", type=_port, default=D["port"],
+                    help=f"port (default {D['port']}, SageMaker's; 0 = any free port)")
+    sv.add_argument("--workers", type=_positive, default=D["workers"],
+                    help=f"server processes, each with its own copy of the models (default {D['workers']})")
+    sv.add_argument("--batch-window-ms", type=_window_ms, default=D["batch_window_ms"],
+                    help=f"how long a request waits for others to share its model call "
+                         f"(default {D['batch_window_ms']:g})")
+    sv.add_argument("--max-batch", type=_positive, default=D["max_batch"],
+                    help=f"rows (users, items, pairs) in one model call (default {D['max_batch']}; "
+                         f"1 with --batch-window-ms 0 turns batching off)")
+    sv.add_argument("--max-body-bytes", type=_positive, default=D["max_body_bytes"],
+                    help=f"larger request bodies get 413 (default {D['max_body_bytes']}, SageMaker's 6 MB)")
+    sv.add_argument("--max-instances", type=_positive, default=D["max_instances"],
+                    help=f"users, items, pairs or instances per request (default {D['max_instances']})")
+    sv.set_defaults(func=_serve)
+
+
 # ----------------------------------------------------------------------------- main
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train, _add_data, _add_evaluate, _add_recommend, _add_neighbors, _add_plot]
 COMMANDS.append(_add_predict)
+COMMANDS.append(_add_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
