@@ -39,10 +39,10 @@ import scipy.sparse as sp
 from recjax.ranking import as_scorer, batched_topk
 from recjax.retrieval import TopK
 
-__all__ = ["BlendScorer", "blend", "standardise_rows", "average_predictions"]
+__all__ = ["BlendScorer", "blend", "average_predictions"]
 
 
-def standardise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+def _standardise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
     """Each row's scores minus the mean over its candidates, over their standard deviation.
 
     Parameters
@@ -122,7 +122,7 @@ class BlendScorer:
                 if not np.isfinite(raw).all():
                     raise ValueError(f"a {type(scorer).__name__} in the blend gave NaN or infinite "
                                      f"scores")
-                total += weight * standardise_rows(raw, candidates)
+                total += weight * _standardise_rows(raw, candidates)
         return total
 
     def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:

@@ -47,7 +47,7 @@ from scipy.stats import pearsonr, rankdata, spearmanr
 
 __all__ = [
     "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
-    "RANKING_METRICS", "hits", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
+    "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
     "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
     "norm_popularity_correlation",
 ]

@@ -35,10 +35,10 @@ from matplotlib.figure import Figure
 from recjax.evaluation import norm_popularity_correlation
 
 __all__ = ["learning_curves", "norm_vs_ratings", "projection", "rating_histograms", "plot_run",
-           "primary_genres", "tsne_available", "save_png"]
+           "save_png"]
 
 
-def tsne_available() -> bool:
+def _tsne_available() -> bool:
     """True when scikit-learn (for t-SNE) can be imported."""
     try:
         import sklearn.manifold  # noqa: F401
@@ -143,7 +143,7 @@ def norm_vs_ratings(item_embeddings: np.ndarray, item_counts: np.ndarray, titles
     return fig
 
 
-def primary_genres(genres: Sequence[Any]) -> np.ndarray:
+def _primary_genres(genres: Sequence[Any]) -> np.ndarray:
     """One genre per item for colouring: its rarest genre (the most specific one).
 
     ``genres`` holds one tuple (or "A|B" string) per item; items without one get
@@ -181,7 +181,8 @@ def projection(item_embeddings: np.ndarray, genres: Sequence[Any], method: str =
     ----------
     item_embeddings : float array [n_items, d]
     genres : sequence, length n_items
-        Each item's genres (see :func:`primary_genres`).
+        Each item's genres (a tuple, or an "A|B" string); an item takes the colour of
+        its rarest genre, the most specific one.
     method : {"pca", "tsne"}
         ``tsne`` needs scikit-learn (cosine metric, as in the Google lab).
     mask : bool array [n_items], optional
@@ -190,7 +191,7 @@ def projection(item_embeddings: np.ndarray, genres: Sequence[Any], method: str =
     emb = np.asarray(item_embeddings, np.float64)
     if emb.ndim != 2 or len(genres) != emb.shape[0]:
         raise ValueError(f"item_embeddings {emb.shape} and genres ({len(genres)}) disagree")
-    labels = primary_genres(genres)
+    labels = _primary_genres(genres)
     if mask is not None:
         emb, labels = emb[mask], labels[mask]
     if len(emb) < 3:
@@ -264,8 +265,8 @@ def plot_run(run: Any, out: str | Path, *, tsne: bool | None = None, label: int 
                                                  n_label=label)
     figures["embeddings_pca"] = projection(run.item_embeddings, genres, "pca", mask=counts > 0,
                                            title=f"{name}: item embeddings, PCA")
-    if tsne or (tsne is None and tsne_available()):
-        if not tsne_available():
+    if tsne or (tsne is None and _tsne_available()):
+        if not _tsne_available():
             raise ImportError("t-SNE needs scikit-learn: pip install 'recjax[plot]'")
         figures["embeddings_tsne"] = projection(run.item_embeddings, genres, "tsne", mask=counts > 0,
                                                 title=f"{name}: item embeddings, t-SNE (cosine)")

@@ -43,7 +43,7 @@ from recjax.data.jsonlines import PairData
 from recjax.data.movielens import MalformedFileError
 from recjax.train.step import Model, make_predict
 
-__all__ = ["Trained", "load_trained", "predict_pairs", "embed", "respond", "read_requests", "PAIR_MODELS"]
+__all__ = ["Trained", "load_trained", "predict_pairs", "embed", "respond", "read_requests"]
 
 PAIR_MODELS = ("pair", "mf", "dnn")
 

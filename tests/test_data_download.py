@@ -39,7 +39,7 @@ def private_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.delenv("RECJAX_DATA", raising=False)
     # a download that forgets its url= would go to a closed local port, never the internet
-    monkeypatch.setattr(dl, "GROUPLENS_URL", f"http://127.0.0.1:{closed_port()}/datasets")
+    monkeypatch.setattr(dl, "_GROUPLENS_URL", f"http://127.0.0.1:{closed_port()}/datasets")
     return cache
 
 
@@ -165,7 +165,7 @@ def test_registry():
     assert sorted(dl.DATASETS) == ["ml-100k", "ml-1m", "ml-20m", "ml-25m", "ml-latest-small"]
     assert dl.DATASETS["ml-100k"].md5 == "0e33842e24a9c977be4e0107933c0723"
     assert dl.DATASETS["ml-latest-small"].md5 is None  # checked against the .md5 sidecar
-    assert dl.GROUPLENS_URL.startswith("http://127.0.0.1:")  # patched by the fixture
+    assert dl._GROUPLENS_URL.startswith("http://127.0.0.1:")  # patched by the fixture
     assert DatasetSpec("ml-1m", "ratings.dat", None).url.endswith("/ml-1m.zip")
 
 

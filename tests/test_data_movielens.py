@@ -466,16 +466,16 @@ def test_malformed_ml1m_movies_dat(ml1m_dir):
     ("ml-1m", "1::1::5::978300760\r\n2::3::4::978300761\r\n"),
 ])
 def test_crlf_ratings_tolerated(tmp_path, name, text):
-    from recjax.data.movielens import read_ratings
+    from recjax.data.movielens import _read_ratings
 
     path = tmp_path / "ratings"
     path.write_bytes(text.encode())
-    frame = read_ratings(path, sep="\t" if name == "ml-100k" else "::", header=False)
+    frame = _read_ratings(path, sep="\t" if name == "ml-100k" else "::", header=False)
     assert frame["timestamp"].tolist()[1] in (881250950, 978300761)
     assert frame["rating"].tolist() == [5.0, 4.0] and frame["item_id"].tolist() == [1, 3]
     path.write_bytes(text.encode() + text.split("\r\n")[0].replace("5", "9", 1).encode() + b"\r\n")
     with pytest.raises(MalformedFileError, match=rf"{path}:3: "):
-        read_ratings(path, sep="\t" if name == "ml-100k" else "::", header=False)
+        _read_ratings(path, sep="\t" if name == "ml-100k" else "::", header=False)
 
 
 # ----------------------------------------------------------------------------- empty files

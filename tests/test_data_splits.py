@@ -17,7 +17,6 @@ from recjax.data import (
     Splits,
     Vocabulary,
     carve_validation,
-    check_shared_vocabulary,
     holdout_split,
     kfold,
     per_user_split,
@@ -26,6 +25,7 @@ from recjax.data import (
     synthetic_ratings,
     temporal_split,
 )
+from recjax.data.splits import check_shared_vocabulary
 
 
 def pairs(data: Ratings) -> set[tuple[int, int]]:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recjax.ensemble import BlendScorer, blend, standardise_rows
+from recjax.ensemble import BlendScorer, _standardise_rows, blend
 from recjax.models.baselines import EASE
 from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, evaluate_ranking
 from recjax.retrieval import topk
@@ -22,11 +22,11 @@ def random_exclusions(rng, n_users: int, n_items: int, density: float) -> sp.csr
 def test_standardise_rows_by_hand():
     scores = np.array([[1.0, 2.0, 3.0, 100.0], [5.0, 5.0, 5.0, 5.0]])
     candidates = np.array([[True, True, True, False], [True, True, True, True]])
-    z = standardise_rows(scores, candidates)
+    z = _standardise_rows(scores, candidates)
     # row 0: mean 2, population std sqrt(2/3) over the three candidates; 100 is ignored
     np.testing.assert_allclose(z[0], [-np.sqrt(1.5), 0.0, np.sqrt(1.5), 0.0])
     np.testing.assert_array_equal(z[1], 0.0)  # constant row: no preference
-    assert not np.isnan(standardise_rows(scores, np.zeros_like(candidates))).any()
+    assert not np.isnan(_standardise_rows(scores, np.zeros_like(candidates))).any()
 
 
 def test_embedding_scores_match_the_kernel():

@@ -9,13 +9,13 @@ pytest.importorskip("matplotlib")
 
 from _tiny_run import tiny_run  # noqa: E402
 from recjax.plots import (  # noqa: E402
+    _primary_genres,
+    _tsne_available,
     learning_curves,
     norm_vs_ratings,
     plot_run,
-    primary_genres,
     projection,
     rating_histograms,
-    tsne_available,
 )
 
 HISTORY = [
@@ -56,12 +56,12 @@ def test_norm_vs_ratings_labels_outliers():
 
 def test_primary_genres_prefers_the_rarest():
     genres = [("Comedy", "Drama"), ("Drama",), ("Drama", "War"), (), "Comedy|Drama"]
-    assert primary_genres(genres).tolist() == ["Comedy", "Drama", "War", "unknown", "Comedy"]
+    assert _primary_genres(genres).tolist() == ["Comedy", "Drama", "War", "unknown", "Comedy"]
 
 
 @pytest.mark.parametrize("method", ["pca", "tsne"])
 def test_projection_colours_by_genre(method):
-    if method == "tsne" and not tsne_available():
+    if method == "tsne" and not _tsne_available():
         pytest.skip("scikit-learn is not installed")
     rng = np.random.default_rng(0)
     centres = np.array([[5.0, 0, 0], [0, 5.0, 0]])

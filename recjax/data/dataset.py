@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["Vocabulary", "Ratings", "UnknownIdError", "factorize"]
+__all__ = ["Vocabulary", "Ratings", "UnknownIdError"]
 
 # Integer ids in [0, _TABLE_SLACK * n + 2**16) are indexed through a lookup table.
 _TABLE_SLACK = 4

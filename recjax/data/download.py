@@ -44,10 +44,9 @@ __all__ = [
     "cache_dir",
     "resolve",
     "download",
-    "GROUPLENS_URL",
 ]
 
-GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
+_GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens"
 
 
 @dataclass(frozen=True)
@@ -71,7 +70,7 @@ class DatasetSpec:
 
     @property
     def url(self) -> str:
-        return f"{GROUPLENS_URL}/{self.name}.zip"
+        return f"{_GROUPLENS_URL}/{self.name}.zip"
 
 
 DATASETS: dict[str, DatasetSpec] = {

@@ -58,10 +58,10 @@ import pandas as pd
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.movielens import MalformedFileError
 
-__all__ = ["DUPLICATE_RULES", "PARQUET_SUFFIXES", "ratings_from_pandas", "read_ratings"]
+__all__ = ["DUPLICATE_RULES", "ratings_from_pandas", "read_ratings"]
 
 DUPLICATE_RULES = ("error", "last", "mean")
-PARQUET_SUFFIXES = (".parquet", ".pq")
+_PARQUET_SUFFIXES = (".parquet", ".pq")
 _COMPRESSION = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 # Cells read as missing in a CSV's rating and timestamp columns (ids: only empty cells,
 # so an item called "NA" stays an item).
@@ -768,7 +768,7 @@ def read_ratings(
         raise ValueError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a ratings file")
-    if path.suffix.lower() in PARQUET_SUFFIXES:
+    if path.suffix.lower() in _PARQUET_SUFFIXES:
         frame, where = _read_parquet(path, names)
     else:
         frame, where = _read_csv(path, names, sep)

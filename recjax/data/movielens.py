@@ -33,15 +33,13 @@ from recjax.data.download import resolve, spec
 
 __all__ = [
     "load_movielens",
-    "read_ratings",
     "read_split",
     "genre_matrix",
     "MalformedFileError",
-    "RATING_SCALES",
 ]
 
 # (min, max) rating of each release; ml-latest* use half stars from 0.5.
-RATING_SCALES = {
+_RATING_SCALES = {
     "ml-100k": (1.0, 5.0),
     "ml-1m": (1.0, 5.0),
     "ml-latest-small": (0.5, 5.0),
@@ -121,7 +119,7 @@ def _parse_ratings(path: Path, sep: str, skip: int, encoding: str, id_dtype: typ
         )
 
 
-def read_ratings(
+def _read_ratings(
     path: str | os.PathLike,
     *,
     sep: str,
@@ -394,8 +392,8 @@ def load_movielens(
     path = folder / ratings_file
     if duplicates not in ("last", "error"):
         raise ValueError(f"duplicates must be 'last' or 'error', not {duplicates!r}")
-    frame = read_ratings(path, sep=sep, header=header, scale=RATING_SCALES[name], encoding=encoding,
-                         compact_ids=True)
+    frame = _read_ratings(path, sep=sep, header=header, scale=_RATING_SCALES[name],
+                          encoding=encoding, compact_ids=True)
     user_ids, user = factorize(frame["user_id"].to_numpy())
     item_ids, item = factorize(frame["item_id"].to_numpy())
     if not _strictly_increasing(user, item):  # MovieLens files sorted by (user, item) skip this
@@ -413,7 +411,7 @@ def load_movielens(
         items=items,
         item_info=_align(_read_metadata(folder, read_items), "item_id", items),
         user_info=_align(_read_metadata(folder, read_users), "user_id", users),
-        rating_scale=RATING_SCALES[name],
+        rating_scale=_RATING_SCALES[name],
         name=name,
     )
 
@@ -427,7 +425,8 @@ def read_split(dataset: Ratings, path: str | os.PathLike) -> Ratings:
         On a malformed row, or a user or movie the dataset does not know.
     """
     path = Path(path)
-    frame = read_ratings(path, sep="\t", header=False, scale=dataset.rating_scale, encoding="latin-1")
+    frame = _read_ratings(path, sep="\t", header=False, scale=dataset.rating_scale,
+                          encoding="latin-1")
     known = dataset.users.contains(frame["user_id"]) & dataset.items.contains(frame["item_id"])
     if not known.all():
         line = int(np.flatnonzero(~known)[0]) + 1

@@ -47,13 +47,11 @@ __all__ = [
     "SPLIT_METHODS",
     "split_ratings",
     "carve_validation",
-    "check_shared_vocabulary",
     "predefined_split",
     "holdout_split",
     "per_user_split",
     "temporal_split",
     "kfold",
-    "apply_cold_policy",
 ]
 
 PREDEFINED_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
@@ -77,7 +75,7 @@ class Split(NamedTuple):
     n_cold: int
 
 
-def cold_mask(train: Ratings, test: Ratings) -> np.ndarray:
+def _cold_mask(train: Ratings, test: Ratings) -> np.ndarray:
     """Boolean [len(test)]: test rows whose user or item is absent from ``train``."""
     seen_users = np.zeros(train.n_users, bool)
     seen_items = np.zeros(train.n_items, bool)
@@ -86,11 +84,11 @@ def cold_mask(train: Ratings, test: Ratings) -> np.ndarray:
     return ~(seen_users[test.user] & seen_items[test.item])
 
 
-def apply_cold_policy(train: Ratings, test: Ratings, cold: str = "keep") -> Split:
+def _apply_cold_policy(train: Ratings, test: Ratings, cold: str = "keep") -> Split:
     """Count cold test rows and apply ``cold`` ("keep", "drop" or "error")."""
     if cold not in COLD_POLICIES:
         raise ValueError(f"cold must be one of {COLD_POLICIES}, not {cold!r}")
-    mask = cold_mask(train, test)
+    mask = _cold_mask(train, test)
     n_cold = int(mask.sum())
     if n_cold and cold == "error":
         raise ValueError(
@@ -132,7 +130,7 @@ def predefined_split(
     full = dataset if dataset is not None else load_movielens("ml-100k", folder)
     train = read_split(full, folder / f"{name}.base")
     test = read_split(full, folder / f"{name}.test")
-    return apply_cold_policy(train, test, cold)
+    return _apply_cold_policy(train, test, cold)
 
 
 def holdout_split(
@@ -141,7 +139,7 @@ def holdout_split(
     """A uniformly random ``test_fraction`` of all ratings goes to test."""
     _check_fraction(test_fraction)
     test_rows = _random_rows(len(data), test_fraction, seed)
-    return apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
+    return _apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
 
 
 def _random_rows(n: int, fraction: float, seed: int) -> np.ndarray:
@@ -180,7 +178,7 @@ def per_user_split(
     rank, count = _rank_within_user(data.user, key)
     n_test = np.minimum(np.rint(test_fraction * count), count - 1).astype(np.int64)
     test_rows = rank < n_test
-    return apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
+    return _apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
 
 
 def temporal_split(data: Ratings, k: int = 1, *, cold: str = "keep") -> Split:
@@ -193,7 +191,7 @@ def temporal_split(data: Ratings, k: int = 1, *, cold: str = "keep") -> Split:
         raise ValueError(f"k must be >= 1, got {k}")
     rank, count = _rank_within_user(data.user, -data.timestamp, -np.arange(len(data)))  # 0 = latest
     test_rows = (rank < k) & (count > k)
-    return apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
+    return _apply_cold_policy(data.subset(~test_rows), data.subset(test_rows), cold)
 
 
 def kfold(
@@ -208,7 +206,7 @@ def kfold(
     fold = np.empty(len(data), np.int64)
     fold[np.random.default_rng(seed).permutation(len(data))] = np.arange(len(data)) % n_splits
     for f in range(n_splits):
-        yield apply_cold_policy(data.subset(fold != f), data.subset(fold == f), cold)
+        yield _apply_cold_policy(data.subset(fold != f), data.subset(fold == f), cold)
 
 
 # ----------------------------------------------------------------------------- train/val/test

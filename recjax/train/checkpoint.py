@@ -39,7 +39,7 @@ import orbax.checkpoint as ocp
 
 from recjax.train.step import TrainState
 
-__all__ = ["Checkpoints", "CheckpointError", "FORMAT", "param_shapes", "sha256_file"]
+__all__ = ["Checkpoints", "CheckpointError"]
 
 FORMAT = "recjax-checkpoint/2"
 MANIFEST = "recjax-manifest.json"

@@ -23,7 +23,6 @@ __all__ = [
     "sigmoid_binary_cross_entropy",
     "softmax_cross_entropy_with_integer_labels",
     "masked_mean",
-    "TASK_LOSSES",
 ]
 
 

@@ -40,8 +40,8 @@ import jax
 import numpy as np
 
 __all__ = [
-    "OPTIMIZER_COPIES", "available_memory", "host_available_memory", "format_bytes", "tree_bytes",
-    "abstract_params", "check_training_memory", "check_epoch_memory",
+    "available_memory", "format_bytes", "abstract_params", "check_training_memory",
+    "check_epoch_memory",
 ]
 
 #: Extra copies of the parameters each optimiser keeps as state.

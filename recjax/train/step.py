@@ -45,7 +45,7 @@ from flax import nnx
 from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.train.sharding import is_table, table_paths
 
-__all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict", "Batch"]
+__all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict"]
 
 Batch = dict[str, jax.Array]
 
