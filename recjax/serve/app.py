@@ -162,12 +162,14 @@ def _seqlens(params: dict[str, str]) -> tuple[int, int] | None:
 
 
 def _encode(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    try:
+        return json.dumps(value, separators=(",", ":"), allow_nan=False).encode()
+    except ValueError as err:  # a NaN score is the server's failure, not a bad request
+        raise RuntimeError(f"an answer is not valid JSON: {err}") from None
 
 
 def _encode_lines(value: dict[str, Any]) -> bytes:
-    return b"".join(json.dumps(p, separators=(",", ":"), allow_nan=False).encode() + b"\n"
-                    for p in value["predictions"])
+    return b"".join(_encode(p) + b"\n" for p in value["predictions"])
 
 
 def error_response(status: int, message: str, field: str | None = None,

@@ -213,6 +213,8 @@ class ServedRun:
                 probe()
             except ValueError as err:
                 self.unsupported[kind] = str(err)
+        if self.has_titles:
+            run.item_titles  # noqa: B018 - built now, not by the first request
 
     def _probe_tokens(self) -> tuple[list[Any], list[Any]]:
         if self.has_vocabulary:
