@@ -37,7 +37,8 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     from recjax.models import MODELS, recommended_configs
     from recjax.train.loop import fit, initial_state
     from recjax.train.optim import make_optimizer
-    from recjax.train.sharding import Layout, make_mesh, parse_mesh
+    from recjax.config import parse_mesh
+    from recjax.train.sharding import Layout, make_mesh
     from recjax.train.step import Model
 
     tic = time.perf_counter()

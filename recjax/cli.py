@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import re
 import sys
@@ -17,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from recjax.config import TrainConfig
+from recjax.config import TrainConfig, describe
 from recjax.data.download import DATASETS
 
 __all__ = ["main", "build_parser"]
@@ -71,32 +70,29 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def _field_comments(cls: type) -> dict[str, str]:
-    """The ``# comment`` after each field in ``cls``'s source: its help text."""
-    comments = {}
-    for line in inspect.getsource(cls).splitlines():
-        match = re.match(r"\s+(\w+):[^#]*#\s*(.+)$", line)
-        if match:
-            comments[match.group(1)] = match.group(2).replace("%", "%%")
-    return comments
-
-
-def _add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, skip: set[str]) -> set[str]:
-    """One flag per field of ``cls`` not in ``skip``; defaults are SUPPRESSed so only
-    the flags actually given reach the namespace. Returns the field names added."""
-    added, comments = set(), _field_comments(cls)
+def _add_dataclass_flags(parser: Any, cls: type, defaults: Any, skip: set[str], *,
+                         hidden: bool = False) -> set[str]:
+    """One flag per field of ``cls`` not in ``skip``, its help, type and choices from the
+    field's metadata (:func:`recjax.config.describe`) and the default shown from the
+    ``defaults`` instance (what a run uses). Defaults are SUPPRESSed so only the flags
+    actually given reach the namespace; ``hidden`` flags are accepted but not listed.
+    Returns the field names added."""
+    added = set()
     for field in dataclasses.fields(cls):
         if field.name in skip:
             continue
-        kind = type(field.default)
+        text, kind, choices = describe(field)
+        default = getattr(defaults, field.name)
+        shown = "" if default is None or default == "" else f" (default {default!r})"
         kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "dest": field.name,
-                                  "help": f"{comments.get(field.name, '')} (default {field.default!r})"}
+                                  "help": argparse.SUPPRESS if hidden
+                                  else (text + shown).replace("%", "%%")}
         if kind is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
-        elif field.default is None:
-            kwargs["type"] = str
         else:
             kwargs["type"] = kind
+            if choices:  # listed, and checked by the config (a one-line error, not argparse's)
+                kwargs["metavar"] = "{" + ",".join(choices) + "}"
         parser.add_argument(_flag(field.name), **kwargs)
         added.add(field.name)
     return added
@@ -125,15 +121,17 @@ def _read_toml(path: str) -> tuple[dict, dict]:
 
 
 def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
-    """(TrainConfig, model config) from the model's recommended settings, overridden by a
-    TOML file (optional), overridden by flags."""
-    from recjax.models import MODELS, recommended_configs
+    """(TrainConfig, model config): a TOML file's settings (optional), overridden by flags;
+    what neither sets is the library's default (the model family's recommended training
+    settings included), exactly as ``TrainConfig(...)`` in research code."""
+    from recjax.config import from_dict
+    from recjax.models import MODELS
 
     given = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
     train_names = {f.name for f in dataclasses.fields(TrainConfig)}
     train_values = {**train_file, **{k: v for k, v in given.items() if k in train_names}}
-    model = train_values.get("model", TrainConfig.model)
+    model = train_values.get("model", "mf")
     if model not in MODELS:
         raise CommandError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     model_names = {f.name for f in dataclasses.fields(MODELS[model].config)}
@@ -143,7 +141,7 @@ def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
         owners = _model_flag_owners()
         detail = ", ".join(f"{_flag(k)} ({'/'.join(owners[k])})" for k in foreign)
         raise CommandError(f"flag(s) not used by model {model!r}: {detail}")
-    return recommended_configs(model, train_values, {**model_file, **model_flags})
+    return from_dict(TrainConfig, train_values), from_dict(MODELS[model].config, {**model_file, **model_flags})
 
 
 _RUN_ONLY = ("func", "command", "config", "resume", "coordinator", "num_processes", "process_id",
@@ -188,14 +186,20 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
+    """The train command; ``model`` (from ``--model`` or the TOML file, else mf) decides
+    whose defaults ``--help`` shows and whose flags it lists."""
     from recjax.models import MODELS
 
+    if model not in MODELS:  # reported by train_configs; the help shows mf's defaults
+        model = "mf"
     train = sub.add_parser(
         "train", help="train a model (default: MF on ml-100k's ua split)",
-        description="Train a model. Every TrainConfig and model config field is a flag; "
-                    "a TOML file with [train] and [model] tables can hold the same settings.",
-    )
+        description=f"Train a model. Every TrainConfig and model config field is a flag; a TOML "
+                    f"file with [train] and [model] tables can hold the same settings. The defaults "
+                    f"shown are those a run of --model {model} uses (optimizer, learning rate, "
+                    f"batch size, epochs and patience are each family's recommended ones); other "
+                    f"families' flags: train --model NAME --help.")
     train.add_argument("--config", help="TOML file with [train] and [model] tables (flags override)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     hosts = train.add_argument_group(
@@ -206,13 +210,36 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     hosts.add_argument("--distributed", action="store_true",
                        help="let JAX detect the cluster (SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS)")
-    _add_dataclass_flags(train, TrainConfig, skip=set())
-    train.add_argument("--lr", dest="learning_rate", type=float, default=argparse.SUPPRESS,
-                       help="alias of --learning-rate")
-    added: set[str] = set()
-    for spec in MODELS.values():
-        added |= _add_dataclass_flags(train, spec.config, skip=added)
+    settings = train.add_argument_group("run settings (TrainConfig)")
+    _add_dataclass_flags(settings, TrainConfig, TrainConfig(model=model), skip={"model"})
+    settings.add_argument("--model", metavar="{" + ",".join(MODELS) + "}", default=argparse.SUPPRESS,
+                          help=f"model family (default 'mf'; shown: {model})")
+    settings.add_argument("--lr", dest="learning_rate", type=float, default=argparse.SUPPRESS,
+                          help="alias of --learning-rate")
+    spec = MODELS[model]
+    added = _add_dataclass_flags(
+        train.add_argument_group(f"{model} model settings ({spec.config.__name__})"),
+        spec.config, spec.config(), skip=set())
+    for other in MODELS.values():  # accepted, so that a flag of another family is named as such
+        added |= _add_dataclass_flags(train, other.config, other.config(), skip=added, hidden=True)
     train.set_defaults(func=_train)
+
+
+def chosen_model(argv: Sequence[str]) -> str:
+    """The model family ``train`` argv names (``--model``, else a TOML file's ``[train]
+    model``), or ``mf``; for the help and defaults shown."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--model")
+    pre.add_argument("--config")
+    known, _ = pre.parse_known_args(list(argv))
+    if known.model:
+        return known.model
+    if known.config:
+        try:
+            return _read_toml(known.config)[0].get("model", "mf")
+        except CommandError:
+            return "mf"
+    return "mf"
 
 
 # ----------------------------------------------------------------------------- explore
@@ -523,7 +550,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
-        add(sub)
+        if add is _add_train:
+            add(sub, model)
+        else:
+            add(sub)
     return parser
 
 
@@ -532,7 +562,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from recjax.data import ChecksumError, DatasetNotFoundError, MalformedFileError, UnknownIdError
     from recjax.train.checkpoint import CheckpointError
 
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(chosen_model(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)

@@ -1,65 +1,110 @@
-"""Run configuration: frozen dataclasses with one recommended default each.
+"""Run configuration: frozen dataclasses, one source of defaults.
 
 A run is a :class:`TrainConfig` (data, optimisation, early stopping, output) plus
-the model's own config (e.g. :class:`recjax.models.mf.MFConfig`). Variants
-override only what differs (``dataclasses.replace``); the CLI and TOML files build
-them; the resolved pair is written to the run folder as ``config.json``.
+the model's own config (e.g. :class:`recjax.models.mf.MFConfig`). The settings
+whose best value depends on the model family (optimizer, learning rate, batch size,
+epochs, patience) default to that family's recommended ones, so
+``TrainConfig(model="mf")`` here and ``python -m recjax train`` on the command line
+train the same thing, and ``train --model X --help`` shows what a run of X uses.
+Variants override only what differs (``dataclasses.replace``); the CLI and TOML
+files build them; the resolved pair is written to the run folder as ``config.json``.
+Each field's help text and choices live with the field (its ``metadata``).
 
 Example
 -------
 >>> from recjax.config import TrainConfig
 >>> cfg = TrainConfig(epochs=5)
->>> cfg.optimizer, cfg.split
-('adam', 'ua')
+>>> cfg.model, cfg.optimizer, cfg.learning_rate, cfg.batch_size, cfg.epochs
+('mf', 'sgd', 0.5, 128, 5)
+>>> TrainConfig(model="pair").optimizer
+'adam'
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "from_dict"]
+__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "parse_mesh",
+           "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
+TASKS = ("regression", "binary")
+SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal")
+# settings a model family recommends (recjax.models.ModelSpec.train_defaults); these are
+# used where a family recommends none
+_FAMILY_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,
+                    "patience": 3}
+
+
+def _setting(default: Any, help: str, *, kind: type | None = None,
+             choices: tuple[str, ...] | None = None) -> Any:
+    """A dataclass field with its help text, value type and choices in ``metadata``."""
+    return dataclasses.field(default=default, metadata={
+        "help": help, "type": kind or type(default), "choices": choices})
+
+
+def describe(field: dataclasses.Field) -> tuple[str, type, tuple[str, ...] | None]:
+    """(help text, value type, choices) of a config field."""
+    meta = field.metadata
+    return meta.get("help", ""), meta.get("type") or type(field.default), meta.get("choices")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything about a run except the model's architecture."""
 
-    model: str = "mf"  # model family: a key of recjax.models.MODELS
-    dataset: str = "ml-100k"  # a MovieLens release, or "synthetic"
-    data_dir: str | None = None  # folder holding the dataset (default: RECJAX_DATA, then cache)
-    data: str | None = None  # your own ratings file (CSV with a header, or Parquet) instead of --dataset
-    columns: str = "user,item,rating"  # --data's user, item, rating[, timestamp] column names
-    rating_scale: str = ""  # --data's LOW,HIGH rating scale, e.g. 1,10; "" = its smallest and largest rating
-    split: str = "ua"  # ml-100k: ua, ub, u1..u5; any data: random, per_user (test_fraction, seed), temporal
-    test_fraction: float = 0.1  # test share for split="random"
-    val_fraction: float = 0.05  # validation share carved at random from the training part
-    task: str = "regression"  # "regression" (ratings) or "binary" (rating > binary_threshold)
-    binary_threshold: float = 3.0  # ratings above this are the positive class
-    epochs: int = 40  # upper bound; early stopping usually ends sooner
-    batch_size: int = 1024  # examples per step; 0 = full batch (one step per epoch)
-    optimizer: str = "adam"  # one of OPTIMIZERS
-    learning_rate: float = 3e-3  # peak learning rate
-    schedule: str = "constant"  # one of SCHEDULES (decay over all planned steps)
-    warmup_epochs: float = 0.0  # linear warm-up length for warmup_cosine
-    weight_decay: float = 0.0  # decoupled weight decay (adamw only)
-    grad_clip: float = 0.0  # clip the global gradient norm to this; 0 = off
-    patience: int = 3  # epochs without improvement before stopping (Object2Vec's default)
-    tolerance: float = 0.001  # smallest validation improvement that counts
-    refit: bool = False  # after early stopping, retrain on train + validation for the best epoch count
-    seed: int = 0  # all randomness (init, shuffling, splits, negatives) derives from it
-    mesh: str = ""  # device mesh DATAxMODEL, e.g. 4x2: batches split over DATA, tables by rows over MODEL; "" = one device
-    out: str | None = None  # run folder; default runs/<model>-<dataset>-<split>-<time>
-    quiet: bool = False  # no progress bar or table
+    model: str = _setting("mf", "model family (a key of recjax.models.MODELS)")
+    dataset: str = _setting("ml-100k", "a MovieLens release, or synthetic")
+    data_dir: str | None = _setting(None, "folder holding the dataset (default: RECJAX_DATA, then "
+                                          "the cache)", kind=str)
+    data: str | None = _setting(None, "your own ratings file (CSV with a header, or Parquet) "
+                                      "instead of --dataset", kind=str)
+    columns: str = _setting("user,item,rating", "--data's user, item, rating[, timestamp] columns")
+    rating_scale: str = _setting("", "--data's LOW,HIGH rating scale, e.g. 1,10; empty: its "
+                                     "smallest and largest rating")
+    split: str = _setting("ua", "ml-100k's ua, ub, u1..u5; any data: random, per_user "
+                                "(test_fraction of all / of each user's ratings, seeded), temporal "
+                                "(each user's last rating)", choices=SPLITS)
+    test_fraction: float = _setting(0.1, "test share for the random and per_user splits")
+    val_fraction: float = _setting(0.05, "validation share carved at random from the training part")
+    task: str = _setting("regression", "regression (ratings) or binary (rating > binary_threshold)",
+                         choices=TASKS)
+    binary_threshold: float = _setting(3.0, "ratings above this are the positive class")
+    epochs: int | None = _setting(None, "upper bound; early stopping usually ends sooner", kind=int)
+    batch_size: int | None = _setting(None, "examples per step; 0 = full batch (one step per epoch)",
+                                      kind=int)
+    optimizer: str | None = _setting(None, "the optimiser", kind=str, choices=OPTIMIZERS)
+    learning_rate: float | None = _setting(None, "peak learning rate", kind=float)
+    schedule: str = _setting("constant", "learning-rate decay over all planned steps",
+                             choices=SCHEDULES)
+    warmup_epochs: float = _setting(0.0, "linear warm-up length for warmup_cosine")
+    weight_decay: float = _setting(0.0, "decoupled weight decay (adamw only)")
+    grad_clip: float = _setting(0.0, "clip the global gradient norm to this; 0 = off")
+    patience: int | None = _setting(None, "epochs without improvement before stopping", kind=int)
+    tolerance: float = _setting(0.001, "smallest validation improvement that counts")
+    refit: bool = _setting(False, "after early stopping, retrain on train + validation for the "
+                                  "best epoch count")
+    seed: int = _setting(0, "all randomness (init, shuffling, splits, negatives) derives from it")
+    mesh: str = _setting("", "device mesh DATAxMODEL, e.g. 4x2: batches split over DATA, tables "
+                             "by rows over MODEL; empty = one device")
+    out: str | None = _setting(None, "run folder; default runs/<model>-<dataset>-<split>-<time>",
+                               kind=str)
+    quiet: bool = _setting(False, "no progress bar or table")
 
     def __post_init__(self) -> None:
+        unset = [f.name for f in dataclasses.fields(self) if getattr(self, f.name) is None
+                 and f.name in _FAMILY_SETTINGS]
+        if unset:  # the family's recommended settings (read only when one is left unset)
+            recommended = {**_FAMILY_SETTINGS, **family_settings(self.model)}
+            for name in unset:
+                object.__setattr__(self, name, recommended[name])
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("task", self.task, ("regression", "binary"))
+        _check_choice("task", self.task, TASKS)
         checks = {
             "epochs": self.epochs >= 1,
             "batch_size": self.batch_size >= 0,
@@ -76,11 +121,26 @@ class TrainConfig:
             if not ok:
                 raise ValueError(f"invalid {name}={getattr(self, name)!r} (see --help)")
         if self.mesh:
-            from recjax.train.sharding import parse_mesh
-
             parse_mesh(self.mesh)
         if self.weight_decay and self.optimizer != "adamw":
             raise ValueError("weight_decay needs optimizer='adamw' (use the model's L2 terms otherwise)")
+
+
+def family_settings(model: str) -> dict[str, Any]:
+    """The training settings model family ``model`` recommends (its ModelSpec's)."""
+    from recjax.models import MODELS
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return dict(MODELS[model].train_defaults)
+
+
+def parse_mesh(spec: str) -> tuple[int, int]:
+    """``"DATAxMODEL"`` (e.g. ``"4x2"``) -> (data axis size, model axis size)."""
+    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", spec)
+    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
+        raise ValueError(f"mesh {spec!r} must be DATAxMODEL with positive sizes, e.g. 4x2 or 8x1")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -100,7 +160,9 @@ def from_dict(cls: type, values: dict[str, Any]) -> Any:
 def _typed(cls: type, field: dataclasses.Field, value: Any) -> Any:
     """``value`` checked against the type of the field's default (a TOML or JSON file
     can hold any type): bool, int, float (an int is accepted) or str."""
-    kind = type(field.default)
+    kind = describe(field)[1]
+    if value is None and field.default is None:
+        return value
     if kind not in (bool, int, float, str):
         return value
     ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))

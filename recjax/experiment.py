@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax.config import TrainConfig, from_dict
+from recjax.config import TrainConfig, from_dict, parse_mesh
 from recjax.data.dataset import Ratings
 from recjax.data.movielens import load_movielens
 from recjax.data.frame import read_ratings
@@ -63,7 +63,7 @@ from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fi
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.loop import FitResult, fit
 from recjax.train.memory import abstract_params, check_training_memory
-from recjax.train.sharding import Layout, make_mesh, parse_mesh
+from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Model, make_predict
 
 __all__ = ["run", "RunResult", "load_splits", "check_parts", "MONITOR", "SPLIT_METHODS"]

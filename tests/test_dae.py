@@ -129,7 +129,7 @@ def test_learns_the_planted_preferences():
     first = holdout_split(liked, 0.1, seed=0)
     second = holdout_split(first.train, 0.1, seed=1)
     splits = {"train": second.train, "val": second.test, "test": first.test}
-    run = TrainConfig(epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
+    run = TrainConfig(model="dae", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = DAEConfig(dims="16")
     inputs = dae_inputs(cfg, splits, run)
     model = Model.split(build_dae(cfg, splits["train"], run))

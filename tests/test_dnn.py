@@ -80,7 +80,7 @@ def test_learns_the_planted_ratings(small_synthetic):
 
     data, truth = small_synthetic
     split = holdout_split(data, 0.15, seed=0)
-    run = TrainConfig(epochs=30, batch_size=256, learning_rate=3e-3, quiet=True)
+    run = TrainConfig(model="dnn", epochs=30, batch_size=256, learning_rate=3e-3, quiet=True, patience=3)
     cfg = DNNConfig(embedding_dim=16, hidden_dims="32", input_dropout=0.1, dropout=0.2, l2=0.01)
     m = Model.split(MODELS["dnn"].build(cfg, split.train, run))
     predict = make_predict(m, chunk=4096)

@@ -236,7 +236,7 @@ def test_joint_table_offsets_movie_tokens(small_synthetic):
 # ----------------------------------------------------------------------------- learning
 def _fit(cfg: PairConfig, train, val, task: str, **train_kw):
     module = build_pair(cfg, train, task, 0)
-    run = TrainConfig(task=task, quiet=True, **{"epochs": 15, "batch_size": 256, "learning_rate": 3e-3,
+    run = TrainConfig(model="pair", patience=3, task=task, quiet=True, **{"epochs": 15, "batch_size": 256, "learning_rate": 3e-3,
                                                  **train_kw})
     model = Model.split(module)
     predict = make_predict(model, chunk=4096)
@@ -296,7 +296,7 @@ def test_negative_sampling_learns_positive_only_pairs(synthetic_split):
                 negative_sampling_rate=2, l2=0.01)
     module = build_pair(cfg, pos, "binary", 0)
     assert module.vocab_sizes[1] <= train.n_items
-    run = TrainConfig(task="binary", quiet=True, epochs=15, batch_size=256, learning_rate=1e-2)
+    run = TrainConfig(model="pair", patience=3, task="binary", quiet=True, epochs=15, batch_size=256, learning_rate=1e-2)
     model = Model.split(module)
     epochs = iter(range(100, 0, -1))  # a validation value that always improves: keep the last epoch
     result = fit(model, pair_inputs(pos, run), run, task="binary", validate=lambda p: {"v": next(epochs)},

@@ -20,7 +20,8 @@ from jax.sharding import PartitionSpec as P
 
 from recjax.config import TrainConfig
 from recjax.models.mf import MF, MFConfig
-from recjax.train.sharding import MODEL, Layout, make_mesh, parse_mesh
+from recjax.config import parse_mesh
+from recjax.train.sharding import MODEL, Layout, make_mesh
 from recjax.train.step import Model
 
 TESTS = Path(__file__).parent

@@ -202,7 +202,7 @@ def test_learns_the_planted_preferences(negatives):
     first = holdout_split(liked, 0.1, seed=0)
     second = holdout_split(first.train, 0.1, seed=1)
     splits = {"train": second.train, "val": second.test, "test": first.test}
-    run = TrainConfig(epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
+    run = TrainConfig(model="softmax", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = SoftmaxConfig(embedding_dim=16, hidden_dims="32", targets_per_user=4, negatives=negatives)
     inputs = softmax_inputs(cfg, splits, run)
     model = Model.split(build_softmax(cfg, splits["train"], run))

@@ -12,7 +12,7 @@ from recjax.models.mf import MFConfig
 
 def test_defaults_are_valid_and_frozen():
     cfg = TrainConfig()
-    assert (cfg.optimizer, cfg.schedule, cfg.task, cfg.split) == ("adam", "constant", "regression", "ua")
+    assert (cfg.optimizer, cfg.schedule, cfg.task, cfg.split) == ("sgd", "constant", "regression", "ua")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3  # type: ignore[misc]
     assert dataclasses.replace(cfg, epochs=3).epochs == 3
@@ -103,3 +103,49 @@ def test_from_dict_accepts_integers_for_floats():
     cfg = from_dict(TrainConfig, {"learning_rate": 1, "warmup_epochs": 0})
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
     assert from_dict(MFConfig, {"l2": 0}).l2 == 0.0
+
+
+def test_model_dependent_settings_default_to_the_family_recommendation():
+    """One source of defaults: what a family recommends is what TrainConfig gives, unless
+    set; what is set stays."""
+    from recjax.models import MODELS
+
+    for name, spec in MODELS.items():
+        cfg = TrainConfig(model=name)
+        for key, value in spec.train_defaults.items():
+            assert getattr(cfg, key) == value, (name, key)
+    assert TrainConfig(model="pair", learning_rate=0.01).learning_rate == 0.01
+    assert TrainConfig(model="mf", optimizer="adam").optimizer == "adam"
+    with pytest.raises(ValueError, match="unknown model 'nope'; choose one of mf"):
+        TrainConfig(model="nope")
+
+
+def test_cli_and_library_defaults_are_the_same():
+    from recjax.cli import build_parser, train_configs
+    from recjax.models import MODELS
+
+    for name in MODELS:
+        args = build_parser(name).parse_args(["train", "--model", name])
+        train_cfg, model_cfg = train_configs(args)
+        assert train_cfg == TrainConfig(model=name)
+        assert model_cfg == MODELS[name].config()
+
+
+def test_help_shows_the_chosen_model_defaults_and_choices(capsys):
+    from recjax.cli import main
+
+    for name, line in (("mf", "(default 'sgd')"), ("pair", "(default 'adam')")):
+        with pytest.raises(SystemExit):
+            main(["train", "--model", name, "--help"])
+        out = capsys.readouterr().out
+        assert "--optimizer {sgd,adam,adagrad,adamw}" in out and line in out
+        assert f"{name} model settings" in out
+    assert "(default 0.5)" in (main_help := _help(["train"], capsys)) and "mf model settings" in main_help
+
+
+def _help(argv, capsys) -> str:
+    from recjax.cli import main
+
+    with pytest.raises(SystemExit):
+        main([*argv, "--help"])
+    return capsys.readouterr().out

@@ -94,7 +94,7 @@ def test_resume_with_other_settings(tmp_path, no_training):
     with pytest.raises(ValueError, match=r"--resume: the settings differ .*embedding_dim \(4 -> 8\)"):
         run(cfg, MFConfig(embedding_dim=8), resume=True)
     with pytest.raises(ValueError, match=r"the settings differ .*learning_rate"):
-        run(_synthetic(tmp_path, learning_rate=0.5), MFConfig(embedding_dim=4), resume=True)
+        run(_synthetic(tmp_path, learning_rate=0.1), MFConfig(embedding_dim=4), resume=True)
 
 
 def test_resume_with_other_data(tmp_path, no_training):

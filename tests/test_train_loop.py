@@ -85,7 +85,7 @@ def problem():
     return model, train, validate, mcfg
 
 
-BASE = TrainConfig(epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
+BASE = TrainConfig(optimizer="adam", epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
 
 
 def _fit(problem, cfg=BASE, **kwargs):
