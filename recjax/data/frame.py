@@ -174,6 +174,17 @@ def _id_kind(value: Any) -> str:
     return type(value).__name__
 
 
+def _int64(series: pd.Series, column: Hashable, what: str, advice: str, where: _Where) -> np.ndarray:
+    """An integer column as int64 [n]; unsigned values beyond int64 are an error naming the row."""
+    if pd.api.types.is_unsigned_integer_dtype(series.dtype):
+        too_big = series.to_numpy() > _INT64_MAX
+        if too_big.any():
+            pos = _first(too_big)
+            raise where.cell(ValueError, column, pos,
+                             f"{what} {_show(series.iloc[pos])} does not fit int64", advice)
+    return series.to_numpy(dtype=np.int64)
+
+
 def _ids(series: pd.Series, column: Hashable, role: str, where: _Where) -> np.ndarray:
     """Validated ids of one column: int64, or an object array of str, shape [n]."""
     _check_missing(series, column, f"{role} id", where)
@@ -186,13 +197,7 @@ def _ids(series: pd.Series, column: Hashable, role: str, where: _Where) -> np.nd
         raise where.cell(TypeError, column, 0, f"boolean {role} id {_show(series.iloc[0])}; "
                          "ids must be integers or strings", as_str)
     if pd.api.types.is_integer_dtype(dtype):
-        if pd.api.types.is_unsigned_integer_dtype(dtype):
-            too_big = series.to_numpy() > _INT64_MAX
-            if too_big.any():
-                pos = _first(too_big)
-                raise where.cell(ValueError, column, pos,
-                                 f"{role} id {_show(series.iloc[pos])} does not fit int64", as_str)
-        return series.to_numpy(dtype=np.int64)
+        return _int64(series, column, f"{role} id", as_str, where)
     if pd.api.types.is_float_dtype(dtype):
         values = series.to_numpy(dtype=np.float64)
         whole = np.isfinite(values) & (values == np.round(values))
@@ -315,14 +320,7 @@ def _timestamps(series: pd.Series, column: Hashable, where: _Where) -> np.ndarra
     if pd.api.types.is_bool_dtype(dtype):
         raise where.cell(TypeError, column, 0, f"boolean timestamp {_show(series.iloc[0])}", advice)
     if pd.api.types.is_integer_dtype(dtype):
-        if pd.api.types.is_unsigned_integer_dtype(dtype):
-            too_big = series.to_numpy() > _INT64_MAX
-            if too_big.any():
-                pos = _first(too_big)
-                raise where.cell(ValueError, column, pos,
-                                 f"timestamp {_show(series.iloc[pos])} does not fit int64",
-                                 "fix the timestamp")
-        return series.to_numpy(dtype=np.int64)
+        return _int64(series, column, "timestamp", "fix the timestamp", where)
     if pd.api.types.is_float_dtype(dtype):
         values = series.to_numpy(dtype=np.float64)
         whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**63)
