@@ -543,7 +543,8 @@ COMMANDS.append(_add_predict)
 COMMANDS.append(_add_serve)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(model: str = "mf") -> argparse.ArgumentParser:
+    """The command line's parser; ``train``'s help and defaults are ``model``'s."""
     parser = argparse.ArgumentParser(
         prog="recjax",
         description="Recommender systems for researchers: train, evaluate and query models.",
