@@ -14,8 +14,9 @@ from flax import nnx
 from recjax.config import TrainConfig
 from recjax.evaluation import auc
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, write_jsonlines
+from recjax.data.tokens import movielens_tokens
 from recjax.models.pair import (
-    PairConfig, PairModel, TokenEncoder, build_pair, compare, load_pair_parts, movielens_tokens, pair_inputs,
+    PairConfig, PairModel, TokenEncoder, build_pair, compare, load_pair_parts, pair_inputs,
 )
 from recjax.train.loop import fit
 from recjax.train.step import Model, make_predict

@@ -13,10 +13,11 @@ from flax import nnx
 
 from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import TrainConfig
+from recjax.data.bags import bag_inputs, item_features
 from recjax.data.jsonlines import PAD
 from recjax.models.softmax import (
-    SoftmaxConfig, SoftmaxModel, build_softmax, item_features, make_softmax_evaluator, ranking_metrics,
-    sampled_logits, softmax_inputs,
+    SoftmaxConfig, SoftmaxModel, build_softmax, make_softmax_evaluator, ranking_metrics, sampled_logits,
+    softmax_inputs,
 )
 from recjax.train.loop import fit
 from recjax.train.step import Model
@@ -158,8 +159,7 @@ def test_validation_and_test_bags_exclude_their_targets(small_synthetic):
     from recjax.experiment import load_splits
 
     splits = load_splits(TrainConfig(dataset="synthetic", split="random", seed=3))
-    cfg = SoftmaxConfig()
-    inputs = softmax_inputs(cfg, splits, TrainConfig())
+    inputs = bag_inputs(splits)
     n = splits["train"].n_users
     for name in ("train", "val", "test"):
         assert inputs[name]["bag"].shape[0] == n
@@ -171,7 +171,7 @@ def test_validation_and_test_bags_exclude_their_targets(small_synthetic):
         assert not bag & set(val["targets"][u][val["targets"][u] >= 0])
     test_bag = inputs["test"]["bag"]
     assert (test_bag >= 0).sum() == len(splits["train"]) + len(splits["val"])
-    capped = softmax_inputs(SoftmaxConfig(max_bag=5), splits, TrainConfig())
+    capped = bag_inputs(splits, max_bag=5)
     assert capped["train"]["bag"].shape[1] == 5
 
 

@@ -41,11 +41,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recjax.data.bags import bag_inputs
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
-from recjax.models.softmax import SoftmaxConfig, softmax_inputs
-from recjax.train.sharding import table
+from recjax.models.base import table
 
 __all__ = ["DAEConfig", "DAE", "dae_inputs", "bag_logits", "build_dae"]
 
@@ -181,9 +181,9 @@ class DAE(nnx.Module):
 
 def dae_inputs(cfg: DAEConfig, splits: dict[str, Ratings],
                run: Any) -> dict[str, dict[str, np.ndarray]]:
-    """Per-user examples: :func:`recjax.models.softmax.softmax_inputs` (whole bags), every
+    """Per-user examples: :func:`recjax.data.bags.bag_inputs` (whole bags), every
     user with at least one training movie trained on."""
-    out = softmax_inputs(SoftmaxConfig(), splits, run)
+    out = bag_inputs(splits, max_bag=0)
     out["train"]["weight"] = np.any(out["train"]["bag"] >= 0, axis=1).astype(np.float32)
     return out
 

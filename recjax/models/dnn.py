@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.train.sharding import table
+from recjax.models.base import table
 
 __all__ = ["DNNConfig", "DNN", "parse_dims"]
 

@@ -87,8 +87,9 @@ import numpy as np
 from flax import nnx
 
 from recjax.data.dataset import Ratings
-from recjax.data.jsonlines import PAD, PairData, read_jsonlines
-from recjax.train.sharding import TABLE
+from recjax.data.jsonlines import PAD, PairData
+from recjax.data.tokens import check_class_labels, movielens_tokens, pair_vocab, read_pair_parts
+from recjax.models.base import TABLE
 
 __all__ = [
     "PairConfig", "PairModel", "TokenEncoder", "Tokens", "ENCODERS", "COMPARATORS",
@@ -101,8 +102,6 @@ COMPARATORS = ("hadamard", "concat", "abs_diff")
 ACTIVATIONS = {"tanh": jnp.tanh, "relu": jax.nn.relu, "linear": lambda x: x}
 OUTPUT_LAYERS = ("auto", "mean_squared_error", "softmax")
 _AUTO_LAYERS = {"pooled_embedding": 1, "hcnn": 2, "bilstm": 1}
-# ml-1m's age groups, applied to ml-100k's ages too
-_AGE_EDGES = np.array([18, 25, 35, 45, 50, 56])
 
 
 @dataclass(frozen=True)
@@ -464,145 +463,22 @@ def _chunked(encoder: TokenEncoder, tokens: jax.Array, chunk: int = 4096) -> jax
 
 
 # ----------------------------------------------------------------------------- data
-def _side_tokens(values: list[np.ndarray], sizes: list[int], offset: int, n: int) -> np.ndarray:
-    """Columns of category codes (-1 = missing) -> tokens [n, k] offset past ``offset`` and each other."""
-    columns = []
-    for codes, size in zip(values, sizes):
-        columns.append(np.where(codes >= 0, codes + offset, PAD))
-        offset += size
-    return np.stack(columns, axis=1) if columns else np.zeros((n, 0), np.int64)
-
-
-def _codes(column: Any) -> tuple[np.ndarray, int]:
-    """Category codes (-1 for missing) and the number of categories of a column."""
-    import pandas as pd
-
-    cat = pd.Categorical(column)
-    return np.asarray(cat.codes, np.int64), len(cat.categories)
-
-
-def movielens_tokens(data: Ratings, side_features: bool = False) -> tuple[np.ndarray, np.ndarray, int, int]:
-    """Token sequences of every user and item of ``data``'s vocabularies.
-
-    Token ``u`` is user index ``u`` and token ``i`` item index ``i``. With
-    ``side_features``, in0 adds the user's age group, sex and occupation and
-    in1 the movie's genres and release year, each a token after the ids (where
-    the dataset has that metadata; missing values are ``PAD``).
-
-    Returns
-    -------
-    (in0 [n_users, L0], in1 [n_items, L1], vocab0, vocab1)
-    """
-    users = np.arange(data.n_users, dtype=np.int64)[:, None]
-    items = np.arange(data.n_items, dtype=np.int64)[:, None]
-    vocab0, vocab1 = data.n_users, data.n_items
-    if not side_features:
-        return users.astype(np.int32), items.astype(np.int32), vocab0, vocab1
-    if data.user_info is not None:
-        info = data.user_info
-        codes, sizes = [], []
-        if "age" in info:
-            age = info["age"].to_numpy(dtype=float)
-            codes.append(np.where(np.isnan(age), -1, np.digitize(np.nan_to_num(age), _AGE_EDGES)))
-            sizes.append(len(_AGE_EDGES) + 1)
-        for name in ("sex", "occupation"):
-            if name in info:
-                c, n = _codes(info[name])
-                codes.append(c)
-                sizes.append(n)
-        users = np.concatenate([users, _side_tokens(codes, sizes, vocab0, data.n_users)], axis=1)
-        vocab0 += sum(sizes)
-    if data.item_info is not None:
-        from recjax.data.movielens import genre_matrix
-
-        info = data.item_info
-        parts = [items]
-        if "genres" in info:
-            names, flags = genre_matrix(info)
-            width = max(int(flags.sum(1).max()) if len(names) else 0, 1)
-            genre_tokens = np.full((data.n_items, width), PAD, np.int64)
-            for i, row in enumerate(flags):
-                ids = np.flatnonzero(row)
-                genre_tokens[i, : len(ids)] = ids + vocab1
-            parts.append(genre_tokens)
-            vocab1 += len(names)
-        if "year" in info:
-            year, n_years = _codes(info["year"])
-            parts.append(np.where(year >= 0, year + vocab1, PAD)[:, None])
-            vocab1 += n_years
-        items = np.concatenate(parts, axis=1)
-    return users.astype(np.int32), items.astype(np.int32), vocab0, vocab1
-
-
-def _check_labels(label: np.ndarray, where: str) -> None:
-    bad = ~np.isin(label, (0.0, 1.0))
-    if bad.any():
-        raise ValueError(f"{where}: labels must be classes in [0, 2) for the softmax output layer "
-                         f"(found {label[bad][0]!r}); num_classes > 2 is not supported yet")
-
-
 def load_pair_parts(cfg: PairConfig, task: str, val_fraction: float, seed: int) -> dict[str, PairData]:
-    """``{"train", "val", "test"}`` pairs from ``cfg``'s JSON Lines files.
-
-    Without ``jsonl_validation`` a random ``val_fraction`` of the training file is
-    held out (seeded); without ``jsonl_test`` the validation part doubles as test.
-
-    Raises
-    ------
-    ValueError
-        Class labels outside ``[0, num_classes)`` for the softmax output layer, or
-        a token id beyond a given vocabulary size.
-    """
-    train = read_jsonlines(cfg.jsonl_train)
-    if cfg.jsonl_validation:
-        val = read_jsonlines(cfg.jsonl_validation)
-    else:
-        order = np.random.default_rng(seed + 1).permutation(len(train))
-        n_val = max(1, int(round(val_fraction * len(train))))
-        if n_val >= len(train):
-            raise ValueError(f"{cfg.jsonl_train}: too few pairs ({len(train)}) to carve a validation part")
-        val = PairData(*(a[order[:n_val]] for a in train))
-        train = PairData(*(a[order[n_val:]] for a in train))
-    test = read_jsonlines(cfg.jsonl_test) if cfg.jsonl_test else val
-    parts = {"train": train, "val": val, "test": test}
-    names = {"train": cfg.jsonl_train, "val": cfg.jsonl_validation or cfg.jsonl_train,
-             "test": cfg.jsonl_test or cfg.jsonl_validation or cfg.jsonl_train}
-    if task == "binary":
-        for name, part in parts.items():
-            _check_labels(part.label, names[name])
-    vocab = _jsonl_vocab(cfg, train)
-    for name, part in parts.items():
-        for side in (0, 1):
-            top = int(getattr(part, f"in{side}").max(initial=-1))
-            if top >= vocab[side]:
-                given = getattr(cfg, f"enc{side}_vocab_size")
-                hint = (f"enc{side}_vocab_size={given}" if given
-                        else f"the training data's vocabulary ({vocab[side]} tokens)")
-                raise ValueError(f"{names[name]}: in{side} token id {top} is outside {hint}; "
-                                 f"set --enc{side}-vocab-size to at least {top + 1}")
-    return parts
-
-
-def _jsonl_vocab(cfg: PairConfig, train: PairData) -> tuple[int, int]:
-    """Vocabulary sizes: the configured ones, or the training data's largest id + 1."""
-    sizes = []
-    for side in (0, 1):
-        top = int(getattr(train, f"in{side}").max(initial=-1))
-        given = getattr(cfg, f"enc{side}_vocab_size")
-        if given and given <= top:
-            raise ValueError(f"enc{side}_vocab_size={given} is smaller than the largest in{side} token id "
-                             f"seen ({top}); it must be at least {top + 1}")
-        sizes.append(given or top + 1)
-    return sizes[0], sizes[1]
+    """``{"train", "val", "test"}`` pairs from ``cfg``'s JSON Lines files
+    (:func:`recjax.data.tokens.read_pair_parts` with the configured vocabulary sizes)."""
+    return read_pair_parts(cfg.jsonl_train, cfg.jsonl_validation, cfg.jsonl_test, task=task,
+                           val_fraction=val_fraction, seed=seed,
+                           vocab_sizes=(cfg.enc0_vocab_size, cfg.enc1_vocab_size))
 
 
 def build_pair(cfg: PairConfig, train: Ratings | PairData, task: str, seed: int) -> PairModel:
     """The pair model for a training part: MovieLens ratings or JSON Lines pairs."""
     if isinstance(train, PairData):
         if task == "binary":
-            _check_labels(train.label, cfg.jsonl_train or "training pairs")
+            check_class_labels(train.label, cfg.jsonl_train or "training pairs")
         mean = float(np.mean(train.label)) if task == "regression" else 0.0
-        return PairModel(cfg, _jsonl_vocab(cfg, train), task=task, global_mean=mean, rngs=nnx.Rngs(seed))
+        vocab = pair_vocab(train, (cfg.enc0_vocab_size, cfg.enc1_vocab_size))
+        return PairModel(cfg, vocab, task=task, global_mean=mean, rngs=nnx.Rngs(seed))
     in0, in1, vocab0, vocab1 = movielens_tokens(train, cfg.side_features)
     sizes = []
     for side, need in ((0, vocab0), (1, vocab1)):

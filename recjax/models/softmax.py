@@ -57,11 +57,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from recjax.data.bags import bag_inputs, item_features
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
 from recjax.models.pair import Tokens
-from recjax.train.sharding import table
+from recjax.models.base import table
 
 __all__ = ["SoftmaxConfig", "SoftmaxModel", "NEGATIVES", "softmax_inputs", "item_features",
            "make_softmax_evaluator", "ranking_metrics", "sampled_logits"]
@@ -285,67 +286,9 @@ class SoftmaxModel(nnx.Module):
 
 
 # ----------------------------------------------------------------------------- data
-def item_features(data: Ratings) -> tuple[np.ndarray, np.ndarray]:
-    """(genre indices [n_items, G] PAD-padded, release-year indices [n_items], -1 unknown)."""
-    if data.item_info is None:
-        return np.zeros((data.n_items, 0), np.int32), np.full(data.n_items, -1, np.int32)
-    from recjax.data.movielens import genre_matrix
-
-    genres = np.zeros((data.n_items, 0), np.int32)
-    if "genres" in data.item_info:
-        _, flags = genre_matrix(data.item_info)
-        width = int(flags.sum(1).max()) if flags.size else 0
-        genres = np.full((data.n_items, width), PAD, np.int32)
-        for i, row in enumerate(flags):
-            ids = np.flatnonzero(row)
-            genres[i, : len(ids)] = ids
-    years = np.full(data.n_items, -1, np.int32)
-    if "year" in data.item_info:
-        raw = data.item_info["year"].to_numpy(dtype=float)
-        known = ~np.isnan(raw)
-        _, years[known] = np.unique(raw[known], return_inverse=True)
-    return genres, years
-
-
-def _bags(parts: list[Ratings], n_users: int, max_bag: int) -> np.ndarray:
-    """Each user's movies in ``parts`` [n_users, L], latest first when cut to ``max_bag``; PAD-padded."""
-    user = np.concatenate([p.user for p in parts])
-    item = np.concatenate([p.item for p in parts])
-    time = np.concatenate([p.timestamp for p in parts])
-    order = np.lexsort((-time, user))  # by user, latest first
-    user, item = user[order], item[order]
-    counts = np.bincount(user, minlength=n_users)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    rank = np.arange(len(user)) - starts[user]
-    width = int(counts.max()) if len(counts) and counts.max() > 0 else 1
-    if max_bag:
-        keep = rank < max_bag
-        user, item, rank = user[keep], item[keep], rank[keep]
-        width = min(width, max_bag)
-    bags = np.full((n_users, max(width, 1)), PAD, np.int32)
-    bags[user, rank] = item
-    return bags
-
-
 def softmax_inputs(cfg: SoftmaxConfig, splits: dict[str, Ratings], run: Any) -> dict[str, dict[str, np.ndarray]]:
-    """Per-user examples for each part.
-
-    ``train``: ``bag`` = the user's training movies (targets are drawn from it each
-    step), ``weight`` 0 for users with fewer than 2. ``val``: ``bag`` = training
-    movies, ``targets`` = validation movies. ``test``: ``bag`` = training and
-    validation movies, ``targets`` = test movies. Every part has one row per
-    user index and a dummy ``label``.
-    """
-    train, val, test = splits["train"], splits["val"], splits["test"]
-    n = train.n_users
-    train_bag = _bags([train], n, cfg.max_bag)
-    zeros = np.zeros(n, np.float32)
-    out = {"train": {"bag": train_bag, "label": zeros,
-                     "weight": (np.sum(train_bag >= 0, 1) >= 2).astype(np.float32)}}
-    for name, bag_parts, target_part in (("val", [train], val), ("test", [train, val], test)):
-        bag = train_bag if name == "val" else _bags(bag_parts, n, cfg.max_bag)
-        out[name] = {"bag": bag, "targets": _bags([target_part], n, 0), "label": zeros}
-    return out
+    """Per-user examples for each part: :func:`recjax.data.bags.bag_inputs` with ``cfg.max_bag``."""
+    return bag_inputs(splits, cfg.max_bag)
 
 
 # ----------------------------------------------------------------------------- evaluation

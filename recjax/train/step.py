@@ -43,7 +43,8 @@ import optax
 from flax import nnx
 
 from recjax.train.losses import TASK_LOSSES, masked_mean
-from recjax.train.sharding import is_table, table_paths
+from recjax.models.base import is_table
+from recjax.train.sharding import table_paths
 
 __all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict"]
 

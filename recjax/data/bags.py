@@ -1,0 +1,92 @@
+"""Users as bags of items: the inputs of the bag models (softmax, Mult-DAE).
+
+A user's bag is the set of items they rated, as a row of item indices padded with
+:data:`recjax.data.jsonlines.PAD` (-1). :func:`user_bags` builds one row per user
+from rating parts (latest first, optionally cut to the ``max_bag`` latest);
+:func:`bag_inputs` gives the per-user examples of a split's train / val / test
+parts; :func:`item_features` the genre and release-year indices the softmax model
+pools alongside the movies.
+
+Example
+-------
+>>> from recjax.data import Ratings
+>>> from recjax.data.bags import user_bags
+>>> data = Ratings.from_raw([1, 1, 2], [10, 20, 10], [5.0, 3.0, 4.0], timestamps=[1, 2, 3])
+>>> user_bags([data], data.n_users, max_bag=0).tolist()   # latest first
+[[1, 0], [0, -1]]
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from recjax.data.dataset import Ratings
+from recjax.data.jsonlines import PAD
+
+__all__ = ["user_bags", "bag_inputs", "item_features"]
+
+
+def item_features(data: Ratings) -> tuple[np.ndarray, np.ndarray]:
+    """(genre indices [n_items, G] PAD-padded, release-year indices [n_items], -1 unknown)."""
+    if data.item_info is None:
+        return np.zeros((data.n_items, 0), np.int32), np.full(data.n_items, -1, np.int32)
+    from recjax.data.movielens import genre_matrix
+
+    genres = np.zeros((data.n_items, 0), np.int32)
+    if "genres" in data.item_info:
+        _, flags = genre_matrix(data.item_info)
+        width = int(flags.sum(1).max()) if flags.size else 0
+        genres = np.full((data.n_items, width), PAD, np.int32)
+        for i, row in enumerate(flags):
+            ids = np.flatnonzero(row)
+            genres[i, : len(ids)] = ids
+    years = np.full(data.n_items, -1, np.int32)
+    if "year" in data.item_info:
+        raw = data.item_info["year"].to_numpy(dtype=float)
+        known = ~np.isnan(raw)
+        _, years[known] = np.unique(raw[known], return_inverse=True)
+    return genres, years
+
+
+def user_bags(parts: Sequence[Ratings], n_users: int, max_bag: int) -> np.ndarray:
+    """Each user's movies in ``parts`` [n_users, L], latest first when cut to ``max_bag``; PAD-padded."""
+    user = np.concatenate([p.user for p in parts])
+    item = np.concatenate([p.item for p in parts])
+    time = np.concatenate([p.timestamp for p in parts])
+    order = np.lexsort((-time, user))  # by user, latest first
+    user, item = user[order], item[order]
+    counts = np.bincount(user, minlength=n_users)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    rank = np.arange(len(user)) - starts[user]
+    width = int(counts.max()) if len(counts) and counts.max() > 0 else 1
+    if max_bag:
+        keep = rank < max_bag
+        user, item, rank = user[keep], item[keep], rank[keep]
+        width = min(width, max_bag)
+    bags = np.full((n_users, max(width, 1)), PAD, np.int32)
+    bags[user, rank] = item
+    return bags
+
+
+def bag_inputs(splits: dict[str, Ratings], max_bag: int = 0) -> dict[str, dict[str, np.ndarray]]:
+    """Per-user examples for each part.
+
+    ``train``: ``bag`` = the user's training movies (targets are drawn from it each
+    step), ``weight`` 0 for users with fewer than 2. ``val``: ``bag`` = training
+    movies, ``targets`` = validation movies. ``test``: ``bag`` = training and
+    validation movies, ``targets`` = test movies. Every part has one row per
+    user index and a dummy ``label``; bags keep each user's ``max_bag`` latest
+    movies (0 = all).
+    """
+    train, val, test = splits["train"], splits["val"], splits["test"]
+    n = train.n_users
+    train_bag = user_bags([train], n, max_bag)
+    zeros = np.zeros(n, np.float32)
+    out = {"train": {"bag": train_bag, "label": zeros,
+                     "weight": (np.sum(train_bag >= 0, 1) >= 2).astype(np.float32)}}
+    for name, bag_parts, target_part in (("val", [train], val), ("test", [train, val], test)):
+        bag = train_bag if name == "val" else user_bags(bag_parts, n, max_bag)
+        out[name] = {"bag": bag, "targets": user_bags([target_part], n, 0), "label": zeros}
+    return out
