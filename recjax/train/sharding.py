@@ -7,8 +7,8 @@ device; XLA's SPMD partitioner turns a table lookup into local lookups plus a
 reduction, so no device ever holds a whole table, and the numbers equal the
 single-device run's up to float summation order.
 
-A model marks its tables with :func:`table` (an ``nnx.Param`` with
-``row_sharded=True`` metadata). JAX needs evenly divided shards, so tables are
+A model marks its tables with :func:`recjax.models.base.table` (an ``nnx.Param``
+with ``row_sharded=True`` metadata). JAX needs evenly divided shards, so tables are
 stored with their rows padded by zeros to a multiple of the model axis; the
 padding never receives a gradient, :meth:`recjax.train.step.Model.bind` drops it
 before the model sees its parameters, and :meth:`Layout.to_host` before anything
@@ -31,44 +31,23 @@ Example
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 from jax.experimental import multihost_utils
 from jax.sharding import AxisType, Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-__all__ = ["DATA", "MODEL", "TABLE", "table", "is_table", "table_paths", "parse_mesh", "make_mesh", "Layout"]
+__all__ = ["DATA", "MODEL", "table_paths", "make_mesh", "Layout"]
 
 DATA, MODEL = "data", "model"
-TABLE = {"row_sharded": True}  # nnx.Param metadata marking an embedding table
-
-
-def table(value: jax.Array) -> nnx.Param:
-    """An embedding table ``[rows, ...]``: a parameter row-sharded over the model axis."""
-    return nnx.Param(value, **TABLE)
-
-
-def is_table(path: Any, variable: Any) -> bool:
-    """An ``nnx`` filter selecting the parameters made by :func:`table`."""
-    return isinstance(variable, nnx.Param) and bool(variable.get_metadata().get("row_sharded"))
 
 
 def table_paths(tables: dict) -> frozenset:
     """Key-tuple paths of the leaves of ``tables`` (a pure dict of the table parameters)."""
     return frozenset(path for path, _ in _flat(tables))
-
-
-def parse_mesh(spec: str) -> tuple[int, int]:
-    """``"DATAxMODEL"`` (e.g. ``"4x2"``) -> (data axis size, model axis size)."""
-    match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", spec)
-    if not match or min(int(match.group(1)), int(match.group(2))) < 1:
-        raise ValueError(f"mesh {spec!r} must be DATAxMODEL with positive sizes, e.g. 4x2 or 8x1")
-    return int(match.group(1)), int(match.group(2))
 
 
 def make_mesh(data: int, model: int) -> Mesh:
