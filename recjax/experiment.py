@@ -38,7 +38,6 @@ Example
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +57,7 @@ from recjax.data.splits import (PREDEFINED_SPLITS, Splits, carve_validation, che
 from recjax.data.synthetic import synthetic_ratings
 from recjax.evaluation import binary_metrics, rating_metrics
 from recjax.models import MODELS
+from recjax.models.base import capabilities_of
 from recjax.models.baselines import GlobalMean, UserMean
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints
@@ -204,12 +204,13 @@ def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[st
 
 
 def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> Embeddings | None:
-    """Raw ids and vectors; ``module.embeddings()``, or ``embeddings(train_inputs)`` for models
-    whose user vectors come from their inputs (the softmax model's user tower)."""
-    if not hasattr(module, "embeddings") or not isinstance(data, Ratings):
+    """Raw ids and vectors of a model that ``embeds`` (:mod:`recjax.models.base`):
+    ``module.embeddings()``, or ``embeddings(train_inputs)`` for a bag model (its user
+    tower over each user's training bag)."""
+    caps = capabilities_of(module)
+    if not caps.embeds or not isinstance(data, Ratings):
         return None
-    takes_inputs = bool(inspect.signature(module.embeddings).parameters)
-    users, items = (np.asarray(t) for t in (module.embeddings(train_inputs) if takes_inputs
+    users, items = (np.asarray(t) for t in (module.embeddings(train_inputs) if caps.bag
                                              else module.embeddings()))
     return Embeddings(data.users.ids, users, data.items.ids, items)
 
@@ -240,7 +241,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
         raise ValueError(f"model {cfg.model!r} does not support task {cfg.task!r} ({', '.join(spec.tasks)})")
     if resume and cfg.out is None:
         raise ValueError("--resume needs --out RUN_FOLDER (the run to continue)")
-    if cfg.refit and (spec.prepare or spec.evaluator):
+    if cfg.refit and not spec.capabilities.pairs:
         raise ValueError(f"refit is available for rating models only, not {cfg.model!r}")
     if spec.evaluator is not None and jax.process_count() > 1:
         raise ValueError(f"model {cfg.model!r} evaluates on one process only; "

@@ -41,63 +41,16 @@ import numpy as np
 import pandas as pd
 
 from recjax.data.dataset import Ratings, UnknownIdError
-from recjax.ranking import EmbeddingScorer, FunctionScorer, mf_ranking_vectors
 from recjax.retrieval import TopK, similar_items
-from recjax.runs import Run, RunFolderError, module_predictions
+from recjax.runs import Run, RunFolderError
 
 __all__ = [
     "Run", "RunFolderError", "load_run", "find_titles", "TitleMatch", "recommend",
-    "recommend_all", "neighbors", "Neighbors", "MEASURES", "genres_text", "module_scorer",
+    "recommend_all", "neighbors", "Neighbors", "MEASURES", "genres_text",
     "evaluate_run", "evaluate_runs",
 ]
 
 MEASURES = ("dot", "cosine", "l2")
-
-
-def module_scorer(module: Any, train_config: Any, model_config: Any,
-                  splits: dict[str, Ratings]) -> EmbeddingScorer | FunctionScorer:
-    """A ranking scorer for a trained module, ranking as its own predictions do.
-
-    In order: ``module.ranking_vectors()``; an MF module (embeddings and item bias,
-    :func:`recjax.ranking.mf_ranking_vectors`); a pair model whose comparator and MLP
-    are linear in ``e0 * e1`` (:func:`recjax.ranking.pair_ranking_vectors`); a model
-    whose ``embeddings(inputs)`` computes user vectors from its inputs (the softmax
-    model: the user tower over the train + validation movies, the bag its test
-    metrics use); otherwise the full forward pass over every (user, item) pair of a
-    user batch, fed through the model family's ``inputs``.
-    """
-    import inspect
-
-    from recjax.models import MODELS
-    from recjax.models.mf import MF
-    from recjax.ranking import pair_ranking_vectors
-
-    if hasattr(module, "ranking_vectors"):
-        return EmbeddingScorer(*module.ranking_vectors())
-    if isinstance(module, MF):
-        return EmbeddingScorer(*mf_ranking_vectors(module))
-    vectors = pair_ranking_vectors(module)
-    if vectors is not None:
-        return EmbeddingScorer(*vectors)
-    spec = MODELS[train_config.model]
-    if hasattr(module, "embeddings") and inspect.signature(module.embeddings).parameters:
-        if spec.prepare is None:
-            raise RunFolderError(f"model {train_config.model!r} computes user vectors from inputs "
-                                 f"but has no prepare step to build them")
-        inputs = spec.prepare(model_config, splits, train_config)
-        users, items = module.embeddings(inputs["test"])
-        return EmbeddingScorer(np.asarray(users, np.float32), np.asarray(items, np.float32))
-    template = splits["train"]
-    n_items = template.n_items
-
-    def score(users: np.ndarray) -> np.ndarray:
-        u = np.repeat(users.astype(np.int32), n_items)
-        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
-        part = dataclasses.replace(template, user=u, item=i, rating=np.zeros(len(u), np.float32),
-                                   timestamp=np.zeros(len(u), np.int64))
-        return module_predictions(module, spec.inputs(part, train_config)).reshape(len(users), n_items)
-
-    return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
 
 
 def genres_text(genres: Any) -> str:
@@ -442,7 +395,7 @@ def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
     from recjax.models import MODELS
 
     tasks = {r.train_config.task for r in runs}
-    if len(tasks) > 1 or any(MODELS[r.train_config.model].prepare is not None for r in runs):
+    if len(tasks) > 1 or not all(MODELS[r.train_config.model].capabilities.pairs for r in runs):
         return {}
     task = tasks.pop()
     predicted = [r.rating_predictions("test") for r in runs]

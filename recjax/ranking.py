@@ -11,12 +11,11 @@ test items. Scores come from a :class:`Scorer`:
   its per-user ``exclude`` CSR, batched over users;
 * :class:`FunctionScorer`: any function from a batch of user indices to a dense
   ``[B, n_items]`` score matrix (a pair model's full comparator, EASE, ...);
-* :func:`as_scorer` turns models into scorers: an object with
-  ``ranking_vectors() -> (users [U, d], items [N, d])`` (e.g.
-  :class:`recjax.models.baselines.MostPopular`, :class:`~recjax.models.baselines.EASE`),
-  an MF module (its embeddings plus the item bias: ``[U_u, 1] . [V_i, b_i]``; the
-  user bias and global mean do not change a user's ranking, nor does ``squash``),
-  a ``(users, items)`` pair of arrays, or a callable.
+* :func:`as_scorer` turns models into scorers through the model contract
+  (:mod:`recjax.models.base`): any trained module of any family (its ranking
+  vectors, its user tower over each user's train items for a bag model, or its dense
+  scores), EASE and most-popular, an object with ``ranking_vectors() -> (users [U, d],
+  items [N, d])``, or a ``(users, items)`` pair of arrays.
 
 ``k`` above the catalogue: a list holds at most ``n_items`` items, so
 :meth:`RankingTask.rank` and :func:`topk_from_scores` return ``min(k, n_items)``
@@ -54,13 +53,13 @@ import numpy as np
 import scipy.sparse as sp
 
 from recjax import evaluation as _evaluation
+from recjax.data.bags import bags_from_csr
 from recjax.data.dataset import Ratings
 from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
 from recjax.retrieval import TopK, recommend
 
 __all__ = [
-    "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer", "mf_ranking_vectors",
-    "pair_ranking_vectors",
+    "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer",
     "topk_from_scores", "batched_topk", "evaluate_ranking", "compare",
 ]
 
@@ -280,79 +279,88 @@ def batched_topk(score_rows: Callable[[np.ndarray, sp.csr_matrix | None], np.nda
     return TopK(ids, scores)
 
 
-def mf_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray]:
-    """(users [U, d(+1)], items [N, d(+1)]) whose dot product ranks items like an MF module.
+def as_scorer(model: Any, metric: str = "dot", *, bags: Any = None) -> Scorer:
+    """A :class:`Scorer` for ``model``.
 
-    An MF score is ``mu + b_u + b_i + <U_u, V_i>`` (possibly squashed by a monotone
-    sigmoid); for one user, only ``b_i + <U_u, V_i>`` changes the order, which is
-    ``[U_u, 1] . [V_i, b_i]``.
-    """
-    users, items = (np.asarray(t, np.float32) for t in module.embeddings())
-    bias = getattr(module, "item_bias", None)
-    if bias is not None:
-        b = np.asarray(bias[...], np.float32)[:, None]
-        users = np.hstack([users, np.ones((users.shape[0], 1), np.float32)])
-        items = np.hstack([items, b])
-    return users, items
+    Accepted: a :class:`Scorer` (as is); a ``(user_vectors, item_vectors)`` pair of
+    arrays; any model of the contract of :mod:`recjax.models.base`, by what it
+    declares: a bag model (softmax, Mult-DAE) by ``ranking_vectors(bags)``, a model that
+    ``ranks`` by ``ranking_vectors()`` (MF, a linear pair model, EASE, most popular), a
+    model of ``pairs`` without ranking vectors (DNN, a non-linear pair model) by its
+    dense scores of every item (:class:`FunctionScorer`); and any object with a
+    ``ranking_vectors()`` method (:class:`recjax.models.base.Ranker`).
 
-
-def pair_ranking_vectors(module: Any) -> tuple[np.ndarray, np.ndarray] | None:
-    """(users [U, d + 1], items [N, d + 1]) ranking like a MovieLens pair model, when its
-    comparator and MLP allow; None otherwise.
-
-    With comparators among ``hadamard`` and ``concat`` and a linear MLP (no hidden
-    layer, or ``mlp_activation="linear"``), the score is affine in
-    ``[e0 * e1, e0, e1]``: ``w_h . (e0 * e1) + w_0 . e0 + w_1 . e1 + c``, so for one
-    user the order is that of ``[e0, 1] . [w_h * e1, w_1 . e1]``. ``abs_diff`` or a
-    non-linear MLP need the full pair scorer (:class:`FunctionScorer`).
-    """
-    cfg = getattr(module, "cfg", None)
-    comparators = getattr(cfg, "comparators", None)
-    if comparators is None or getattr(module, "in0_tokens", None) is None:
-        return None
-    if "abs_diff" in comparators or (len(module.mlp) and cfg.mlp_activation != "linear"):
-        return None
-    e0, e1 = (np.asarray(t, np.float64) for t in module.embeddings())
-    d = e0.shape[1]
-    a = np.eye(d * sum(2 if c == "concat" else 1 for c in comparators))
-    for layer in list(module.mlp) + [module.head]:
-        a = a @ np.asarray(layer.kernel[...], np.float64)
-    w = a[:, 0] if a.shape[1] == 1 else a[:, 1] - a[:, 0]  # regression, or binary l1 - l0
-    item_vec, item_const, pos = np.zeros_like(e1), np.zeros(e1.shape[0]), 0
-    for c in comparators:
-        if c == "hadamard":
-            item_vec += e1 * w[pos:pos + d]
-            pos += d
-        else:  # concat: the e0 half is constant for a user
-            item_const += e1 @ w[pos + d:pos + 2 * d]
-            pos += 2 * d
-    users = np.hstack([e0, np.ones((e0.shape[0], 1))]).astype(np.float32)
-    return users, np.hstack([item_vec, item_const[:, None]]).astype(np.float32)
-
-
-def as_scorer(model: Any, metric: str = "dot") -> Scorer:
-    """A :class:`Scorer` for ``model`` (see the module docstring for what is accepted).
+    Parameters
+    ----------
+    model
+    metric : {"dot", "cosine", "l2"}
+        For vectors; a model ranked by its dense scores takes ``"dot"`` only.
+    bags : int array [n_users, L] or sparse matrix [n_users, n_items], optional
+        Each user's items, for a bag model: PAD-padded rows of item indices, or a user
+        x item pattern (:meth:`RankingTask.rank` passes its train part).
 
     Raises
     ------
     TypeError
-        ``model`` is none of the accepted kinds.
+        ``model`` is none of the accepted kinds, or a bag model without ``bags``.
     """
     if isinstance(model, (EmbeddingScorer, FunctionScorer)):
         return model
-    if hasattr(model, "ranking_vectors"):
-        users, items = model.ranking_vectors()
-        return EmbeddingScorer(users, items, metric)
-    from recjax.models.mf import MF
-
-    if isinstance(model, MF):
-        return EmbeddingScorer(*mf_ranking_vectors(model), metric)
     if isinstance(model, tuple) and len(model) == 2:
         return EmbeddingScorer(model[0], model[1], metric)
+    if getattr(model, "capabilities", None) is None and not hasattr(model, "ranking_vectors"):
+        if isinstance(model, Scorer):
+            return model
+        raise _unrankable(model)
+    # a model: ask what it declares (recjax.models is imported only here, so that ranking
+    # vectors and scorers need no JAX)
+    from recjax.models.base import Ranker, capabilities_of
+
+    caps = capabilities_of(model)
+    if caps.bag:
+        if bags is None:
+            raise TypeError(f"a {type(model).__name__} ranks users from their bags of items: pass "
+                            f"bags= (RankingTask.rank and evaluate_ranking pass the task's train items)")
+        if sp.issparse(bags):
+            bags = bags_from_csr(bags)
+        return EmbeddingScorer(*model.ranking_vectors(np.asarray(bags)), metric)
+    if caps.ranks or (not caps.names() and isinstance(model, Ranker)):
+        vectors = model.ranking_vectors()
+        if vectors is not None:
+            return EmbeddingScorer(*vectors, metric)
+    if caps.pairs:
+        if metric != "dot":
+            raise ValueError(f"a {type(model).__name__} is ranked by its own scores; metric={metric!r} "
+                             f"needs user and item vectors")
+        return _pair_scorer(model)
     if isinstance(model, Scorer):
         return model
-    raise TypeError(f"cannot rank with a {type(model).__name__}: pass a Scorer, an object with "
-                    f"ranking_vectors(), an MF module or a (user_vectors, item_vectors) pair")
+    raise _unrankable(model)
+
+
+def _unrankable(model: Any) -> TypeError:
+    return TypeError(f"cannot rank with a {type(model).__name__}: pass a Scorer, a model of "
+                     f"recjax.models (or any object with ranking_vectors()) or a "
+                     f"(user_vectors, item_vectors) pair")
+
+
+def _pair_scorer(module: Any) -> FunctionScorer:
+    """A model of (user, item) pairs ranked by its predictions of every item for a batch
+    of users (its jitted forward pass)."""
+    from recjax.runs import module_predictions
+
+    n_items = module.n_items
+    if not n_items:
+        raise TypeError(f"this {type(module).__name__} has no catalogue of items to rank (a model of "
+                        f"Object2Vec tokens)")
+
+    def score(users: np.ndarray) -> np.ndarray:
+        u = np.repeat(users.astype(np.int32), n_items)
+        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
+        batch = {"user": u, "item": i, "label": np.zeros(len(u), np.float32)}
+        return module_predictions(module, batch).reshape(len(users), n_items)
+
+    return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
 
 
 def _concat(parts: Sequence[Ratings]) -> Ratings:
@@ -423,9 +431,12 @@ class RankingTask:
     def rank(self, model: Any, k: int = 10, *, metric: str = "dot",
              users: np.ndarray | None = None, exclude_train: bool = True) -> TopK:
         """Top ``k`` of every test user (or of ``users``), train items excluded: ids
-        [users, min(k, n_items)] (a list cannot be longer than the catalogue)."""
+        [users, min(k, n_items)] (a list cannot be longer than the catalogue).
+
+        ``model``: anything :func:`as_scorer` accepts; a bag model's users are the bags
+        of their train items (this task's ``train``)."""
         k = min(_check_k(k), self.n_items)
-        scorer = as_scorer(model, metric)
+        scorer = as_scorer(model, metric, bags=self.train)
         if scorer.n_items != self.n_items:
             raise ValueError(f"the model scores {scorer.n_items} items, the split has {self.n_items}")
         users = self.users if users is None else np.asarray(users, np.int64)
@@ -471,7 +482,7 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
         embeddings, ``diversity@k``.
     """
     k = _check_k(k)
-    scorer = as_scorer(model, metric)
+    scorer = as_scorer(model, metric, bags=task.train)
     top = task.rank(scorer, k)  # [users, min(k, n_items)]
     out = ranking_metrics(top, task.test, k, users=task.users, prefix=prefix)
     out[f"{prefix}coverage@{k}"] = catalogue_coverage(top, task.n_items, k)

@@ -641,7 +641,7 @@ class Run:
         from recjax.models import MODELS
 
         spec = MODELS[self.train_config.model]
-        if spec.prepare is not None:
+        if not spec.capabilities.pairs:
             raise RunFolderError(f"{self.path}: a {self.train_config.model} model scores items "
                                  f"for users, not single ratings")
         inputs = spec.inputs(self.splits[part], self.train_config)
@@ -651,19 +651,26 @@ class Run:
     def scorer(self, measure: str = "dot") -> Any:
         """How this run ranks items for its users (built once per measure).
 
-        ``dot``: the model's own ranking (MF: ``[U_u, 1] . [V_i, b_i]``, the item bias
-        included; bag models: their user tower over the train + validation movies; any
-        other model is scored by its full network over all items); ``cosine`` / ``l2``:
-        the raw embeddings of ``embeddings.npz``.
+        ``dot``: the model's own ranking, through the model contract
+        (:func:`recjax.ranking.as_scorer`): its ranking vectors (MF: ``[U_u, 1] . [V_i,
+        b_i]``, the item bias included), for a bag model its user tower over each user's
+        train + validation movies (the bags its test metrics use), or else its full
+        network over all items; ``cosine`` / ``l2``: the raw embeddings of
+        ``embeddings.npz``.
         """
-        from recjax.explore import check_measure, module_scorer
-        from recjax.ranking import EmbeddingScorer
+        from recjax.explore import check_measure
+        from recjax.models import MODELS
+        from recjax.ranking import EmbeddingScorer, as_scorer
 
         check_measure(measure)
         self._need_vocabulary("ranking")
         if measure != "dot":
             return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
-        return module_scorer(self.model(), self.train_config, self.model_config, self.splits)
+        spec = MODELS[self.train_config.model]
+        bags = None
+        if spec.capabilities.bag:
+            bags = spec.prepare(self.model_config, self.splits, self.train_config)["test"]["bag"]
+        return as_scorer(self.model(), bags=bags)
 
     # -- queries: raw ids in, raw ids out
     def recommend(self, users: Any = None, N: int = 10, *, filter_already_liked_items: bool = True,
@@ -771,7 +778,7 @@ class Run:
 
         self._need_vocabulary("predict")
         spec = MODELS[self.train_config.model]
-        if spec.prepare is not None:
+        if not spec.capabilities.pairs:
             raise ValueError(f"a {self.train_config.model} run scores items for users, not "
                              f"(user, item) pairs; use recommend")
         u, i = np.broadcast_arrays(np.asarray(users), np.asarray(items))
@@ -791,14 +798,15 @@ class Run:
         """A user vector for a user not seen in training, from their items (and ratings),
         without retraining.
 
+        The family folds the user in itself, as it declares (the ``fold_in`` capability
+        of :mod:`recjax.models.base`):
+
         * MF, regression: the user's factors and bias by ridge regression against the
-          frozen item table and biases (the closed-form minimiser of the training
-          objective for this user: squared error plus ``l2`` per rating); needs
+          frozen item table and biases (:meth:`recjax.models.mf.MF.fold_in`); needs
           ``ratings``.
-        * MF, binary: L2-regularised logistic regression (Newton steps) of the user's
-          positive items against every other item as a sampled negative would weigh it
-          (``num_negatives`` per positive, uniform); ``ratings`` above the binary
-          threshold count as positives when given.
+        * MF, binary: L2-regularised logistic regression of the user's positive items
+          against every other item as a sampled negative would weigh it; ``ratings``
+          above the binary threshold count as positives when given.
         * softmax and Mult-DAE: the model's user tower over the bag of items.
         * pair and dnn: cannot (their users are tokens learned in training): a
           ``ValueError`` says so.
@@ -825,36 +833,17 @@ class Run:
             low, high = self.data.rating_scale
             if rating.min() < low or rating.max() > high:
                 raise ValueError(f"new_user_ratings must lie in the rating scale [{low:g}, {high:g}]")
+        from recjax.models import MODELS
+
         family = self.train_config.model
-        module = self.model()
-        if family == "mf":
-            from recjax.ranking import mf_ranking_vectors
-
-            _, item_vectors = mf_ranking_vectors(module)
-            q = np.asarray(module.item_embedding[...], np.float64)
-            b = (np.asarray(module.item_bias[...], np.float64) if module.item_bias is not None
-                 else np.zeros(len(q)))
-            if self.train_config.task == "regression":
-                if rating is None:
-                    raise ValueError("an MF rating run folds in a user from their ratings: pass "
-                                     "new_user_ratings")
-                p = _ridge_fold_in(q[index], rating - module.offset - b[index],
-                                   self.model_config.l2 * len(index), module.user_bias is not None)
-            else:
-                labels = (np.ones(len(index)) if rating is None
-                          else (rating > self.train_config.binary_threshold).astype(float))
-                p = _logistic_fold_in(q, b, index, labels, self.model_config.l2 * len(index),
-                                      self.model_config.num_negatives)
-            return np.append(p, 1.0).astype(np.float32), item_vectors, index
-        if family in ("softmax", "dae"):
-            from recjax.data.jsonlines import PAD
-
-            bag = np.full((1, max(len(index), 1)), PAD, np.int32)
-            bag[0, : len(index)] = index
-            users, item_vectors = module.embeddings({"bag": bag})
-            return np.asarray(users[0], np.float32), np.asarray(item_vectors, np.float32), index
-        raise ValueError(f"a {family} run cannot fold in a new user: its users are tokens learned "
-                         f"in training (retrain with the user's data, or use mf, softmax or dae)")
+        if not MODELS[family].capabilities.fold_in:
+            able = [name for name, spec in MODELS.items() if spec.capabilities.fold_in]
+            raise ValueError(f"a {family} run cannot fold in a new user: its users are tokens learned "
+                             f"in training (retrain with the user's data, or use "
+                             f"{', '.join(able[:-1])} or {able[-1]})")
+        user_vector, item_vectors = self.model().fold_in(
+            index, rating, binary_threshold=self.train_config.binary_threshold)
+        return user_vector, item_vectors, index
 
     def evaluate(self, test: Ratings | None = None, k: int = 10, *,
                  baselines: bool = False) -> dict[str, float]:
@@ -945,38 +934,6 @@ def _check_count(n: Any, name: str) -> int:
     return int(n)
 
 
-def _ridge_fold_in(q: np.ndarray, y: np.ndarray, lam: float, bias: bool) -> np.ndarray:
-    """argmin_p ||y - Q p||^2 + lam ||p||^2 (the user bias as a last column of ones,
-    regularised like the factors, as MF's ``l2`` does); returns the factors."""
-    x = np.hstack([q, np.ones((len(q), 1))]) if bias else q
-    gram = x.T @ x + max(lam, 1e-9) * np.eye(x.shape[1])
-    p = np.linalg.solve(gram, x.T @ y)
-    return p[: q.shape[1]]
-
-
-def _logistic_fold_in(q: np.ndarray, b: np.ndarray, index: np.ndarray, labels: np.ndarray,
-                      lam: float, negatives: int, steps: int = 25) -> np.ndarray:
-    """L2-regularised logistic regression of the user's labels over their items, plus
-    every item as an expected uniform negative (``negatives`` per rated item); Newton."""
-    n_items, d = q.shape
-    x = np.vstack([q[index], q]) if negatives else q[index]
-    offset = np.concatenate([b[index], b]) if negatives else b[index]
-    y = np.concatenate([labels, np.zeros(n_items)]) if negatives else labels
-    w = (np.concatenate([np.ones(len(index)), np.full(n_items, negatives * len(index) / n_items)])
-         if negatives else np.ones(len(index)))
-    p = np.zeros(d)
-    lam = max(lam, 1e-6)
-    for _ in range(steps):
-        prob = 1.0 / (1.0 + np.exp(-(x @ p + offset)))
-        grad = x.T @ (w * (prob - y)) + 2 * lam * p
-        hess = (x * (w * prob * (1 - prob))[:, None]).T @ x + 2 * lam * np.eye(d)
-        step = np.linalg.solve(hess, grad)
-        p -= step
-        if np.max(np.abs(step)) < 1e-10:
-            break
-    return p
-
-
 @functools.lru_cache(maxsize=8)
 def _predictor(module: Any) -> tuple[Any, Any]:
     """(split model, compiled predict) of a module, made once per module."""
@@ -1002,7 +959,7 @@ def _rating_metrics_of(run: Run, test: Ratings) -> dict[str, float]:
     from recjax.models import MODELS
 
     spec = MODELS[run.train_config.model]
-    if spec.prepare is not None:
+    if not spec.capabilities.pairs:
         return {}
     inputs = spec.inputs(test, run.train_config)
     score = rating_metrics if run.train_config.task == "regression" else binary_metrics

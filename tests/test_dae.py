@@ -154,7 +154,7 @@ def test_runs_through_the_experiment_and_ranks_by_its_logits(tmp_path):
     from recjax.data import synthetic_ratings
     from recjax.data.splits import holdout_split
     from recjax.experiment import run
-    from recjax.explore import module_scorer
+    from recjax.runs import Run
 
     data, _ = synthetic_ratings(200, 60, 4000, seed=1)
     first = holdout_split(data, 0.1, seed=0)
@@ -168,7 +168,7 @@ def test_runs_through_the_experiment_and_ranks_by_its_logits(tmp_path):
     assert saved["item_embeddings"].shape == (60, 9)
     assert saved["user_embeddings"].shape == (200, 9)
     # recjax evaluate's scorer: user vectors of the train + validation bag . movie vectors
-    scorer = module_scorer(result.module, cfg, model_cfg, result.splits)
+    scorer = Run.open(tmp_path / "run").scorer("dot")
     bag = dae_inputs(model_cfg, result.splits, cfg)["test"]["bag"]
     np.testing.assert_allclose(scorer.user_vectors @ scorer.item_vectors.T,
                                result.module({"bag": jnp.asarray(bag)}), rtol=1e-4, atol=1e-4)

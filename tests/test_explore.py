@@ -204,21 +204,21 @@ def test_ml100k_aladdin_and_user_943(movielens_dir, tmp_path, monkeypatch):
     assert len(recs) == 10 and not seen & set(recs["item_id"].tolist())
 
 
-def test_module_scorer_full_forward_for_non_dot_models(run):
-    """A DNN is ranked by its own predictions over every item (the generic path)."""
+def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run):
+    """A DNN is ranked by its own predictions over every item (the generic path of the
+    model contract: it scores pairs and gives no ranking vectors)."""
     import dataclasses
 
     import jax.numpy as jnp
 
-    from recjax.explore import module_scorer
     from recjax.models import MODELS
-    from recjax.ranking import FunctionScorer
+    from recjax.ranking import FunctionScorer, as_scorer
 
     spec = MODELS["dnn"]
     cfg = spec.config(embedding_dim=4, hidden_dims="6")
     train_cfg = dataclasses.replace(run.train_config, model="dnn")
     module = spec.build(cfg, run.splits["train"], train_cfg)
-    scorer = module_scorer(module, train_cfg, cfg, run.splits)
+    scorer = as_scorer(module)
     assert isinstance(scorer, FunctionScorer)
     users = np.array([0, 5, 9])
     top = scorer.topk(users, 4, run.rated)

@@ -17,7 +17,6 @@ from recjax.ranking import (
     as_scorer,
     compare,
     evaluate_ranking,
-    mf_ranking_vectors,
     topk_from_scores,
 )
 
@@ -197,7 +196,7 @@ def test_mf_vectors_rank_like_the_model():
                rngs=nnx.Rngs(0))
     model.item_bias[...] = jnp.arange(7.0) / 3
     model.user_bias[...] = jnp.arange(4.0)
-    users, items = mf_ranking_vectors(model)
+    users, items = model.ranking_vectors()
     u, i = np.meshgrid(np.arange(4), np.arange(7), indexing="ij")
     full = np.asarray(model({"user": jnp.asarray(u.ravel()), "item": jnp.asarray(i.ravel())})).reshape(4, 7)
     dot = users @ items.T
@@ -223,26 +222,35 @@ def test_task_and_scorer_errors():
         task.rank(FunctionScorer(lambda u: np.zeros((len(u), 3)), train.n_items), 2)
 
 
-@pytest.mark.parametrize("comparators, layers, activation, task, linear", [
-    ("hadamard,concat", 1, "linear", "regression", True),
-    ("hadamard", 0, "relu", "binary", True),
-    ("hadamard,abs_diff", 0, "linear", "regression", False),
-    ("hadamard", 1, "relu", "regression", False),
+@pytest.mark.parametrize("comparators, layers, activation, task, linear, token_bias", [
+    ("hadamard,concat", 1, "linear", "regression", True, False),
+    ("hadamard", 0, "relu", "binary", True, False),
+    ("hadamard,concat", 0, "relu", "regression", True, True),
+    ("hadamard", 0, "relu", "binary", True, True),
+    ("hadamard,abs_diff", 0, "linear", "regression", False, False),
+    ("hadamard", 1, "relu", "regression", False, False),
 ])
-def test_pair_vectors_rank_like_the_model(comparators, layers, activation, task, linear):
+def test_pair_vectors_rank_like_the_model(comparators, layers, activation, task, linear, token_bias):
+    import jax
     import jax.numpy as jnp
 
     from recjax.models.pair import PairConfig, build_pair
-    from recjax.ranking import pair_ranking_vectors
+    from recjax.ranking import FunctionScorer
 
     train, _ = random_split(10, n_users=6, n_items=9, n=40)
     cfg = PairConfig(enc_dim=4, enc0_token_embedding_dim=3, enc1_token_embedding_dim=3, mlp_dim=5,
-                     comparator_list=comparators, mlp_layers=layers, mlp_activation=activation)
+                     comparator_list=comparators, mlp_layers=layers, mlp_activation=activation,
+                     token_bias=token_bias)
     model = build_pair(cfg, train, task, 0)
-    vectors = pair_ranking_vectors(model)
+    if token_bias:  # the biases start at zero: give them values that change the order
+        for table, seed in zip(model.biases, (1, 2)):
+            table.embedding[...] = jax.random.normal(jax.random.key(seed), table.embedding.shape)
+    vectors = model.ranking_vectors()
     assert (vectors is not None) == linear
     if not linear:
+        assert isinstance(as_scorer(model), FunctionScorer)  # ranked by its dense scores
         return
+    assert isinstance(as_scorer(model), EmbeddingScorer)
     u, i = np.meshgrid(np.arange(6), np.arange(9), indexing="ij")
     full = np.asarray(model({"user": jnp.asarray(u.ravel()), "item": jnp.asarray(i.ravel())})).reshape(6, 9)
     dot = vectors[0] @ vectors[1].T

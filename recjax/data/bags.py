@@ -21,11 +21,12 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
+import scipy.sparse as sp
 
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 
-__all__ = ["user_bags", "bag_inputs", "item_features"]
+__all__ = ["user_bags", "bag_inputs", "bags_from_csr", "item_features"]
 
 
 def item_features(data: Ratings) -> tuple[np.ndarray, np.ndarray]:
@@ -90,3 +91,16 @@ def bag_inputs(splits: dict[str, Ratings], max_bag: int = 0) -> dict[str, dict[s
         bag = train_bag if name == "val" else user_bags(bag_parts, n, max_bag)
         out[name] = {"bag": bag, "targets": user_bags([target_part], n, 0), "label": zeros}
     return out
+
+
+def bags_from_csr(pattern: sp.spmatrix) -> np.ndarray:
+    """The bags of a user x item matrix: row ``u``'s stored columns (ascending) as int32
+    [n_users, L], PAD-padded (``L`` = the longest row, at least 1)."""
+    m = sp.csr_matrix(pattern)
+    if not m.has_sorted_indices:
+        m = m.sorted_indices()
+    counts = np.diff(m.indptr)
+    bags = np.full((m.shape[0], max(int(counts.max(initial=0)), 1)), PAD, np.int32)
+    rows = np.repeat(np.arange(m.shape[0]), counts)
+    bags[rows, np.arange(len(m.indices)) - m.indptr[rows]] = m.indices
+    return bags

@@ -1,8 +1,9 @@
 """Model families, each a Flax NNX module with a config dataclass, and rating baselines.
 
 :data:`MODELS` maps a ``--model`` name to its :class:`ModelSpec`: the config class,
-a builder from (config, training ratings, run config) to the module, and the tasks
-it supports.
+the module class (which declares its :class:`~recjax.models.base.Capabilities`, the
+contract of :mod:`recjax.models.base`), a builder from (config, training ratings,
+run config) to the module, and the tasks it supports.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from flax import nnx
 
 from recjax.config import TrainConfig, from_dict
 from recjax.data.dataset import Ratings
+from recjax.models.base import Capabilities, capabilities_of
 from recjax.models.baselines import BASELINES, BiasModel, GlobalMean, ItemMean, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
@@ -69,6 +71,9 @@ class ModelSpec:
     monitor : (str, bool), optional
         Validation metric driving early stopping and whether higher is better,
         instead of the task's.
+    module : type
+        The family's module class; its ``capabilities`` attribute declares what the
+        family can do (:attr:`capabilities`).
     """
 
     config: type
@@ -81,6 +86,13 @@ class ModelSpec:
     loss: str | None = None
     evaluator: Callable[..., Callable[[dict, str, str], dict[str, float]]] | None = None
     monitor: tuple[str, bool] | None = None
+    module: type | None = None
+
+    @property
+    def capabilities(self) -> Capabilities:
+        """What the family's models can do (:class:`recjax.models.base.Capabilities`),
+        as its module class declares."""
+        return capabilities_of(self.module)
 
 
 def _build_mf(cfg: MFConfig, train: Ratings, run: TrainConfig) -> MF:
@@ -100,23 +112,24 @@ def _build_dnn(cfg: DNNConfig, train: Ratings, run: TrainConfig) -> DNN:
 MODELS: dict[str, ModelSpec] = {
     # Chosen on validation (5% of u1.base; dim 1024 also on u2.base): plain SGD beat
     # adam/adagrad/adamw; 1024 factors beat 512 (val RMSE 0.9037 vs 0.9060, 0.9000 vs 0.9004).
-    "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), train_defaults=dict(
+    "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), module=MF, train_defaults=dict(
         optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5)),
     # Object2Vec's adam at lr 1e-3; dropout 0.7 and side features chosen on validation (ua.base minus 5%)
     "pair": ModelSpec(PairConfig, _build_pair, ("regression", "binary"), inputs=pair_inputs,
-                      load=load_jsonl_splits, train_defaults=dict(
+                      load=load_jsonl_splits, module=PairModel, train_defaults=dict(
                           optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=80, patience=4)),
-    "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), train_defaults=dict(
+    "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), module=DNN, train_defaults=dict(
         optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=60, patience=4)),
     # examples are users: a batch of 64 users trains on 64 x targets_per_user held-out movies
     "softmax": ModelSpec(SoftmaxConfig, build_softmax, ("regression",), prepare=softmax_inputs,
                          loss="classification", evaluator=make_softmax_evaluator,
-                         monitor=("val_loss", False), train_defaults=dict(
+                         monitor=("val_loss", False), module=SoftmaxModel, train_defaults=dict(
                              optimizer="adam", learning_rate=3e-3, batch_size=64, epochs=200, patience=10)),
     # Mult-DAE: examples are users, each reconstructing its whole bag; its dropout and width
     # chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
     "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, loss="classification",
-                     evaluator=make_softmax_evaluator, monitor=("val_loss", False), train_defaults=dict(
+                     evaluator=make_softmax_evaluator, monitor=("val_loss", False), module=DAE,
+                     train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
 }
 

@@ -1,28 +1,209 @@
-"""Row-sharding metadata of embedding tables, shared by every model family.
+"""The model contract: what a recjax model is, what it can do, and how it says so.
 
-A model marks its embedding tables with :func:`table` (an ``nnx.Param`` with
-``row_sharded=True`` metadata); :mod:`recjax.train.sharding` splits those by rows
-over a device mesh. The marking lives here, below the models, so that models never
+Every model family is a Flax NNX module that trains through one step function
+(:mod:`recjax.train.step`): ``model(batch, train=..., rngs=...)`` gives predictions
+and ``model.penalty(batch)`` its regularisation. What else it can do, it
+**declares** in a class attribute ``capabilities`` (a :class:`Capabilities`), and
+each capability comes with the methods of one protocol:
+
+=============  ======================  ==================================================
+capability     protocol                methods
+=============  ======================  ==================================================
+``pairs``      :class:`PairScorer`     ``model({"user": [B], "item": [B]}) -> [B]``:
+                                       ratings (regression) or logits (binary)
+``ranks``      :class:`Ranker`         ``ranking_vectors() -> (users [U, d'], items
+                                       [I, d'])`` whose dot products order the catalogue
+                                       as the model does (``None`` where this instance's
+                                       settings do not allow it: then its dense scores)
+``embeds``     :class:`Embedder`       ``embeddings() -> (users [U, d], items [I, d])``
+``bag``        :class:`BagModel`       a user is a bag of items [B, L] (``PAD`` = -1):
+                                       ``user_embedding(bag)``, ``embeddings(inputs)``
+                                       and ``ranking_vectors(bag)``
+``fold_in``    :class:`FoldIn`         ``fold_in(items, ratings) -> (user [d'], items
+                                       [I, d'])``: a user unseen in training, without
+                                       retraining
+=============  ======================  ==================================================
+
+Callers ask the declaration (:func:`capabilities_of`), never the type of a model or
+the signature of its methods. A family is registered in :data:`recjax.models.MODELS`
+(a :class:`recjax.models.ModelSpec` naming its module class); the contract test
+(``tests/test_model_contract.py``) then checks every declared capability of it.
+
+Embedding tables are marked with :func:`table` (an ``nnx.Param`` with
+``row_sharded=True`` metadata), which :mod:`recjax.train.sharding` splits by rows
+over a device mesh; the marking lives here, below the models, so that models never
 import the training package.
 
 Example
 -------
 >>> import jax.numpy as jnp
 >>> from flax import nnx
->>> from recjax.models.base import is_table, table
->>> is_table(None, table(jnp.zeros((3, 2)))), is_table(None, nnx.Param(jnp.zeros(2)))
-(True, False)
+>>> from recjax.models.base import FoldIn, Ranker, capabilities_of
+>>> from recjax.models.mf import MF, MFConfig
+>>> model = MF(MFConfig(embedding_dim=2), n_users=3, n_items=4, rngs=nnx.Rngs(0))
+>>> caps = capabilities_of(model)
+>>> caps.pairs, caps.ranks, caps.bag, caps.fold_in
+(True, True, False, True)
+>>> isinstance(model, Ranker) and isinstance(model, FoldIn)
+True
+>>> users, items = model.ranking_vectors()   # [U_u, 1] . [V_i, b_i]
+>>> users.shape, items.shape
+((3, 3), (4, 3))
 """
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 import jax
+import numpy as np
 from flax import nnx
 
-__all__ = ["TABLE", "table", "is_table"]
+__all__ = ["Capabilities", "PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "capabilities_of",
+           "BagUser", "rating_inputs", "TABLE", "table", "is_table"]
 
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a model family can do, beyond training (see the module docstring).
+
+    Attributes
+    ----------
+    pairs : bool
+        Scores (user, item) index pairs: ``model({"user", "item"}) -> [B]``.
+    ranks : bool
+        Gives ranking vectors, ``ranking_vectors()`` (``ranking_vectors(bag)`` for
+        bag models); a ``pairs`` model without them is ranked by its dense scores.
+    embeds : bool
+        Gives user and item vectors, ``embeddings()`` (``embeddings(inputs)`` for bag
+        models).
+    bag : bool
+        Takes a user as a bag of items (``user_embedding(bag)``).
+    fold_in : bool
+        Folds in a user not seen in training: ``fold_in(items, ratings)``.
+    """
+
+    pairs: bool = False
+    ranks: bool = False
+    embeds: bool = False
+    bag: bool = False
+    fold_in: bool = False
+
+    def names(self) -> tuple[str, ...]:
+        """The declared capabilities, by name."""
+        return tuple(name for name in ("pairs", "ranks", "embeds", "bag", "fold_in") if getattr(self, name))
+
+
+NOTHING = Capabilities()
+
+
+def capabilities_of(model: Any) -> Capabilities:
+    """The capabilities a model (or model class) declares; none declared: nothing."""
+    caps = getattr(model, "capabilities", None)
+    return caps if isinstance(caps, Capabilities) else NOTHING
+
+
+@runtime_checkable
+class PairScorer(Protocol):
+    """Scores (user, item) pairs: predictions [B] of a batch ``{"user": [B], "item": [B]}``
+    (ratings for regression, logits of the positive class for binary); ``n_items`` is the
+    catalogue's size (what the model is ranked over, by its dense scores)."""
+
+    n_items: int
+
+    def __call__(self, batch: dict[str, jax.Array], *, train: bool = False,
+                 rngs: nnx.Rngs | None = None) -> jax.Array: ...
+
+
+@runtime_checkable
+class Ranker(Protocol):
+    """Ranks the catalogue: ``ranking_vectors()`` -> (users [U, d'], items [I, d']) float32,
+    whose dot products order each user's items as the model's own scores do; ``None``
+    where this instance cannot give them (then a ``pairs`` model is ranked by its dense
+    scores)."""
+
+    def ranking_vectors(self) -> tuple[np.ndarray, np.ndarray] | None: ...
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """User and item vectors: ``embeddings()`` -> (users [U, d], items [I, d])."""
+
+    def embeddings(self) -> tuple[jax.Array, jax.Array]: ...
+
+
+@runtime_checkable
+class BagModel(Protocol):
+    """A user is a bag of item indices [B, L], padded with ``PAD`` (-1).
+
+    ``user_embedding(bag)`` -> [B, d]; ``embeddings({"bag": bag})`` -> (users [B, d'],
+    items [I, d']) as stored in a run folder; ``ranking_vectors(bag)`` the same as
+    float32 arrays, whose dot products are the model's scores of every item.
+    """
+
+    n_items: int
+
+    def user_embedding(self, bag: jax.Array) -> jax.Array: ...
+
+    def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]: ...
+
+    def ranking_vectors(self, bag: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
+class FoldIn(Protocol):
+    """A user unseen in training, from their item indices (and ratings), without retraining.
+
+    ``fold_in(items [m], ratings [m] or None, binary_threshold=...)`` -> (user vector
+    [d'] float32, item vectors [I, d'] float32): the user's scores are
+    ``items @ user``. Raises ``ValueError`` when the family needs what is missing
+    (e.g. the ratings of a rating model).
+    """
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+class BagUser:
+    """The :class:`BagModel` and :class:`FoldIn` methods of a bag model, from its
+    ``user_embedding(bag)`` and ``embeddings(inputs)`` (a mixin of the softmax and
+    Mult-DAE modules)."""
+
+    def bag_users(self, bag: Any, chunk: int = 1024) -> jax.Array:
+        """``user_embedding`` of bags [n, L], ``chunk`` bags at a time."""
+        import jax.numpy as jnp
+
+        bag = jnp.asarray(bag)
+        return jnp.concatenate([self.user_embedding(bag[i: i + chunk]) for i in range(0, bag.shape[0], chunk)])
+
+    def ranking_vectors(self, bag: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(users [n, d'], items [n_items, d']) float32 of bags [n, L]: ``embeddings``,
+        whose dot products are the model's logits."""
+        users, items = self.embeddings({"bag": bag})
+        return np.asarray(users, np.float32), np.asarray(items, np.float32)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """The user tower over the bag ``items`` (ratings are not used: any item is a
+        positive): (user vector [d'], item vectors [n_items, d']) float32."""
+        from recjax.data.jsonlines import PAD
+
+        items = np.asarray(items)
+        bag = np.full((1, max(len(items), 1)), PAD, np.int32)
+        bag[0, : len(items)] = items
+        users, item_vectors = self.embeddings({"bag": bag})
+        return np.asarray(users[0], np.float32), np.asarray(item_vectors, np.float32)
+
+
+def rating_inputs(part: Any, *, task: str = "regression", binary_threshold: float = 3.0) -> dict[str, np.ndarray]:
+    """One example per rating of a :class:`recjax.data.Ratings` part: ``user``, ``item``
+    indices and the task's ``label`` (the rating, or ``rating > binary_threshold``)."""
+    label = part.rating if task == "regression" else part.binary_labels(binary_threshold)
+    return {"user": part.user, "item": part.item, "label": label.astype(np.float32, copy=False)}
+
+
+# ----------------------------------------------------------------------------- tables
 TABLE = {"row_sharded": True}  # nnx.Param metadata marking an embedding table
 
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from recjax.data.dataset import Ratings
+from recjax.models.base import Capabilities
 
 __all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "BASELINES", "MostPopular", "EASE",
            "RANKING_BASELINES"]
@@ -116,6 +117,8 @@ class MostPopular:
     (:mod:`recjax.ranking`) scores it with the same top-k kernel as any embedding model.
     """
 
+    capabilities = Capabilities(ranks=True)
+
     def fit(self, train: Ratings) -> "MostPopular":
         self.n_users_ = train.n_users
         self.counts_ = np.bincount(train.item, minlength=train.n_items).astype(np.float64)
@@ -143,6 +146,8 @@ class EASE:
     lam : float
         L2 weight lambda (250 is the tuned value on ml-100k's ub split).
     """
+
+    capabilities = Capabilities(ranks=True)
 
     def __init__(self, lam: float = 250.0) -> None:
         if lam <= 0:

@@ -45,7 +45,7 @@ from recjax.data.bags import bag_inputs
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
-from recjax.models.base import table
+from recjax.models.base import BagUser, Capabilities, table
 
 __all__ = ["DAEConfig", "DAE", "dae_inputs", "bag_logits", "build_dae"]
 
@@ -96,7 +96,7 @@ def bag_logits(logits: jax.Array, bag: jax.Array) -> jax.Array:
     return jnp.stack([true, others], axis=-1).reshape(-1, 2)
 
 
-class DAE(nnx.Module):
+class DAE(BagUser, nnx.Module):
     """Encoder from a normalised bag of movies to a user vector; logits over all movies.
 
     Parameters
@@ -104,7 +104,13 @@ class DAE(nnx.Module):
     cfg : DAEConfig
     n_items : int
     rngs : nnx.Rngs
+
+    A user is a bag of movies: it ranks the catalogue for a bag
+    (``ranking_vectors(bag)``), embeds and folds in a new user (its encoder over their
+    movies); it scores no single (user, item) pair (see :mod:`recjax.models.base`).
     """
+
+    capabilities = Capabilities(ranks=True, embeds=True, bag=True, fold_in=True)
 
     def __init__(self, cfg: DAEConfig, n_items: int, *, rngs: nnx.Rngs) -> None:
         self.cfg, self.n_items = cfg, n_items
@@ -171,9 +177,7 @@ class DAE(nnx.Module):
     def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         """(``[h, 1]`` of ``inputs["bag"]`` [n, d + 1], ``[V, b]`` [n_items, d + 1]): their dot
         products are the logits."""
-        bag = jnp.asarray(inputs["bag"])
-        users = jnp.concatenate([self.user_embedding(bag[i: i + 1024])
-                                 for i in range(0, bag.shape[0], 1024)])
+        users = self.bag_users(inputs["bag"])
         users = jnp.concatenate([users, jnp.ones((users.shape[0], 1))], axis=1)
         items = jnp.concatenate([self.item_embedding[...], self.item_bias[...][:, None]], axis=1)
         return users, items

@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.models.base import table
+from recjax.models.base import Capabilities, table
 
 __all__ = ["DNNConfig", "DNN", "parse_dims"]
 
@@ -84,11 +84,16 @@ class DNN(nnx.Module):
         Initial output bias (regression).
     task : {"regression", "binary"}
     rngs : nnx.Rngs
+
+    It scores pairs and embeds; it is ranked by its dense scores (no ranking vectors
+    through its ReLU layers) and cannot fold in a new user (see :mod:`recjax.models.base`).
     """
+
+    capabilities = Capabilities(pairs=True, embeds=True)
 
     def __init__(self, cfg: DNNConfig, n_users: int, n_items: int, *, global_mean: float = 0.0,
                  task: str = "regression", rngs: nnx.Rngs) -> None:
-        self.cfg, self.task = cfg, task
+        self.cfg, self.task, self.n_items = cfg, task, n_items
         init = jax.nn.initializers.normal(cfg.init_std)
         self.user_embedding = table(init(rngs.params(), (n_users, cfg.embedding_dim)))
         self.item_embedding = table(init(rngs.params(), (n_items, cfg.embedding_dim)))

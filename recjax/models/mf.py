@@ -33,9 +33,10 @@ from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
-from recjax.models.base import table
+from recjax.models.base import Capabilities, table
 
 __all__ = ["MFConfig", "MF", "gravity"]
 
@@ -83,7 +84,12 @@ class MF(nnx.Module):
         Range for ``squash``.
     task : {"regression", "binary"}
     rngs : nnx.Rngs
+
+    It scores pairs, ranks the catalogue (:meth:`ranking_vectors`), embeds and folds
+    in a new user (:meth:`fold_in`): see :mod:`recjax.models.base`.
     """
+
+    capabilities = Capabilities(pairs=True, ranks=True, embeds=True, fold_in=True)
 
     def __init__(
         self, cfg: MFConfig, n_users: int, n_items: int, *, global_mean: float = 0.0,
@@ -154,6 +160,95 @@ class MF(nnx.Module):
     def embeddings(self) -> tuple[jax.Array, jax.Array]:
         """(user table [n_users, d], item table [n_items, d]) for retrieval."""
         return self.user_embedding[...], self.item_embedding[...]
+
+    def ranking_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users [n_users, d(+1)], items [n_items, d(+1)]) float32 whose dot products rank
+        the items like the model.
+
+        A score is ``mu + b_u + b_i + <U_u, V_i>`` (possibly squashed by a monotone
+        sigmoid); for one user only ``b_i + <U_u, V_i>`` changes the order, which is
+        ``[U_u, 1] . [V_i, b_i]`` (without an item bias, ``U_u . V_i``).
+        """
+        users, items = (np.asarray(t, np.float32) for t in self.embeddings())
+        if self.item_bias is not None:
+            b = np.asarray(self.item_bias[...], np.float32)[:, None]
+            users = np.hstack([users, np.ones((users.shape[0], 1), np.float32)])
+            items = np.hstack([items, b])
+        return users, items
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """A user not seen in training, against the frozen item table and biases.
+
+        * regression: the user's factors and bias by ridge regression (the closed-form
+          minimiser of the training objective for this user: squared error plus ``l2``
+          per rating); needs ``ratings``.
+        * binary: L2-regularised logistic regression (Newton steps) of the user's
+          positive items against every other item as a sampled negative would weigh it
+          (``num_negatives`` per positive, uniform); ``ratings`` above
+          ``binary_threshold`` count as positives when given, else every item does.
+
+        Parameters
+        ----------
+        items : int array [m]
+            Item indices, distinct.
+        ratings : float array [m], optional
+
+        Returns
+        -------
+        (user vector [d'], item vectors [n_items, d']) float32, as
+        :meth:`ranking_vectors`: the user's scores are ``items @ user``.
+        """
+        index = np.asarray(items)
+        _, item_vectors = self.ranking_vectors()
+        q = np.asarray(self.item_embedding[...], np.float64)
+        b = (np.asarray(self.item_bias[...], np.float64) if self.item_bias is not None
+             else np.zeros(len(q)))
+        if self.task == "regression":
+            if ratings is None:
+                raise ValueError("an MF rating run folds in a user from their ratings: pass "
+                                 "new_user_ratings")
+            rating = np.asarray(ratings, np.float64)
+            p = _ridge_fold_in(q[index], rating - self.offset - b[index], self.cfg.l2 * len(index),
+                               self.user_bias is not None)
+        else:
+            labels = (np.ones(len(index)) if ratings is None
+                      else (np.asarray(ratings, np.float64) > binary_threshold).astype(float))
+            p = _logistic_fold_in(q, b, index, labels, self.cfg.l2 * len(index), self.cfg.num_negatives)
+        user = np.append(p, 1.0) if self.item_bias is not None else p
+        return user.astype(np.float32), item_vectors
+
+
+def _ridge_fold_in(q: np.ndarray, y: np.ndarray, lam: float, bias: bool) -> np.ndarray:
+    """argmin_p ||y - Q p||^2 + lam ||p||^2 (the user bias as a last column of ones,
+    regularised like the factors, as MF's ``l2`` does); returns the factors."""
+    x = np.hstack([q, np.ones((len(q), 1))]) if bias else q
+    gram = x.T @ x + max(lam, 1e-9) * np.eye(x.shape[1])
+    p = np.linalg.solve(gram, x.T @ y)
+    return p[: q.shape[1]]
+
+
+def _logistic_fold_in(q: np.ndarray, b: np.ndarray, index: np.ndarray, labels: np.ndarray,
+                      lam: float, negatives: int, steps: int = 25) -> np.ndarray:
+    """L2-regularised logistic regression of the user's labels over their items, plus
+    every item as an expected uniform negative (``negatives`` per rated item); Newton."""
+    n_items, d = q.shape
+    x = np.vstack([q[index], q]) if negatives else q[index]
+    offset = np.concatenate([b[index], b]) if negatives else b[index]
+    y = np.concatenate([labels, np.zeros(n_items)]) if negatives else labels
+    w = (np.concatenate([np.ones(len(index)), np.full(n_items, negatives * len(index) / n_items)])
+         if negatives else np.ones(len(index)))
+    p = np.zeros(d)
+    lam = max(lam, 1e-6)
+    for _ in range(steps):
+        prob = 1.0 / (1.0 + np.exp(-(x @ p + offset)))
+        grad = x.T @ (w * (prob - y)) + 2 * lam * p
+        hess = (x * (w * prob * (1 - prob))[:, None]).T @ x + 2 * lam * np.eye(d)
+        step = np.linalg.solve(hess, grad)
+        p -= step
+        if np.max(np.abs(step)) < 1e-10:
+            break
+    return p
 
 
 def _logit(p: float) -> float:

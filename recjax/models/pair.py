@@ -89,7 +89,7 @@ from flax import nnx
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData
 from recjax.data.tokens import check_class_labels, movielens_tokens, pair_vocab, read_pair_parts
-from recjax.models.base import TABLE
+from recjax.models.base import TABLE, Capabilities
 
 __all__ = [
     "PairConfig", "PairModel", "TokenEncoder", "Tokens", "ENCODERS", "COMPARATORS",
@@ -317,7 +317,14 @@ class PairModel(nnx.Module):
     global_mean : float
         Initial output bias of the regression head (the training mean).
     rngs : nnx.Rngs
+
+    It scores pairs, embeds and ranks the catalogue (MovieLens models): by ranking
+    vectors where its comparator and MLP are linear in ``e0 * e1``
+    (:meth:`ranking_vectors`), else by its dense scores. It cannot fold in a new user:
+    its users are tokens learned in training (see :mod:`recjax.models.base`).
     """
+
+    capabilities = Capabilities(pairs=True, ranks=True, embeds=True)
 
     def __init__(self, cfg: PairConfig, vocab_sizes: tuple[int, int], *,
                  tokens: tuple[np.ndarray, np.ndarray] | None = None, task: str = "regression",
@@ -456,6 +463,50 @@ class PairModel(nnx.Module):
         if self.in0_tokens is None:
             raise ValueError("embeddings() needs a model built on MovieLens data; use encode() on tokens")
         return _chunked(self.encoder0, self.in0_tokens[...]), _chunked(self.encoder1, self.in1_tokens[...])
+
+    @property
+    def n_items(self) -> int | None:
+        """Items of a MovieLens model (rows of its in1 token table); None for token models."""
+        return None if self.in1_tokens is None else int(self.in1_tokens.shape[0])
+
+    def ranking_vectors(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(users [U, d + 1], items [N, d + 1]) float32 ranking like this MovieLens model,
+        when its comparator and MLP allow; None otherwise.
+
+        With comparators among ``hadamard`` and ``concat`` and a linear MLP (no hidden
+        layer, or ``mlp_activation="linear"``), the score is affine in
+        ``[e0 * e1, e0, e1]``: ``w_h . (e0 * e1) + w_0 . e0 + w_1 . e1 + c``, so for one
+        user the order is that of ``[e0, 1] . [w_h * e1, w_1 . e1]``. ``abs_diff``, a
+        non-linear MLP or a model of JSON Lines tokens (no users) give None: such a
+        model is ranked by its dense scores. With ``token_bias``, the in1 tokens' biases
+        join the items' constant (the in0 ones are constant for a user).
+        """
+        comparators = self.cfg.comparators
+        if self.in0_tokens is None or "abs_diff" in comparators:
+            return None
+        if len(self.mlp) and self.cfg.mlp_activation != "linear":
+            return None
+        e0, e1 = (np.asarray(t, np.float64) for t in self.embeddings())
+        d = e0.shape[1]
+        a = np.eye(d * sum(2 if c == "concat" else 1 for c in comparators))
+        for layer in list(self.mlp) + [self.head]:
+            a = a @ np.asarray(layer.kernel[...], np.float64)
+        w = a[:, 0] if a.shape[1] == 1 else a[:, 1] - a[:, 0]  # regression, or binary l1 - l0
+        item_vec, item_const, pos = np.zeros_like(e1), np.zeros(e1.shape[0]), 0
+        for c in comparators:
+            if c == "hadamard":
+                item_vec += e1 * w[pos:pos + d]
+                pos += d
+            else:  # concat: the e0 half is constant for a user
+                item_const += e1 @ w[pos + d:pos + 2 * d]
+                pos += 2 * d
+        if self.biases is not None:  # sum of the item's token biases, per output
+            tokens = np.asarray(self.in1_tokens[...])
+            rows = np.asarray(self.biases[1].embedding[...], np.float64)
+            bias = np.sum(rows[np.clip(tokens, 0, len(rows) - 1)] * (tokens >= 0)[..., None], axis=1)
+            item_const += bias[:, 0] if bias.shape[1] == 1 else bias[:, 1] - bias[:, 0]
+        users = np.hstack([e0, np.ones((e0.shape[0], 1))]).astype(np.float32)
+        return users, np.hstack([item_vec, item_const[:, None]]).astype(np.float32)
 
 
 def _chunked(encoder: TokenEncoder, tokens: jax.Array, chunk: int = 4096) -> jax.Array:

@@ -62,7 +62,7 @@ from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
 from recjax.models.pair import Tokens
-from recjax.models.base import table
+from recjax.models.base import BagUser, Capabilities, table
 
 __all__ = ["SoftmaxConfig", "SoftmaxModel", "NEGATIVES", "softmax_inputs", "item_features",
            "make_softmax_evaluator", "ranking_metrics", "sampled_logits"]
@@ -147,7 +147,7 @@ def sampled_logits(user: jax.Array, table: jax.Array, target: jax.Array, candida
     return jnp.concatenate([true, jnp.where(hit, _NEG, sampled)], axis=-1)
 
 
-class SoftmaxModel(nnx.Module):
+class SoftmaxModel(BagUser, nnx.Module):
     """User tower over a bag of movies; logits against the movie table.
 
     Parameters
@@ -161,7 +161,13 @@ class SoftmaxModel(nnx.Module):
     item_counts : array [n_items], optional
         Training frequency of each movie (the in-batch sampler's distribution).
     rngs : nnx.Rngs
+
+    A user is a bag of movies: it ranks the catalogue for a bag
+    (``ranking_vectors(bag)``), embeds and folds in a new user (its user tower over
+    their movies); it scores no single (user, item) pair (see :mod:`recjax.models.base`).
     """
+
+    capabilities = Capabilities(ranks=True, embeds=True, bag=True, fold_in=True)
 
     def __init__(self, cfg: SoftmaxConfig, n_items: int, *, genres: np.ndarray, years: np.ndarray,
                  item_counts: np.ndarray | None = None, rngs: nnx.Rngs) -> None:
@@ -280,9 +286,7 @@ class SoftmaxModel(nnx.Module):
 
     def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         """(user embeddings of ``inputs["bag"]`` [n, d], movie table [n_items, d])."""
-        bag = jnp.asarray(inputs["bag"])
-        users = jnp.concatenate([self.user_embedding(bag[i: i + 1024]) for i in range(0, bag.shape[0], 1024)])
-        return users, self.movie_embedding[...]
+        return self.bag_users(inputs["bag"]), self.movie_embedding[...]
 
 
 # ----------------------------------------------------------------------------- data
