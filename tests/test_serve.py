@@ -35,8 +35,8 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import recjax  # noqa: E402
-from recjax.cli import main  # noqa: E402
+import recjax
+from recjax.cli import main
 
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
@@ -420,8 +420,8 @@ def test_encoder_embeddings(client, folders, tmp_path, capsys):
     ("application/json", None, '{"instances": [], "extra": 1}', 400, "extra"),
     ("application/json", None, '{"instances": [{"in0": [196], "in2": [1]}]}', 400, "instances[0].in2"),
     ("application/json", None, '{"instances": [{}]}', 400, "instances[0]"),
-    ("application/json", None, '{"instances": [{"in0": [196], "in1": [242]}, {"in0": [99999], '
-                               '"in1": [242]}]}', 400, "instances[1].in0"),
+    ("application/json", None, ('{"instances": [{"in0": [196], "in1": [242]}, {"in0": [99999], '
+                                '"in1": [242]}]}'), 400, "instances[1].in0"),
     ("application/json", None, '{"instances": [{"in0": ["196"], "in1": [242]}]}', 400, "instances[0].in0"),
     ("application/json", None, '{"instances": [{"in0": [196, 7], "in1": [242]}]}', 400, "instances[0].in0"),
     ("application/json", None, '{"instances": [{"in0": [196], "in1": []}]}', 400, "instances[0].in1"),
@@ -596,7 +596,7 @@ def test_unbatched_server_answers_alike(runs):
 def _readme_examples() -> list[tuple[str, str]]:
     """(curl command, documented answer) of each ``<!-- serve-example -->`` in README."""
     text = README.read_text().split("## Serving", 1)[1].split("\n## ", 1)[0]
-    blocks = re.findall(r"<!-- serve-example -->\n```bash\n(.*?)```\n```json\n(.*?)```", text, re.S)
+    blocks = re.findall(r"<!-- serve-example -->\n```bash\n(.*?)```\n```json\n(.*?)```", text, re.DOTALL)
     assert len(blocks) >= 8, "README's Serving section lost its examples"
     return blocks
 
@@ -623,7 +623,7 @@ def test_readme_curl_examples(live):
     for command, documented in _readme_examples():
         assert "localhost:8080" in command
         run = subprocess.run(["bash", "-c", command.replace("localhost:8080", f"127.0.0.1:{live.port}")],
-                             capture_output=True, text=True, timeout=30)
+                             capture_output=True, text=True, timeout=30, check=False)
         assert run.returncode == 0, (command, run.stderr)
         got = [json.loads(line) for line in run.stdout.splitlines() if line.strip()]
         want = [json.loads(line) for line in documented.splitlines() if line.strip()]

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["create_app", "serve", "Batcher", "Job", "ServedRun", "RequestError", "DEFAULTS"]
+__all__ = ["DEFAULTS", "Batcher", "Job", "RequestError", "ServedRun", "create_app", "serve"]
 
 DEFAULTS: dict[str, Any] = {  # the one source of the server's defaults (API and CLI)
     "host": "127.0.0.1",  # loopback; 0.0.0.0 inside a container

@@ -15,9 +15,10 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -28,10 +29,16 @@ from starlette.routing import Route
 from recjax.serve import DEFAULTS
 from recjax.serve.batching import Batcher, grouped
 from recjax.serve.endpoints import (
-    PREDICT_KEYS, RECOMMEND_KEYS, SIMILAR_KEYS, Limits, RequestError, ServedRun, field_of,
+    PREDICT_KEYS,
+    RECOMMEND_KEYS,
+    SIMILAR_KEYS,
+    Limits,
+    RequestError,
+    ServedRun,
+    field_of,
 )
 
-__all__ = ["create_app", "LOGGER"]
+__all__ = ["LOGGER", "create_app"]
 
 LOGGER = logging.getLogger("recjax.serve")
 JSON = "application/json"

@@ -39,11 +39,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any
 
-__all__ = ["Batcher", "Job", "BatchInfo", "grouped"]
+__all__ = ["BatchInfo", "Batcher", "Job", "grouped"]
 
 
 @dataclass
@@ -148,7 +149,7 @@ class Batcher:
                 self._full.clear()
                 try:
                     await asyncio.wait_for(self._full.wait(), wait)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     pass
             jobs, rows = [], 0
             while self._pending and (not jobs or rows + self._pending[0].rows <= self.max_rows):

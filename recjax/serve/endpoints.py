@@ -28,15 +28,16 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 
 from recjax.serve.batching import Job
 
-__all__ = ["ServedRun", "RequestError", "KINDS", "DEFAULT_LIMITS", "Limits"]
+__all__ = ["DEFAULT_LIMITS", "KINDS", "Limits", "RequestError", "ServedRun"]
 
 KINDS = ("recommend", "fold_in", "similar", "predict", "invocations", "embeddings")
 RECOMMEND_KEYS = ("users", "N", "filter_already_liked_items", "items", "new_user_items",
@@ -240,8 +241,7 @@ class ServedRun:
         if self.has_vocabulary:
             out.update(users=int(self.run.data.n_users), items=int(self.run.data.n_items),
                        rating_scale=[float(x) for x in self.run.data.rating_scale])
-        out["endpoints"] = {kind: ("ok" if kind not in self.unsupported else self.unsupported[kind])
-                            for kind in KINDS}
+        out["endpoints"] = {kind: self.unsupported.get(kind, "ok") for kind in KINDS}
         return out
 
     def require(self, kind: str, field: str | None = None) -> None:

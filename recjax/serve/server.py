@@ -21,15 +21,16 @@ import logging.config
 import os
 import signal
 import socket
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import uvicorn
 
 from recjax.serve import DEFAULTS
 from recjax.serve.app import LOGGER, create_app, named_runs
 
-__all__ = ["serve", "app_from_environment", "LOG_CONFIG", "ENVIRONMENT_VARIABLE"]
+__all__ = ["ENVIRONMENT_VARIABLE", "LOG_CONFIG", "app_from_environment", "serve"]
 
 ENVIRONMENT_VARIABLE = "RECJAX_SERVE_CONFIG"
 GRACEFUL_SHUTDOWN_S = 30  # the longest a shutdown waits for requests in flight
