@@ -28,6 +28,7 @@ Example
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -41,7 +42,8 @@ import numpy as np
 from recjax.data.dataset import Ratings, UnknownIdError
 from recjax.data.jsonlines import PairData
 from recjax.data.movielens import MalformedFileError
-from recjax.train.step import Model, make_predict
+from recjax.runs import module_predictions
+from recjax.train.step import Model
 
 __all__ = ["Trained", "load_trained", "predict_pairs", "embed", "respond", "read_requests"]
 
@@ -138,9 +140,7 @@ def predict_pairs(trained: Trained, in0: list[list[int]], in1: list[list[int]]) 
         raise ValueError(f"{len(in0)} in0 sequences but {len(in1)} in1 sequences")
     if not in0:
         return np.zeros((0, 1 if trained.train_cfg.task == "regression" else 2), np.float32)
-    batch = {k: jnp.asarray(v) for k, v in _batch(trained, in0, in1).items()}
-    model = Model.split(trained.module)
-    out = np.asarray(make_predict(model, chunk=min(8192, len(in0)))(model.params, batch), np.float64)
+    out = module_predictions(trained.module, _batch(trained, in0, in1))  # compiled once per size
     if trained.train_cfg.task == "regression":
         return out[:, None]
     p1 = 1.0 / (1.0 + np.exp(-out))
@@ -159,9 +159,15 @@ def embed(trained: Trained, side: int, tokens: list[list[int]]) -> np.ndarray:
         batch = table[_movielens_index(trained, side, tokens)]
     else:
         batch = jnp.asarray(_token_batch(trained, side, tokens))
-    model = Model.split(module)
-    encode = jax.jit(lambda params, t: model.bind(params).encode(side, t))
+    model, encode = _encoder(module, side)
     return np.asarray(encode(model.params, batch))
+
+
+@functools.lru_cache(maxsize=16)
+def _encoder(module: Any, side: int) -> tuple[Model, Any]:
+    """(split model, jitted ``encode(params, tokens)`` of one side), made once per module."""
+    model = Model.split(module)
+    return model, jax.jit(lambda params, t: model.bind(params).encode(side, t))
 
 
 def _valid_side(value: Any, raw_ids: bool) -> bool:

@@ -934,9 +934,13 @@ def _check_count(n: Any, name: str) -> int:
     return int(n)
 
 
-@functools.lru_cache(maxsize=8)
-def _predictor(module: Any) -> tuple[Any, Any]:
-    """(split model, compiled predict) of a module, made once per module."""
+_MAX_CHUNK = 8192  # examples per compiled prediction call
+
+
+@functools.lru_cache(maxsize=64)
+def _predictor(module: Any, chunk: int) -> tuple[Any, Any]:
+    """(split model, jitted predict in chunks of ``chunk``) of a module, made once per
+    module and chunk size."""
     from recjax.train.step import Model, make_predict
 
     model = Model.split(module)
@@ -944,10 +948,15 @@ def _predictor(module: Any) -> tuple[Any, Any]:
 
 
 def module_predictions(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The module's predictions float64 [n] for a model family's ``inputs`` arrays."""
+    """The module's predictions float64 [n] for a model family's ``inputs`` arrays.
+
+    Inputs are padded to the next power of two (at most 8192 per compiled call), so a
+    few pairs cost a small call and a served model compiles at most 14 sizes."""
     import jax.numpy as jnp
 
-    model, predict = _predictor(module)
+    n = len(next(iter(inputs.values())))
+    chunk = min(_MAX_CHUNK, 1 << max(n - 1, 0).bit_length())
+    model, predict = _predictor(module, chunk)
     arrays = {k: jnp.asarray(v) for k, v in inputs.items()}
     return np.asarray(predict(model.params, arrays), np.float64)
 
