@@ -254,7 +254,8 @@ def run_stages(folder: Path) -> tuple[list[tuple], int]:
     parts, *stats = measure(lambda: split(data))
     rows.append(("split", *stats))
     del data  # as in training: only the parts live on
-    inputs, *stats = measure(lambda: {name: MODELS["mf"].inputs(part, cfg)
+    inputs, *stats = measure(lambda: {name: MODELS["mf"].inputs(part, task=cfg.task,
+                                                                binary_threshold=cfg.binary_threshold)
                                       for name, part in parts.items()})
     rows.append(("inputs", *stats))
     _, *stats = measure(lambda: device_put(inputs))

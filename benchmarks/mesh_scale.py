@@ -45,9 +45,9 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     data, _ = synthetic_ratings(USERS, ITEMS, n_ratings, seed=0)
     cfg, mf_cfg = recommended_configs("mf", {"batch_size": 16_384, "epochs": epochs, "quiet": True},
                                       {"embedding_dim": 64})
-    inputs = MODELS["mf"].inputs(data, cfg)
+    inputs = MODELS["mf"].inputs(data, task=cfg.task, binary_threshold=cfg.binary_threshold)
     generate = time.perf_counter() - tic
-    model = Model.split(MODELS["mf"].build(mf_cfg, data, cfg))
+    model = Model.split(MODELS["mf"].build(mf_cfg, data, task=cfg.task, seed=cfg.seed))
     layout = Layout(make_mesh(*parse_mesh(mesh or "1x1")), model)
     state = jax.eval_shape(lambda p: initial_state(model, make_optimizer(cfg, 1), 0, layout)[0], model.params)
     shapes = (state.params, state.opt_state)  # the arrays that grow with the tables

@@ -86,12 +86,9 @@ def setup(model: str, shape: str):
     cfg, model_cfg = recommended_configs(model, train_over, model_values)
     spec = MODELS[model]
     parts = splits(shape)
-    module = spec.build(model_cfg, parts["train"], cfg)
+    module = spec.build(model_cfg, parts["train"], task=cfg.task, seed=cfg.seed)
     net = Model.split(module)
-    if spec.prepare is not None:
-        arrays = spec.prepare(model_cfg, parts, cfg)["train"]
-    else:
-        arrays = spec.inputs(parts["train"], cfg)
+    arrays = spec.examples(model_cfg, parts, task=cfg.task, binary_threshold=cfg.binary_threshold)["train"]
     data = {k: jnp.asarray(v) for k, v in arrays.items()}
     n = len(arrays["label"])
     size, steps = batch_layout(n, cfg.batch_size)

@@ -203,6 +203,11 @@ def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[st
     return layout.replicate(arrays)
 
 
+def _build(spec: Any, model_cfg: Any, train: Any, cfg: TrainConfig) -> Any:
+    """The family's module for a training part: the run gives it its task and seed only."""
+    return spec.build(model_cfg, train, task=cfg.task, seed=cfg.seed)
+
+
 def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> Embeddings | None:
     """Raw ids and vectors of a model that ``embeds`` (:mod:`recjax.models.base`):
     ``module.embeddings()``, or ``embeddings(train_inputs)`` for a bag model (its user
@@ -251,13 +256,15 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
         raise ValueError(f"--resume: no run to resume in {run_dir} (no such folder)")
     given = splits is not None
     if splits is None:
-        splits = (spec.load(model_cfg, cfg) if spec.load else None) or load_splits(cfg)
+        own = spec.load(model_cfg, task=cfg.task, val_fraction=cfg.val_fraction, seed=cfg.seed) \
+            if spec.load else None
+        splits = own or load_splits(cfg)
     splits = check_parts(splits)
     if cfg.refit and not isinstance(splits["train"], Ratings):
         raise ValueError(f"refit is available for rating data only, not {cfg.model!r}'s own data files")
     # the module's own checks (settings that contradict the task) and whether its state can
     # fit, before anything is written or allocated (abstract_params builds no arrays)
-    check_training_memory(abstract_params(lambda: spec.build(model_cfg, splits["train"], cfg)),
+    check_training_memory(abstract_params(lambda: _build(spec, model_cfg, splits["train"], cfg)),
                           optimizer=cfg.optimizer)
     primary = jax.process_index() == 0  # with several processes, one writes the run folder
     with RunWriter(run_dir, primary=primary) as writer:
@@ -295,16 +302,13 @@ def _train(cfg: TrainConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], 
            writer: RunWriter, resume: bool) -> RunResult:
     """Fit (and refit), score, and finish the run folder."""
     identity = {**_identity(cfg, model_cfg), "data_fingerprint": fingerprint_digest(fingerprint(splits))}
-    module = spec.build(model_cfg, splits["train"], cfg)
+    module = _build(spec, model_cfg, splits["train"], cfg)
     model = Model.split(module)
     mesh = make_mesh(*parse_mesh(cfg.mesh)) if cfg.mesh else None
     layout = Layout(mesh, model) if mesh is not None else None
     predict = make_predict(model, out_sharding=layout and layout.replicated)
-    if spec.prepare is not None:
-        inputs = spec.prepare(model_cfg, splits, cfg)
-    else:
-        inputs = {name: spec.inputs(part, cfg) for name, part in splits.items()}
-    custom = spec.evaluator(model, inputs, cfg) if spec.evaluator is not None else None
+    inputs = spec.examples(model_cfg, splits, task=cfg.task, binary_threshold=cfg.binary_threshold)
+    custom = spec.evaluator(model, inputs) if spec.evaluator is not None else None
     device_inputs: dict[str, dict[str, jax.Array]] = {}  # each part copied when first scored
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
@@ -330,11 +334,11 @@ def _train(cfg: TrainConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], 
     if cfg.refit:
         # Validation chose the epoch count; now train afresh on all training data.
         splits = {**splits, "train": splits["train"].concat(splits["val"])}
-        module = spec.build(model_cfg, splits["train"], cfg)
+        module = _build(spec, model_cfg, splits["train"], cfg)
         model = Model.split(module)
         layout = Layout(mesh, model) if mesh is not None else None
         predict = make_predict(model, out_sharding=layout and layout.replicated)
-        inputs["train"] = spec.inputs(splits["train"], cfg)
+        inputs["train"] = spec.inputs(splits["train"], task=cfg.task, binary_threshold=cfg.binary_threshold)
         device_inputs.pop("train", None)
         refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
         result = fit(

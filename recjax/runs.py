@@ -618,7 +618,8 @@ class Run:
         train, folder = self.splits["train"], self.path / "checkpoints"
         if self.refit:
             train, folder = train.concat(self.splits["val"]), folder / "refit"
-        model = Model.split(spec.build(self.model_config, train, self.train_config))
+        model = Model.split(spec.build(self.model_config, train, task=self.train_config.task,
+                                       seed=self.train_config.seed))
         expect = {"param_shapes": param_shapes(model.params),
                   "data_fingerprint": fingerprint_digest(self.fingerprint)}
         params, _ = Checkpoints(folder).restore_best(model.params, expect)
@@ -644,7 +645,7 @@ class Run:
         if not spec.capabilities.pairs:
             raise RunFolderError(f"{self.path}: a {self.train_config.model} model scores items "
                                  f"for users, not single ratings")
-        inputs = spec.inputs(self.splits[part], self.train_config)
+        inputs = spec.inputs(self.splits[part], **self._labels)
         return module_predictions(self.model(), inputs), np.asarray(inputs["label"], np.float64)
 
     @functools.cache
@@ -669,7 +670,7 @@ class Run:
         spec = MODELS[self.train_config.model]
         bags = None
         if spec.capabilities.bag:
-            bags = spec.prepare(self.model_config, self.splits, self.train_config)["test"]["bag"]
+            bags = spec.prepare(self.model_config, self.splits)["test"]["bag"]
         return as_scorer(self.model(), bags=bags)
 
     # -- queries: raw ids in, raw ids out
@@ -786,7 +787,7 @@ class Run:
         part = dataclasses.replace(self.data, user=user, item=item,
                                    rating=np.zeros(len(user), np.float32),
                                    timestamp=np.zeros(len(user), np.int64))
-        out = module_predictions(self.model(), spec.inputs(part, self.train_config)) if len(user) else \
+        out = module_predictions(self.model(), spec.inputs(part, **self._labels)) if len(user) else \
             np.zeros(0)
         if self.train_config.task == "binary":
             out = 1.0 / (1.0 + np.exp(-out))
@@ -863,6 +864,11 @@ class Run:
         return table if baselines else next(iter(table.values()))
 
     # -- helpers
+    @property
+    def _labels(self) -> dict[str, Any]:
+        """What a family's ``inputs`` needs of the run's configuration: the task's labels."""
+        return {"task": self.train_config.task, "binary_threshold": self.train_config.binary_threshold}
+
     def _with_test(self, test: Ratings) -> "Run":
         if not isinstance(test, Ratings):
             raise TypeError(f"test must be a recjax.data.Ratings, got {type(test).__name__}")
@@ -944,7 +950,7 @@ def _predictor(module: Any, chunk: int) -> tuple[Any, Any]:
     from recjax.train.step import Model, make_predict
 
     model = Model.split(module)
-    return model, make_predict(model)
+    return model, make_predict(model, chunk=chunk)
 
 
 def module_predictions(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
@@ -970,6 +976,6 @@ def _rating_metrics_of(run: Run, test: Ratings) -> dict[str, float]:
     spec = MODELS[run.train_config.model]
     if not spec.capabilities.pairs:
         return {}
-    inputs = spec.inputs(test, run.train_config)
+    inputs = spec.inputs(test, **run._labels)
     score = rating_metrics if run.train_config.task == "regression" else binary_metrics
     return score(module_predictions(run.model(), inputs), np.asarray(inputs["label"], np.float64), "test_")

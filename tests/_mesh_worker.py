@@ -69,7 +69,7 @@ def stored_specs(run_dir: Path) -> dict[str, list]:
 def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, list]:
     """Restore the run's last checkpoint onto ``mesh``; each table's per-device shape."""
     cfg, splits = TrainConfig(batch_size=128, learning_rate=0.01), result.splits
-    model = Model.split(MODELS["mf"].build(CONFIGS["mf"], splits["train"], cfg))
+    model = Model.split(MODELS["mf"].build(CONFIGS["mf"], splits["train"], task=cfg.task, seed=cfg.seed))
     layout = Layout(make_mesh(*mesh), model)
     template, _ = initial_state(model, make_optimizer(cfg, 1), 0, layout)
     # the unpadded shapes vouch that only mesh padding differs

@@ -131,9 +131,9 @@ def test_learns_the_planted_preferences():
     splits = {"train": second.train, "val": second.test, "test": first.test}
     run = TrainConfig(model="dae", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = DAEConfig(dims="16")
-    inputs = dae_inputs(cfg, splits, run)
-    model = Model.split(build_dae(cfg, splits["train"], run))
-    evaluate = make_softmax_evaluator(model, inputs, run)
+    inputs = dae_inputs(cfg, splits)
+    model = Model.split(build_dae(cfg, splits["train"], seed=run.seed))
+    evaluate = make_softmax_evaluator(model, inputs)
     result = fit(model, inputs["train"], run, task="classification",
                  validate=lambda p: evaluate(p, "val", "val_"), monitor="val_loss")
     metrics = evaluate(result.params, "test", "test_")
@@ -169,6 +169,6 @@ def test_runs_through_the_experiment_and_ranks_by_its_logits(tmp_path):
     assert saved["user_embeddings"].shape == (200, 9)
     # recjax evaluate's scorer: user vectors of the train + validation bag . movie vectors
     scorer = Run.open(tmp_path / "run").scorer("dot")
-    bag = dae_inputs(model_cfg, result.splits, cfg)["test"]["bag"]
+    bag = dae_inputs(model_cfg, result.splits)["test"]["bag"]
     np.testing.assert_allclose(scorer.user_vectors @ scorer.item_vectors.T,
                                result.module({"bag": jnp.asarray(bag)}), rtol=1e-4, atol=1e-4)

@@ -82,14 +82,14 @@ def test_learns_the_planted_ratings(small_synthetic):
     split = holdout_split(data, 0.15, seed=0)
     run = TrainConfig(model="dnn", epochs=30, batch_size=256, learning_rate=3e-3, quiet=True, patience=3)
     cfg = DNNConfig(embedding_dim=16, hidden_dims="32", input_dropout=0.1, dropout=0.2, l2=0.01)
-    m = Model.split(MODELS["dnn"].build(cfg, split.train, run))
+    m = Model.split(MODELS["dnn"].build(cfg, split.train, seed=run.seed))
     predict = make_predict(m, chunk=4096)
-    test = {k: jnp.asarray(v) for k, v in rating_inputs(split.test, run).items()}
+    test = {k: jnp.asarray(v) for k, v in rating_inputs(split.test).items()}
 
     def validate(params):
         return {"val_rmse": float(np.sqrt(np.mean((np.asarray(predict(params, test)) - split.test.rating) ** 2)))}
 
-    result = fit(m, rating_inputs(split.train, run), run, task="regression", validate=validate,
+    result = fit(m, rating_inputs(split.train), run, task="regression", validate=validate,
                  monitor="val_rmse")
     global_rmse = float(np.sqrt(np.mean((split.test.rating - split.train.rating.mean()) ** 2)))
     floor = truth.noise_floor_rmse(split.test)

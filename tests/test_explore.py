@@ -217,7 +217,7 @@ def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run)
     spec = MODELS["dnn"]
     cfg = spec.config(embedding_dim=4, hidden_dims="6")
     train_cfg = dataclasses.replace(run.train_config, model="dnn")
-    module = spec.build(cfg, run.splits["train"], train_cfg)
+    module = spec.build(cfg, run.splits["train"], task=train_cfg.task, seed=train_cfg.seed)
     scorer = as_scorer(module)
     assert isinstance(scorer, FunctionScorer)
     users = np.array([0, 5, 9])

@@ -332,12 +332,12 @@ def test_model_registry_builds_mf_from_training_data(small_synthetic):
     data, _ = small_synthetic
     spec = MODELS["mf"]
     assert spec.config is MFConfig and set(spec.tasks) == {"regression", "binary"}
-    module = spec.build(MFConfig(embedding_dim=3), data, TrainConfig(seed=2))
+    module = spec.build(MFConfig(embedding_dim=3), data, seed=2)
     assert module.embeddings()[0].shape == (data.n_users, 3)
     assert module.embeddings()[1].shape == (data.n_items, 3)
     assert module.offset == pytest.approx(float(np.mean(data.rating)), rel=1e-6)
     assert module.rating_scale == (1.0, 5.0)
-    binary = spec.build(MFConfig(embedding_dim=3), data, TrainConfig(task="binary"))
+    binary = spec.build(MFConfig(embedding_dim=3), data, task="binary")
     assert binary.offset == 0.0 and binary.task == "binary"
 
 

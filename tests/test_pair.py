@@ -241,7 +241,7 @@ def _fit(cfg: PairConfig, train, val, task: str, **train_kw):
                                                  **train_kw})
     model = Model.split(module)
     predict = make_predict(model, chunk=4096)
-    val_in = {k: jnp.asarray(v) for k, v in pair_inputs(val, run).items()}
+    val_in = {k: jnp.asarray(v) for k, v in pair_inputs(val, task=task).items()}
 
     def validate(params):
         p = np.asarray(predict(params, val_in))
@@ -252,7 +252,7 @@ def _fit(cfg: PairConfig, train, val, task: str, **train_kw):
                 "val_log_loss": float(np.mean(np.logaddexp(0, p) - y * p))}
 
     monitor = "val_rmse" if task == "regression" else "val_log_loss"
-    result = fit(model, pair_inputs(train, run), run, task=task, validate=validate, monitor=monitor)
+    result = fit(model, pair_inputs(train, task=task), run, task=task, validate=validate, monitor=monitor)
     return validate(result.params), model.bind(result.params)
 
 
@@ -300,7 +300,7 @@ def test_negative_sampling_learns_positive_only_pairs(synthetic_split):
     run = TrainConfig(model="pair", patience=3, task="binary", quiet=True, epochs=15, batch_size=256, learning_rate=1e-2)
     model = Model.split(module)
     epochs = iter(range(100, 0, -1))  # a validation value that always improves: keep the last epoch
-    result = fit(model, pair_inputs(pos, run), run, task="binary", validate=lambda p: {"v": next(epochs)},
+    result = fit(model, pair_inputs(pos, task="binary"), run, task="binary", validate=lambda p: {"v": next(epochs)},
                  monitor="v")
     trained = model.bind(result.params)
     known = test.item < module.vocab_sizes[1]
@@ -357,7 +357,7 @@ def test_jsonl_files_need_a_training_file():
 
 def test_pair_data_inputs_are_token_arrays():
     pairs = PairData.from_lists([[1], [2, 3]], [[4], [5]], [1.0, 0.0])
-    arrays = pair_inputs(pairs, TrainConfig())
+    arrays = pair_inputs(pairs)
     assert arrays["in0"].tolist() == [[1, PAD], [2, 3]] and arrays["label"].dtype == np.float32
 
 

@@ -204,9 +204,9 @@ def test_learns_the_planted_preferences(negatives):
     splits = {"train": second.train, "val": second.test, "test": first.test}
     run = TrainConfig(model="softmax", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = SoftmaxConfig(embedding_dim=16, hidden_dims="32", targets_per_user=4, negatives=negatives)
-    inputs = softmax_inputs(cfg, splits, run)
-    model = Model.split(build_softmax(cfg, splits["train"], run))
-    evaluate = make_softmax_evaluator(model, inputs, run)
+    inputs = softmax_inputs(cfg, splits)
+    model = Model.split(build_softmax(cfg, splits["train"], seed=run.seed))
+    evaluate = make_softmax_evaluator(model, inputs)
     result = fit(model, inputs["train"], run, task="classification",
                  validate=lambda p: evaluate(p, "val", "val_"), monitor="val_loss")
     metrics = evaluate(result.params, "test", "test_")

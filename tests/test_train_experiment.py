@@ -39,7 +39,7 @@ def test_model_config_of_another_class(tmp_path, no_training):
 
 
 def test_task_the_model_does_not_support(tmp_path, monkeypatch, no_training):
-    def build(cfg, train, run_cfg):
+    def build(cfg, train, *, task, seed):
         return MF(cfg, train.n_users, train.n_items, rngs=None)
 
     monkeypatch.setitem(MODELS, "toy", ModelSpec(MFConfig, build, ("regression",)))
@@ -168,7 +168,8 @@ def test_refit_trains_for_the_epoch_count_validation_chose(tmp_path):
 
     spec = MODELS["mf"]
     both = fit_part.concat(val)
-    alone = fit(Model.split(spec.build(model_cfg, both, cfg)), spec.inputs(both, cfg),
+    alone = fit(Model.split(spec.build(model_cfg, both, task=cfg.task, seed=cfg.seed)),
+                spec.inputs(both, task=cfg.task, binary_threshold=cfg.binary_threshold),
                 dataclasses.replace(cfg, epochs=best), task=cfg.task, validate=None, monitor=None)
     assert set(alone.params) == set(result.fit.params)
     for name in alone.params:

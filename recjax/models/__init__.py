@@ -16,7 +16,7 @@ from flax import nnx
 
 from recjax.config import TrainConfig, from_dict
 from recjax.data.dataset import Ratings
-from recjax.models.base import Capabilities, capabilities_of
+from recjax.models.base import Capabilities, capabilities_of, rating_inputs
 from recjax.models.baselines import BASELINES, BiasModel, GlobalMean, ItemMean, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
@@ -30,12 +30,6 @@ __all__ = ["MODELS", "ModelSpec", "rating_inputs", "recommended_configs", "MF", 
            "SoftmaxModel", "DAE", "DAEConfig"]
 
 
-def rating_inputs(part: Ratings, run: TrainConfig) -> dict[str, np.ndarray]:
-    """One example per rating: ``user``, ``item`` indices and the task's ``label``."""
-    label = part.rating if run.task == "regression" else part.binary_labels(run.binary_threshold)
-    return {"user": part.user, "item": part.item, "label": label.astype(np.float32, copy=False)}
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """How the training core builds one model family.
@@ -45,29 +39,32 @@ class ModelSpec:
     config : type
         The model's frozen config dataclass.
     build : callable
-        ``build(model_cfg, train, run_cfg) -> nnx.Module``.
+        ``build(model_cfg, train, *, task, seed) -> nnx.Module``: the module for a
+        training part (its vocabularies and statistics), a task and a seed; never the
+        run's configuration.
     tasks : tuple of str
         Supported ``TrainConfig.task`` values.
     inputs : callable
-        ``inputs(part, run_cfg) -> dict`` of NumPy arrays with a leading example
-        axis, holding ``label``: what the module's ``__call__`` reads from a batch.
+        ``inputs(part, *, task, binary_threshold) -> dict`` of NumPy arrays with a
+        leading example axis, holding ``label``: what the module's ``__call__`` reads
+        from a batch.
     train_defaults : dict
         The model's recommended :class:`TrainConfig` settings; the CLI applies them
         under any value from a config file or a flag.
     load : callable, optional
-        ``load(model_cfg, run_cfg) -> {"train", "val", "test"} or None``: the
-        model's own data source (e.g. Object2Vec JSON Lines); ``None`` falls back
-        to the dataset split. ``build`` and ``inputs`` then receive its parts.
+        ``load(model_cfg, *, task, val_fraction, seed) -> {"train", "val", "test"} or
+        None``: the model's own data source (e.g. Object2Vec JSON Lines); ``None``
+        falls back to the dataset split. ``build`` and ``inputs`` then receive its parts.
     prepare : callable, optional
-        ``prepare(model_cfg, parts, run_cfg) -> {part: arrays}``: replaces
-        ``inputs`` when a part's examples depend on the model config or on other
-        parts (the softmax model's validation bags are the training movies).
+        ``prepare(model_cfg, parts) -> {part: arrays}``: replaces ``inputs`` when a
+        part's examples depend on the model config or on other parts (the softmax
+        model's validation bags are the training movies).
     loss : str, optional
         The :data:`recjax.train.losses.TASK_LOSSES` entry trained with, instead
         of ``run_cfg.task``'s.
     evaluator : callable, optional
-        ``evaluator(model, inputs, run_cfg) -> evaluate(params, part, prefix) ->
-        metrics``: replaces the task's rating or binary metrics.
+        ``evaluator(model, inputs) -> evaluate(params, part, prefix) -> metrics``:
+        replaces the task's rating or binary metrics.
     monitor : (str, bool), optional
         Validation metric driving early stopping and whether higher is better,
         instead of the task's.
@@ -77,12 +74,12 @@ class ModelSpec:
     """
 
     config: type
-    build: Callable[[Any, Ratings, TrainConfig], nnx.Module]
+    build: Callable[..., nnx.Module]
     tasks: tuple[str, ...]
-    inputs: Callable[[Ratings, TrainConfig], dict[str, np.ndarray]] = rating_inputs
+    inputs: Callable[..., dict[str, np.ndarray]] = rating_inputs
     train_defaults: dict[str, Any] = field(default_factory=dict)
-    load: Callable[[Any, TrainConfig], dict[str, Any] | None] | None = None
-    prepare: Callable[[Any, dict[str, Any], TrainConfig], dict[str, dict[str, np.ndarray]]] | None = None
+    load: Callable[..., dict[str, Any] | None] | None = None
+    prepare: Callable[[Any, dict[str, Any]], dict[str, dict[str, np.ndarray]]] | None = None
     loss: str | None = None
     evaluator: Callable[..., Callable[[dict, str, str], dict[str, float]]] | None = None
     monitor: tuple[str, bool] | None = None
@@ -94,19 +91,24 @@ class ModelSpec:
         as its module class declares."""
         return capabilities_of(self.module)
 
+    def examples(self, model_cfg: Any, parts: dict[str, Any], *, task: str = "regression",
+                 binary_threshold: float = 3.0) -> dict[str, dict[str, np.ndarray]]:
+        """The training examples of every part: ``prepare(model_cfg, parts)``, or
+        ``inputs`` of each part."""
+        if self.prepare is not None:
+            return self.prepare(model_cfg, parts)
+        return {name: self.inputs(part, task=task, binary_threshold=binary_threshold)
+                for name, part in parts.items()}
 
-def _build_mf(cfg: MFConfig, train: Ratings, run: TrainConfig) -> MF:
+
+def _build_mf(cfg: MFConfig, train: Ratings, task: str = "regression", seed: int = 0) -> MF:
     return MF(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)),
-              rating_scale=train.rating_scale, task=run.task, rngs=nnx.Rngs(run.seed))
+              rating_scale=train.rating_scale, task=task, rngs=nnx.Rngs(seed))
 
 
-def _build_pair(cfg: PairConfig, train: Ratings, run: TrainConfig) -> PairModel:
-    return build_pair(cfg, train, run.task, run.seed)
-
-
-def _build_dnn(cfg: DNNConfig, train: Ratings, run: TrainConfig) -> DNN:
-    return DNN(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)), task=run.task,
-               rngs=nnx.Rngs(run.seed))
+def _build_dnn(cfg: DNNConfig, train: Ratings, task: str = "regression", seed: int = 0) -> DNN:
+    return DNN(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)), task=task,
+               rngs=nnx.Rngs(seed))
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -115,7 +117,7 @@ MODELS: dict[str, ModelSpec] = {
     "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), module=MF, train_defaults=dict(
         optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5)),
     # Object2Vec's adam at lr 1e-3; dropout 0.7 and side features chosen on validation (ua.base minus 5%)
-    "pair": ModelSpec(PairConfig, _build_pair, ("regression", "binary"), inputs=pair_inputs,
+    "pair": ModelSpec(PairConfig, build_pair, ("regression", "binary"), inputs=pair_inputs,
                       load=load_jsonl_splits, module=PairModel, train_defaults=dict(
                           optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=80, patience=4)),
     "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), module=DNN, train_defaults=dict(

@@ -183,8 +183,7 @@ class DAE(BagUser, nnx.Module):
         return users, items
 
 
-def dae_inputs(cfg: DAEConfig, splits: dict[str, Ratings],
-               run: Any) -> dict[str, dict[str, np.ndarray]]:
+def dae_inputs(cfg: DAEConfig, splits: dict[str, Ratings]) -> dict[str, dict[str, np.ndarray]]:
     """Per-user examples: :func:`recjax.data.bags.bag_inputs` (whole bags), every
     user with at least one training movie trained on."""
     out = bag_inputs(splits, max_bag=0)
@@ -192,6 +191,6 @@ def dae_inputs(cfg: DAEConfig, splits: dict[str, Ratings],
     return out
 
 
-def build_dae(cfg: DAEConfig, train: Ratings, run: Any) -> DAE:
+def build_dae(cfg: DAEConfig, train: Ratings, task: str = "regression", seed: int = 0) -> DAE:
     """The Mult-DAE for a training part's movies."""
-    return DAE(cfg, train.n_items, rngs=nnx.Rngs(run.seed))
+    return DAE(cfg, train.n_items, rngs=nnx.Rngs(seed))

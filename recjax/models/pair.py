@@ -79,7 +79,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -89,7 +88,7 @@ from flax import nnx
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData
 from recjax.data.tokens import check_class_labels, movielens_tokens, pair_vocab, read_pair_parts
-from recjax.models.base import TABLE, Capabilities
+from recjax.models.base import TABLE, Capabilities, rating_inputs
 
 __all__ = [
     "PairConfig", "PairModel", "TokenEncoder", "Tokens", "ENCODERS", "COMPARATORS",
@@ -522,7 +521,7 @@ def load_pair_parts(cfg: PairConfig, task: str, val_fraction: float, seed: int) 
                            vocab_sizes=(cfg.enc0_vocab_size, cfg.enc1_vocab_size))
 
 
-def build_pair(cfg: PairConfig, train: Ratings | PairData, task: str, seed: int) -> PairModel:
+def build_pair(cfg: PairConfig, train: Ratings | PairData, task: str = "regression", seed: int = 0) -> PairModel:
     """The pair model for a training part: MovieLens ratings or JSON Lines pairs."""
     if isinstance(train, PairData):
         if task == "binary":
@@ -543,16 +542,16 @@ def build_pair(cfg: PairConfig, train: Ratings | PairData, task: str, seed: int)
                      rngs=nnx.Rngs(seed))
 
 
-def pair_inputs(part: Ratings | PairData, run: Any) -> dict[str, np.ndarray]:
+def pair_inputs(part: Ratings | PairData, *, task: str = "regression",
+                binary_threshold: float = 3.0) -> dict[str, np.ndarray]:
     """One example per rating (``user``, ``item``, ``label``) or per JSON Lines pair (``in0``, ``in1``, ``label``)."""
     if isinstance(part, PairData):
         return {"in0": part.in0, "in1": part.in1, "label": part.label.astype(np.float32)}
-    from recjax.models import rating_inputs
-
-    return rating_inputs(part, run)
+    return rating_inputs(part, task=task, binary_threshold=binary_threshold)
 
 
-def load_jsonl_splits(cfg: PairConfig, run: Any) -> dict[str, PairData] | None:
+def load_jsonl_splits(cfg: PairConfig, *, task: str, val_fraction: float,
+                      seed: int) -> dict[str, PairData] | None:
     """The JSON Lines parts when ``cfg.jsonl_train`` is set, else ``None`` (use ``--dataset``)."""
     if not cfg.jsonl_train:
         return None
@@ -560,4 +559,4 @@ def load_jsonl_splits(cfg: PairConfig, run: Any) -> dict[str, PairData] | None:
         path = getattr(cfg, name)
         if path and not Path(path).is_file():
             raise FileNotFoundError(f"{name}: no such file {path}")
-    return load_pair_parts(cfg, run.task, run.val_fraction, run.seed)
+    return load_pair_parts(cfg, task, val_fraction, seed)

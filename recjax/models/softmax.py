@@ -290,7 +290,7 @@ class SoftmaxModel(BagUser, nnx.Module):
 
 
 # ----------------------------------------------------------------------------- data
-def softmax_inputs(cfg: SoftmaxConfig, splits: dict[str, Ratings], run: Any) -> dict[str, dict[str, np.ndarray]]:
+def softmax_inputs(cfg: SoftmaxConfig, splits: dict[str, Ratings]) -> dict[str, dict[str, np.ndarray]]:
     """Per-user examples for each part: :func:`recjax.data.bags.bag_inputs` with ``cfg.max_bag``."""
     return bag_inputs(splits, cfg.max_bag)
 
@@ -319,7 +319,7 @@ def ranking_metrics(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: in
             "has": (n_targets > 0).astype(jnp.float32)}
 
 
-def make_softmax_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]], run: Any, *,
+def make_softmax_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
                            k: int = 10, chunk: int = 256) -> Callable[[dict, str, str], dict[str, float]]:
     """``evaluate(params, part, prefix) -> {prefix + "loss", "precision@10", "recall@10"}``.
 
@@ -359,9 +359,9 @@ def make_softmax_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]],
     return evaluate
 
 
-def build_softmax(cfg: SoftmaxConfig, train: Ratings, run: Any) -> SoftmaxModel:
+def build_softmax(cfg: SoftmaxConfig, train: Ratings, task: str = "regression", seed: int = 0) -> SoftmaxModel:
     """The softmax model for a training part (its movies, genres and years)."""
     genres, years = item_features(train)
     counts = np.bincount(train.item, minlength=train.n_items)
     return SoftmaxModel(cfg, train.n_items, genres=genres, years=years, item_counts=counts,
-                        rngs=nnx.Rngs(run.seed))
+                        rngs=nnx.Rngs(seed))
