@@ -21,9 +21,8 @@ WORKDIR /opt/recjax
 COPY pyproject.toml setup.py README.md ./
 COPY csrc ./csrc
 COPY recjax ./recjax
-# httptools: uvicorn's C HTTP parser, about twice the requests/s of the pure-Python
-# default (benchmarks/README.md, Serving)
-RUN pip install --no-cache-dir ".[serve]" httptools
+# the serve extra brings uvicorn[standard]: httptools (C HTTP parser) and uvloop
+RUN pip install --no-cache-dir ".[serve]"
 
 # `serve`: SageMaker's entry point, on PATH
 RUN printf '%s\n' '#!/bin/sh' 'set -e' \
