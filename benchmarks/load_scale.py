@@ -231,7 +231,7 @@ def run_stages(folder: Path) -> tuple[list[tuple], int]:
 
     from recjax.config import TrainConfig
     from recjax.data.movielens import load_movielens
-    from recjax.data.splits import holdout_split
+    from recjax.data.splits import carve_validation, holdout_split
     from recjax.models import MODELS
 
     cfg = TrainConfig(dataset="ml-25m", split="random", model="mf")
@@ -239,7 +239,7 @@ def run_stages(folder: Path) -> tuple[list[tuple], int]:
 
     def split(data):
         train, test, _ = holdout_split(data, cfg.test_fraction, seed=cfg.seed)
-        fit_part, val, _ = holdout_split(train, cfg.val_fraction, seed=cfg.seed + 1)
+        fit_part, val = carve_validation(train, cfg.val_fraction, cfg.seed)
         return {"train": fit_part, "val": val, "test": test}
 
     def device_put(inputs):

@@ -31,7 +31,6 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
-from recjax.data.dataset import Ratings, UnknownIdError
+from recjax.data.dataset import UnknownIdError
 from recjax.retrieval import TopK, similar_items
 from recjax.runs import Run, RunFolderError
 
@@ -356,7 +355,7 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         rating = {n: float(final[f"test_{n}"]) for n in _RATING_NAMES[run.train_config.task]
                   if f"test_{n}" in final}
         out[name] = {**rating, **evaluate_ranking(run.scorer("dot"), task, k, item_embeddings=space)}
-    fit_on = _concat_parts([first.splits["train"], first.splits["val"]])
+    fit_on = first.splits["train"].concat(first.splits["val"])
     ease = None
     if (baselines or ensemble) and task.n_items <= EASE_MAX_ITEMS:
         ease = EASE(ease_lambda).fit(fit_on)
@@ -405,11 +404,3 @@ def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
                          "their predictions cannot be averaged")
     mean = average_predictions([p for p, _ in predicted], task)
     return (rating_metrics if task == "regression" else binary_metrics)(mean, labels)
-
-
-def _concat_parts(parts: list[Ratings]) -> Ratings:
-    return dataclasses.replace(
-        parts[0], user=np.concatenate([p.user for p in parts]),
-        item=np.concatenate([p.item for p in parts]),
-        rating=np.concatenate([p.rating for p in parts]),
-        timestamp=np.concatenate([p.timestamp for p in parts]))

@@ -18,12 +18,14 @@ test items. Scores come from a :class:`Scorer`:
   items [N, d])``, or a ``(users, items)`` pair of arrays.
 
 ``k`` above the catalogue: a list holds at most ``n_items`` items, so
-:meth:`RankingTask.rank` and :func:`topk_from_scores` return ``min(k, n_items)``
-columns and :func:`evaluate_ranking` reports the metrics at ``n_items`` under keys
-that carry the ``k`` asked for (``precision@5000`` on ml-100k is precision@1682).
-Memory: dense scores are ranked a block of users at a time, the block sized from
-:data:`recjax.evaluation.WORKING_MEMORY`, so the temporaries stay bounded for any
-``k``; only the answer (``[users, min(k, n_items)]``) grows with ``k``.
+:meth:`RankingTask.rank` returns ``min(k, n_items)`` columns and
+:func:`evaluate_ranking` reports the metrics at ``n_items`` under keys that carry the
+``k`` asked for (``precision@5000`` on ml-100k is precision@1682). Memory: dense
+scores are computed a batch of users at a time, the batch sized from
+:data:`recjax.evaluation.WORKING_MEMORY`, and ranked by
+:func:`recjax.retrieval.dense_topk` (the top-k reference's selection, in row blocks),
+so the temporaries stay bounded for any ``k``; only the answer (``[users, min(k,
+n_items)]``) grows with ``k``.
 
 Example
 -------
@@ -44,7 +46,6 @@ Example
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol, Sequence, runtime_checkable
@@ -53,14 +54,14 @@ import numpy as np
 import scipy.sparse as sp
 
 from recjax import evaluation as _evaluation
-from recjax.data.bags import bags_from_csr
+from recjax.data.bags import bags_from_csr, user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
-from recjax.retrieval import TopK, recommend
+from recjax.retrieval import TopK, dense_topk, recommend
 
 __all__ = [
     "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer",
-    "topk_from_scores", "batched_topk", "evaluate_ranking", "compare",
+    "batched_topk", "evaluate_ranking", "compare",
 ]
 
 
@@ -151,73 +152,9 @@ def _check_k(k: Any) -> int:
     return int(k)
 
 
-# bytes of temporaries per score in topk_from_scores: the float64 copy, the partition,
-# masks, the int64 cumsum, the chosen ids and their order
+# bytes of temporaries per score of recjax.retrieval.dense_topk (a batch of dense scores
+# is sized to keep them, and the scores themselves, within WORKING_MEMORY)
 _TOPK_BYTES = 64
-
-
-def topk_from_scores(scores: np.ndarray, k: int, exclude_rows: sp.csr_matrix | None = None, *,
-                     block_size: int | None = None) -> TopK:
-    """Top ``k`` of each row of a dense score matrix, best first, ties by lower id.
-
-    Parameters
-    ----------
-    scores : float array [B, N]
-    k : int
-        Clipped to N.
-    exclude_rows : CSR matrix [B, N], optional
-        Entries never returned; where fewer than ``k`` remain, the tail is id -1,
-        score -inf.
-    block_size : int, optional
-        Rows ranked at a time (default: as many as fit in
-        :data:`recjax.evaluation.WORKING_MEMORY`); the answer does not depend on it.
-
-    Returns
-    -------
-    TopK
-        ids int64 [B, min(k, N)], scores float64 [B, min(k, N)].
-    """
-    scores = np.asarray(scores)
-    if scores.ndim != 2:
-        raise ValueError(f"scores must be [users, items], got shape {scores.shape}")
-    k = int(min(_check_k(k), scores.shape[1]))
-    ex = None
-    if exclude_rows is not None and exclude_rows.nnz:
-        ex = sp.csr_matrix(exclude_rows)
-        if ex.shape != scores.shape:
-            raise ValueError(f"exclude_rows has shape {ex.shape}, scores {scores.shape}")
-    ids = np.empty((scores.shape[0], k), np.int64)
-    values = np.empty((scores.shape[0], k), np.float64)
-    rows = _evaluation._block_rows(_TOPK_BYTES * max(scores.shape[1], 1), block_size)
-    for start in range(0, scores.shape[0], rows):
-        block = slice(start, min(start + rows, scores.shape[0]))
-        ids[block], values[block] = _topk_block(scores[block], k, None if ex is None else ex[block])
-    return TopK(ids, values)
-
-
-def _topk_block(scores: np.ndarray, k: int, ex: sp.csr_matrix | None) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`topk_from_scores` of one block of rows (``k <= N``)."""
-    s = np.array(scores, dtype=np.float64)  # a copy: excluded entries are overwritten
-    if np.isnan(s).any():
-        raise ValueError("scores hold NaN")
-    if ex is not None and ex.nnz:
-        s[np.repeat(np.arange(ex.shape[0]), np.diff(ex.indptr)), ex.indices] = -np.inf
-    if k < s.shape[1]:
-        # the k-th best value, then everything above it and the lowest ids equal to it
-        kth = -np.partition(-s, k - 1, axis=1)[:, k - 1:k]
-        above = s > kth
-        equal = s == kth
-        room = k - above.sum(1, keepdims=True)
-        chosen = above | (equal & (np.cumsum(equal, axis=1) <= room))
-        part = np.nonzero(chosen)[1].reshape(s.shape[0], k)
-    else:
-        part = np.broadcast_to(np.arange(s.shape[1]), s.shape)
-    vals = np.take_along_axis(s, part, 1)
-    order = np.lexsort((part, -vals), axis=1)  # by score desc, then lower id
-    ids = np.take_along_axis(part, order, 1).astype(np.int64)
-    vals = np.take_along_axis(vals, order, 1)
-    ids[np.isneginf(vals)] = -1
-    return ids, vals
 
 
 @dataclass(frozen=True, eq=False)
@@ -274,7 +211,7 @@ def batched_topk(score_rows: Callable[[np.ndarray, sp.csr_matrix | None], np.nda
         dense = score_rows(batch, rows)
         if np.shape(dense) != (len(batch), n_items):
             raise ValueError(f"score_rows returned shape {np.shape(dense)}, expected ({len(batch)}, {n_items})")
-        res = topk_from_scores(dense, width, rows)
+        res = dense_topk(dense, width, exclude=rows)
         ids[s:s + step], scores[s:s + step] = res.ids, res.scores
     return TopK(ids, scores)
 
@@ -363,16 +300,6 @@ def _pair_scorer(module: Any) -> FunctionScorer:
     return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
 
 
-def _concat(parts: Sequence[Ratings]) -> Ratings:
-    first = parts[0]
-    return dataclasses.replace(
-        first,
-        user=np.concatenate([p.user for p in parts]), item=np.concatenate([p.item for p in parts]),
-        rating=np.concatenate([p.rating for p in parts]),
-        timestamp=np.concatenate([p.timestamp for p in parts]),
-    )
-
-
 @dataclass(frozen=True, eq=False)
 class RankingTask:
     """What the protocol needs from a split.
@@ -413,9 +340,8 @@ class RankingTask:
                                  f"({test.n_users} x {test.n_items}) use different vocabularies")
         if len(test) == 0:
             raise ValueError("the test part is empty: nothing to rank against")
-        train_all = _concat(parts) if len(parts) > 1 else parts[0]
-        train_csr = _pattern(train_all.csr(values=None))
-        test_csr = _pattern(test.csr(values=None))
+        train_csr = user_item_pattern(parts)
+        test_csr = user_item_pattern(test)
         users = np.flatnonzero(np.diff(test_csr.indptr) > 0).astype(np.int64)
         counts = np.diff(train_csr.tocsc().indptr).astype(np.int64)
         return cls(train_csr, test_csr, users, counts)
@@ -445,15 +371,6 @@ class RankingTask:
             raise ValueError(f"{type(scorer).__name__}.topk returned ids of shape {np.shape(top.ids)}, "
                              f"expected ({len(users)}, {k})")
         return top
-
-
-def _pattern(m: sp.csr_matrix) -> sp.csr_matrix:
-    """Binary CSR (duplicates summed, then set to 1), sorted indices."""
-    m = sp.csr_matrix(m)
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    m.sort_indices()
-    return m
 
 
 def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str = "dot",

@@ -63,15 +63,16 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.jsonlines import PairData
-from recjax.retrieval import TopK
+from recjax.retrieval import TopK, dense_topk
 
 __all__ = ["Run", "RunWriter", "RunFolderError", "Embeddings", "FORMAT", "fingerprint",
            "data_differences", "fingerprint_digest", "write_atomic"]
@@ -569,7 +570,7 @@ class Run:
     def rated(self) -> sp.csr_matrix:
         """Every rating the run's data holds (train, validation and test) as a user x
         item pattern: what a user has already seen."""
-        return _pattern([self.splits[p] for p in PARTS], self.data.n_users, self.data.n_items)
+        return user_item_pattern([self.splits[p] for p in PARTS])
 
     @functools.cached_property
     def final_metrics(self) -> dict[str, Any]:
@@ -901,8 +902,6 @@ class Run:
     def _top(self, scores: np.ndarray, n: int, exclude: sp.csr_matrix | None,
              candidates: np.ndarray | None) -> TopK:
         """Top-n of dense scores [u, n_items], excluded and non-candidate items left out."""
-        from recjax.ranking import topk_from_scores
-
         scores = np.array(scores, np.float64)
         if candidates is not None:
             keep = np.zeros(scores.shape[1], bool)
@@ -910,7 +909,7 @@ class Run:
             scores[:, ~keep] = -np.inf
         if exclude is not None:
             scores[exclude.nonzero()] = -np.inf
-        top = topk_from_scores(scores, min(n, scores.shape[1]))
+        top = dense_topk(scores, n)
         ids = np.where(np.isfinite(top.scores), top.ids, -1)
         return TopK(ids, top.scores)
 
@@ -923,15 +922,6 @@ class Run:
 def fingerprint_digest(fp: dict[str, Any]) -> str:
     """One sha256 over a :func:`fingerprint` (what checkpoints record)."""
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
-
-
-def _pattern(parts: Sequence[Ratings], n_users: int, n_items: int) -> sp.csr_matrix:
-    user = np.concatenate([p.user for p in parts])
-    item = np.concatenate([p.item for p in parts])
-    m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)), shape=(n_users, n_items))
-    m.sum_duplicates()
-    m.data[:] = 1.0
-    return m
 
 
 def _check_count(n: Any, name: str) -> int:

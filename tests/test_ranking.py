@@ -17,7 +17,6 @@ from recjax.ranking import (
     as_scorer,
     compare,
     evaluate_ranking,
-    topk_from_scores,
 )
 
 
@@ -120,14 +119,16 @@ def test_train_items_are_never_ranked():
     assert (np.take_along_axis(rated, unfiltered.ids, 1)).any()
 
 
-def test_topk_from_scores_padding_and_order():
+def test_dense_topk_padding_and_order():
+    from recjax.retrieval import dense_topk
+
     scores = np.array([[0.5, 2.0, 2.0, -1.0], [1.0, 0.0, 3.0, 2.0]])
     exclude = sp.csr_matrix(np.array([[1, 0, 0, 1], [1, 1, 1, 1]]))
-    top = topk_from_scores(scores, 3, exclude)
+    top = dense_topk(scores, 3, exclude=exclude)
     assert top.ids.tolist() == [[1, 2, -1], [-1, -1, -1]]
     assert np.isneginf(top.scores[0, 2])
     with pytest.raises(ValueError, match="NaN"):
-        topk_from_scores(np.array([[np.nan]]), 1)
+        dense_topk(np.array([[np.nan]]), 1)
 
 
 def test_two_train_parts_are_both_excluded():

@@ -11,12 +11,13 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
-from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, batched_topk, evaluate_ranking, topk_from_scores
-from recjax.retrieval import TopK
+from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, batched_topk, evaluate_ranking
+from recjax.retrieval import TopK, dense_topk, topk
 
 
 def _reference_topk(scores, k, exclude_rows=None):
-    """topk_from_scores as it was, on the whole matrix at once."""
+    """ranking.topk_from_scores as it was (before dense top-k moved to recjax.retrieval), on
+    the whole matrix at once."""
     s = np.array(scores, dtype=np.float64)
     k = int(min(k, s.shape[1]))
     if exclude_rows is not None and exclude_rows.nnz:
@@ -48,13 +49,40 @@ def _scores_with_ties(seed, n_rows=97, n_items=31):
 
 @pytest.mark.parametrize("block_size", [1, 7, 41, None])
 @pytest.mark.parametrize("k", [1, 5, 31, 5000])
-def test_blocked_topk_from_scores_equals_the_one_piece_answer(block_size, k):
+def test_blocked_dense_topk_equals_the_one_piece_answer(block_size, k):
     scores, exclude = _scores_with_ties(0)
     want = _reference_topk(scores, k, exclude)
-    got = topk_from_scores(scores, k, exclude, block_size=block_size)
+    got = dense_topk(scores, k, exclude=exclude, block_size=block_size)
     assert got.ids.shape == (97, min(k, 31))
     assert np.array_equal(got.ids, want.ids) and np.array_equal(got.scores, want.scores)
-    assert np.array_equal(topk_from_scores(scores, k, block_size=block_size).ids, _reference_topk(scores, k).ids)
+    assert np.array_equal(dense_topk(scores, k, block_size=block_size).ids, _reference_topk(scores, k).ids)
+
+
+@pytest.mark.parametrize("k", [1, 4, 13])
+def test_dense_topk_ranks_as_the_kernel_and_the_reference_do(k):
+    """Dense scores of vectors rank as recjax.retrieval.topk ranks the vectors (the compiled
+    kernel and the NumPy reference): exact integer ties go to the lower id, exclusions
+    and a row with nothing left pad with -1, -inf scores count as left out."""
+    rng = np.random.default_rng(4)
+    queries = rng.integers(-2, 3, (23, 3)).astype(np.float32)
+    items = rng.integers(-2, 3, (13, 3)).astype(np.float32)  # many exact ties
+    excluded = rng.random((23, 13)) < 0.3
+    excluded[5] = True  # nothing left for query 5
+    exclude = sp.csr_matrix(excluded)
+    scores = queries.astype(np.float64) @ items.T.astype(np.float64)
+    got = dense_topk(scores, k, exclude=exclude, block_size=7)
+    for backend in ("cython", "numpy"):
+        want = topk(queries, items, k, exclude=exclude, backend=backend)
+        assert np.array_equal(got.ids, want.ids), backend
+        valid = want.ids >= 0
+        np.testing.assert_allclose(got.scores[valid], want.scores[valid])
+        assert np.isneginf(got.scores[~valid]).all()
+    # -inf scores are left out like exclusions; a read-only, Fortran-ordered input changes nothing
+    masked = np.where(exclude.toarray() > 0, -np.inf, scores)
+    frozen = np.asfortranarray(masked)
+    frozen.setflags(write=False)
+    again = dense_topk(frozen, k)
+    assert np.array_equal(again.ids, got.ids) and np.array_equal(again.scores, got.scores)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 41, None])
@@ -70,10 +98,10 @@ def test_batched_topk_is_independent_of_the_batch(batch_size):
 
 def test_topk_refuses_bad_k_and_mismatched_exclusions():
     scores, exclude = _scores_with_ties(3)
-    with pytest.raises(ValueError, match="k must be a positive integer"):
-        topk_from_scores(scores, 0)
-    with pytest.raises(ValueError, match="exclude_rows has shape"):
-        topk_from_scores(scores, 3, exclude[:5])
+    with pytest.raises(ValueError, match="k must be >= 1"):
+        dense_topk(scores, 0)
+    with pytest.raises(ValueError, match=r"exclude has shape \(5, 31\), expected \(97, 31\)"):
+        dense_topk(scores, 3, exclude=exclude[:5])
     with pytest.raises(ValueError, match="returned shape \\(2, 4\\), expected \\(2, 31\\)"):
         batched_topk(lambda batch, rows: np.zeros((len(batch), 4)), 31, np.array([0, 1]), 3, None)
 

@@ -5,7 +5,9 @@ A user's bag is the set of items they rated, as a row of item indices padded wit
 from rating parts (latest first, optionally cut to the ``max_bag`` latest);
 :func:`bag_inputs` gives the per-user examples of a split's train / val / test
 parts; :func:`item_features` the genre and release-year indices the softmax model
-pools alongside the movies.
+pools alongside the movies. :func:`user_item_pattern` is the same information as a
+binary user x item matrix (what the ranking protocol excludes, EASE's input), and
+:func:`bags_from_csr` turns such a matrix back into bags.
 
 Example
 -------
@@ -26,7 +28,7 @@ import scipy.sparse as sp
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 
-__all__ = ["user_bags", "bag_inputs", "bags_from_csr", "item_features"]
+__all__ = ["user_bags", "bag_inputs", "bags_from_csr", "user_item_pattern", "item_features"]
 
 
 def item_features(data: Ratings) -> tuple[np.ndarray, np.ndarray]:
@@ -104,3 +106,17 @@ def bags_from_csr(pattern: sp.spmatrix) -> np.ndarray:
     rows = np.repeat(np.arange(m.shape[0]), counts)
     bags[rows, np.arange(len(m.indices)) - m.indptr[rows]] = m.indices
     return bags
+
+
+def user_item_pattern(parts: Ratings | Sequence[Ratings]) -> sp.csr_matrix:
+    """Who rated what in ``parts`` (one vocabulary): float32 CSR [n_users, n_items] with
+    1.0 where a user rated an item (a pair rated twice counts once), sorted indices."""
+    parts = [parts] if isinstance(parts, Ratings) else list(parts)
+    user = np.concatenate([p.user for p in parts])
+    item = np.concatenate([p.item for p in parts])
+    m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)),
+                      shape=(parts[0].n_users, parts[0].n_items))
+    m.sum_duplicates()
+    m.data[:] = 1.0
+    m.sort_indices()
+    return m

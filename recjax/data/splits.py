@@ -293,8 +293,17 @@ def carve_validation(train: Ratings, val_fraction: float, seed: int) -> tuple[Ra
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     if val_fraction == 0.0:
         return train, train.subset(slice(0, 0))
-    fit, val, _ = holdout_split(train, val_fraction, seed=seed + 1)
-    return fit, val
+    rows = np.zeros(len(train), bool)
+    rows[_validation_order(len(train), seed)[: int(round(val_fraction * len(train)))]] = True
+    return train.subset(~rows), train.subset(rows)
+
+
+def _validation_order(n: int, seed: int) -> np.ndarray:
+    """The seeded permutation of ``n`` training rows a validation part is carved from
+    (its first rows; :func:`carve_validation`, and the Object2Vec JSON Lines parts of
+    :func:`recjax.data.tokens.read_pair_parts`). ``seed + 1`` keeps the draw independent
+    of a test draw made with ``seed``: it is ``holdout_split``'s draw for ``seed + 1``."""
+    return np.random.default_rng(seed + 1).permutation(n)
 
 
 def split_ratings(

@@ -23,6 +23,7 @@ import numpy as np
 
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData, read_jsonlines
+from recjax.data.splits import _validation_order
 
 __all__ = ["movielens_tokens", "read_pair_parts", "pair_vocab", "check_class_labels"]
 
@@ -130,7 +131,7 @@ def read_pair_parts(train_path: str, val_path: str = "", test_path: str = "", *,
     if val_path:
         val = read_jsonlines(val_path)
     else:
-        order = np.random.default_rng(seed + 1).permutation(len(train))
+        order = _validation_order(len(train), seed)  # carve_validation's draw
         n_val = max(1, int(round(val_fraction * len(train))))
         if n_val >= len(train):
             raise ValueError(f"{train_path}: too few pairs ({len(train)}) to carve a validation part")

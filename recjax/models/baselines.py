@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities
 
@@ -155,9 +156,7 @@ class EASE:
         self.lam = float(lam)
 
     def fit(self, train: Ratings) -> "EASE":
-        x = train.csr(values=None)
-        x.sum_duplicates()
-        x.data[:] = 1.0
+        x = user_item_pattern(train)
         gram = (x.T @ x).toarray().astype(np.float64)
         gram[np.diag_indices_from(gram)] += self.lam
         p = np.linalg.inv(gram)

@@ -2,11 +2,12 @@
 
 :func:`topk` is the general entry point (dot, cosine or L2; per-query, global and
 self exclusions); :func:`similar_items` and :func:`recommend` wrap it for the two
-usual questions.  The CPU default is a compiled, blocked, multi-threaded kernel
-(``recjax._ext.topk``); ``backend="jax"`` runs on JAX devices and
-``backend="numpy"`` is the float64 reference; :func:`sharded_topk` searches a
-table split by rows over a JAX device mesh (:mod:`recjax.retrieval.sharded`).  See :mod:`recjax.retrieval.topk`
-for the shared semantics (ordering, ties, padding, precision).
+usual questions; :func:`dense_topk` ranks a dense score matrix computed elsewhere.
+The CPU default is a compiled, blocked, multi-threaded kernel (``recjax._ext.topk``);
+``backend="jax"`` runs on JAX devices and ``backend="numpy"`` is the float64 reference;
+:func:`sharded_topk` searches a table split by rows over a JAX device mesh
+(:mod:`recjax.retrieval.sharded`).  See :mod:`recjax.retrieval.topk` for the shared
+semantics (ordering, ties, padding, precision).
 
 Example
 -------
@@ -22,9 +23,9 @@ Example
 [[2], [2]]
 """
 
-from recjax.retrieval.topk import TopK, kernel_available, recommend, similar_items, topk
+from recjax.retrieval.topk import TopK, dense_topk, kernel_available, recommend, similar_items, topk
 
-__all__ = ["TopK", "topk", "similar_items", "recommend", "kernel_available",
+__all__ = ["TopK", "topk", "similar_items", "recommend", "dense_topk", "kernel_available",
            "ShardedItems", "shard_items", "sharded_topk"]
 
 

@@ -51,9 +51,10 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from recjax.retrieval import _reference
 from recjax.retrieval._reference import l2_centre, topk_reference
 
-__all__ = ["TopK", "topk", "similar_items", "recommend", "kernel_available"]
+__all__ = ["TopK", "topk", "similar_items", "recommend", "dense_topk", "kernel_available"]
 
 METRICS = ("dot", "cosine", "l2")
 BACKENDS = ("auto", "cython", "numpy", "jax")
@@ -62,6 +63,9 @@ _BLOCK_BYTES = 1 << 20  # an item block (float32 rows) that stays in a core's L2
 _RESERVOIR_BYTES = 256 << 20  # candidates held at once: bounds the queries per pass
 _WORK_PER_THREAD = 1 << 23  # multiply-adds (~0.1 ms) below which a thread is not worth waking
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
+_DENSE_BYTES = 64 << 20  # temporaries of one block of rows in dense_topk
+# per score: the float64 copy, the partition, masks, the int64 cumsum, the chosen ids, their order
+_DENSE_BYTES_PER_SCORE = 64
 
 
 class TopK(NamedTuple):
@@ -225,6 +229,68 @@ def recommend(
     res = _search(users[ids], item_vectors, k, metric, exclude, exclude_items, None, backend,
                   num_threads, block_size)
     return TopK(res.ids[0], res.scores[0]) if scalar else res
+
+
+def dense_topk(scores: Any, k: int, *, exclude: Any = None, block_size: int | None = None) -> TopK:
+    """The ``k`` best columns of each row of a dense score matrix (higher is better).
+
+    For scores computed elsewhere (a network's outputs for every item, a blend of
+    models): the reference's exact float64 selection (:mod:`recjax.retrieval._reference`,
+    the oracle of the kernel's tests), with the semantics of :func:`topk`.
+
+    Parameters
+    ----------
+    scores : float array [Q, N]
+    k : int
+        Clipped to N.
+    exclude : scipy.sparse matrix [Q, N] or (indptr, indices) pair, optional
+        Entries never returned.
+    block_size : int, optional
+        Rows ranked at a time (default: as many as keep the temporaries near 64 MiB);
+        the answer does not depend on it.
+
+    Returns
+    -------
+    TopK
+        ids int64 [Q, min(k, N)], scores float64, best first, ties by the lower id;
+        where fewer than ``k`` entries are left (excluded, or scored -inf), the tail
+        is id -1 with score -inf.
+
+    Raises
+    ------
+    ValueError
+        ``scores`` not 2-D or holding NaN, ``k < 1``, ``exclude`` of another shape.
+
+    Example
+    -------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> scores = np.array([[0.5, 2.0, 2.0, -1.0]])
+    >>> top = dense_topk(scores, 3, exclude=sp.csr_matrix(np.array([[1, 0, 0, 1]])))
+    >>> top.ids.tolist(), top.scores.tolist()
+    ([[1, 2, -1]], [[2.0, 2.0, -inf]])
+    """
+    s = np.asarray(scores)
+    if s.ndim != 2:
+        raise ValueError(f"scores must be [queries, items], got shape {s.shape}")
+    n_q, n_items = s.shape
+    k = _check_k(k, n_items)
+    indptr = indices = None
+    if exclude is not None:
+        indptr, indices = _csr(exclude, n_q, n_items, "exclude")
+    rows = _positive_int(block_size, "block_size") or max(
+        1, _DENSE_BYTES // (_DENSE_BYTES_PER_SCORE * max(n_items, 1)))
+    ids = np.empty((n_q, k), np.int64)
+    values = np.empty((n_q, k), np.float64)
+    for lo in range(0, n_q, rows):
+        block = np.array(s[lo:lo + rows], dtype=np.float64)  # a copy: exclusions overwrite it
+        if np.isnan(block).any():
+            raise ValueError("scores hold NaN")
+        if indptr is not None:
+            _reference._mask(block, lo, indptr, indices, None, None)
+        best = _reference._best(block, k)
+        got = np.take_along_axis(block, np.maximum(best, 0), 1)
+        ids[lo:lo + rows], values[lo:lo + rows] = _reference.order_rows(best, got, "dot", np.float64)
+    return TopK(ids, values)
 
 
 # ---------------------------------------------------------------------- dispatch
