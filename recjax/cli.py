@@ -345,7 +345,7 @@ def _positive(text: str) -> int:
 def _recommend(args: argparse.Namespace) -> int:
     import time
 
-    from recjax.explore import recommend, recommend_all
+    from recjax.explore import recommendations
     from recjax.report import format_table
 
     if not args.all and not args.user:
@@ -356,10 +356,8 @@ def _recommend(args: argparse.Namespace) -> int:
         raise CommandError("--all needs --out FILE.csv (one row per user and item)")
     run = _load_run(args.run)
     tic = time.perf_counter()
-    if args.all:
-        recs = recommend_all(run, args.N, measure=args.measure, include_rated=args.include_rated)
-    else:
-        recs = recommend(run, args.user, args.N, measure=args.measure, include_rated=args.include_rated)
+    users = run.data.users.ids if args.all else args.user
+    recs = recommendations(run, users, args.N, measure=args.measure, include_rated=args.include_rated)
     seconds = time.perf_counter() - tic
     if args.out:
         recs.to_csv(args.out, index=False)

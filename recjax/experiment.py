@@ -66,7 +66,7 @@ from recjax.train.memory import abstract_params, check_training_memory
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Model, make_predict
 
-__all__ = ["run", "RunResult", "load_splits", "check_parts", "MONITOR", "SPLIT_METHODS"]
+__all__ = ["run", "RunResult", "load_splits"]
 
 # task -> (metric monitored on validation, higher is better)
 MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}

@@ -14,12 +14,12 @@ Example
 >>> from recjax.config import TrainConfig
 >>> from recjax.models.mf import MFConfig
 >>> from recjax.experiment import run
->>> from recjax.explore import load_run, recommend, neighbors
+>>> from recjax.explore import load_run, neighbors, recommendations
 >>> out = tempfile.mkdtemp() + "/run"
 >>> _ = run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True, out=out),
 ...         MFConfig(embedding_dim=4))
 >>> r = load_run(out)
->>> recs = recommend(r, [1, 2], N=3)
+>>> recs = recommendations(r, [1, 2], N=3)
 >>> recs.columns.tolist()
 ['user_id', 'rank', 'item_id', 'title', 'genres', 'score']
 >>> len(recs), bool(recs.groupby("user_id").size().eq(3).all())
@@ -41,11 +41,10 @@ import pandas as pd
 
 from recjax.data.dataset import UnknownIdError
 from recjax.retrieval import TopK, similar_items
-from recjax.runs import Run, RunFolderError
+from recjax.runs import Run
 
 __all__ = [
-    "Run", "RunFolderError", "load_run", "find_titles", "TitleMatch", "recommend",
-    "recommend_all", "neighbors", "Neighbors", "MEASURES", "genres_text",
+    "load_run", "find_titles", "TitleMatch", "recommendations", "neighbors", "Neighbors", "MEASURES",
     "evaluate_run", "evaluate_runs",
 ]
 
@@ -149,9 +148,12 @@ def _frame(run: Run, users: np.ndarray, top: TopK, score_name: str = "score") ->
     })
 
 
-def recommend(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot",
-              include_rated: bool = False) -> pd.DataFrame:
-    """The top ``N`` items for each raw user id.
+def recommendations(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot",
+                    include_rated: bool = False) -> pd.DataFrame:
+    """The top ``N`` items for each raw user id, as a table with titles and genres
+    (:meth:`recjax.runs.Run.recommend` gives the raw ids and scores).
+
+    Every user of the run: ``user_ids=run.data.users.ids`` (one batched kernel pass).
 
     Parameters
     ----------
@@ -184,12 +186,6 @@ def recommend(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot",
     users = _user_indices(run, user_ids)
     top = run.scorer(measure).topk(users, int(N), None if include_rated else run.rated)
     return _frame(run, users, top)
-
-
-def recommend_all(run: Run, N: int = 10, *, measure: str = "dot",
-                  include_rated: bool = False) -> pd.DataFrame:
-    """:func:`recommend` for every user of the dataset, in one batched kernel pass."""
-    return recommend(run, run.data.users.ids, N, measure=measure, include_rated=include_rated)
 
 
 # ----------------------------------------------------------------------------- neighbours

@@ -59,10 +59,8 @@ from recjax.data.dataset import Ratings
 from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
 from recjax.retrieval import TopK, dense_topk, recommend
 
-__all__ = [
-    "RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer",
-    "batched_topk", "evaluate_ranking", "compare",
-]
+__all__ = ["RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer", "evaluate_ranking",
+           "compare"]
 
 
 @runtime_checkable

@@ -74,8 +74,7 @@ from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.retrieval import TopK, dense_topk
 
-__all__ = ["Run", "RunWriter", "RunFolderError", "Embeddings", "FORMAT", "fingerprint",
-           "data_differences", "fingerprint_digest", "write_atomic"]
+__all__ = ["Run", "RunFolderError", "Embeddings", "RunWriter"]
 
 FORMAT = "recjax-run/2"
 PARTS = ("train", "val", "test")

@@ -10,7 +10,8 @@ import pytest
 from flax import nnx
 
 from recjax.config import TrainConfig
-from recjax.models import MODELS, rating_inputs
+from recjax.models import MODELS
+from recjax.models.base import rating_inputs
 from recjax.models.dnn import DNN, DNNConfig, parse_dims
 from recjax.train.loop import fit
 from recjax.train.step import Model, make_predict

@@ -11,16 +11,8 @@ import pytest
 
 from _tiny_run import tiny_run
 from recjax.data import UnknownIdError
-from recjax.explore import (
-    Run,
-    RunFolderError,
-    evaluate_run,
-    find_titles,
-    load_run,
-    neighbors,
-    recommend,
-    recommend_all,
-)
+from recjax.explore import evaluate_run, find_titles, load_run, neighbors, recommendations
+from recjax.runs import Run, RunFolderError
 
 
 @pytest.fixture(scope="module")
@@ -49,18 +41,18 @@ def test_load_run(run):
 
 @pytest.mark.parametrize("measure", ["dot", "cosine"])
 def test_recommend_never_returns_rated_items(run, measure):
-    recs = recommend_all(run, 15, measure=measure)
+    recs = recommendations(run, run.data.users.ids, 15, measure=measure)
     assert len(recs) == 15 * run.data.n_users
     got = set(zip(recs["user_id"].tolist(), recs["item_id"].tolist()))
     assert not got & rated_pairs(run)
     # asked to include them, the heaviest raters get some back
     heavy = run.data.users.ids[np.argsort(-np.diff(run.rated.indptr))[:20]]
-    with_rated = recommend(run, heavy, 15, measure=measure, include_rated=True)
+    with_rated = recommendations(run, heavy, 15, measure=measure, include_rated=True)
     assert set(zip(with_rated["user_id"].tolist(), with_rated["item_id"].tolist())) & rated_pairs(run)
 
 
 def test_recommend_several_users_best_first(run):
-    recs = recommend(run, [3, "1", np.int64(2)], N=4)
+    recs = recommendations(run, [3, "1", np.int64(2)], N=4)
     assert recs["user_id"].tolist() == [3] * 4 + [1] * 4 + [2] * 4
     assert recs["rank"].tolist() == [1, 2, 3, 4] * 3
     for _, group in recs.groupby("user_id"):
@@ -74,21 +66,21 @@ def test_recommend_dot_includes_the_item_bias(run):
     full = (run.user_embeddings[u] @ run.item_embeddings.T + np.asarray(module.item_bias[...]))
     full[run.rated[u].indices] = -np.inf
     want = np.argsort(-full, kind="stable")[:5]
-    assert recommend(run, 5, 5)["item_id"].tolist() == run.data.items.ids[want].tolist()
+    assert recommendations(run, 5, 5)["item_id"].tolist() == run.data.items.ids[want].tolist()
 
 
 def test_recommend_errors(run):
     with pytest.raises(UnknownIdError, match="unknown user id.*999999"):
-        recommend(run, [1, 999999])
+        recommendations(run, [1, 999999])
     with pytest.raises(UnknownIdError, match="integers"):
-        recommend(run, "alice")
+        recommendations(run, "alice")
     with pytest.raises(ValueError, match="N must be"):
-        recommend(run, 1, 0)
+        recommendations(run, 1, 0)
     with pytest.raises(ValueError, match="measure"):
-        recommend(run, 1, measure="l2")
+        recommendations(run, 1, measure="l2")
 
 
-def test_recommend_all_is_batched_and_fast():
+def test_recommendations_for_every_user_are_batched_and_fast():
     """Every user of a 100k-user synthetic set, in seconds (one kernel pass)."""
     from recjax.config import TrainConfig
     from recjax.data import synthetic_ratings
@@ -101,10 +93,10 @@ def test_recommend_all_is_batched_and_fast():
                user_embeddings=rng.normal(size=(100_000, 32)).astype(np.float32),
                item_embeddings=rng.normal(size=(2_000, 32)).astype(np.float32))
     tic = time.perf_counter()
-    recs = recommend_all(fake, 10, measure="cosine")
+    recs = recommendations(fake, fake.data.users.ids, 10, measure="cosine")
     seconds = time.perf_counter() - tic
     assert len(recs) == 1_000_000
-    assert seconds < 20, f"recommend_all took {seconds:.1f} s"
+    assert seconds < 20, f"recommendations for every user took {seconds:.1f} s"
     sample = recs[recs["user_id"].isin(data.users.ids[:50])]
     rated = set(zip(data.users.ids[data.user].tolist(), data.items.ids[data.item].tolist()))
     assert not set(zip(sample["user_id"].tolist(), sample["item_id"].tolist())) & rated
@@ -199,7 +191,7 @@ def test_ml100k_aladdin_and_user_943(movielens_dir, tmp_path, monkeypatch):
     assert found.others == ["Aladdin and the King of Thieves (1996)"]
     assert found.table["title"].iloc[0] == "Aladdin (1992)"
     assert found.table["genres"].iloc[0] == "Animation-Children's-Comedy-Musical"
-    recs = recommend(run, 943, 10)
+    recs = recommendations(run, 943, 10)
     seen = set(run.data.items.ids[run.rated[run.data.users.index([943])[0]].indices].tolist())
     assert len(recs) == 10 and not seen & set(recs["item_id"].tolist())
 

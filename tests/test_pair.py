@@ -16,7 +16,7 @@ from recjax.evaluation import auc
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, write_jsonlines
 from recjax.data.tokens import movielens_tokens
 from recjax.models.pair import (
-    PairConfig, PairModel, TokenEncoder, build_pair, compare, load_pair_parts, pair_inputs,
+    PairConfig, PairModel, TokenEncoder, _compare, build_pair, load_pair_parts, pair_inputs,
 )
 from recjax.train.loop import fit
 from recjax.train.step import Model, make_predict
@@ -82,9 +82,9 @@ def test_pooled_embedding_is_the_masked_mean_then_projection():
 # ----------------------------------------------------------------------------- comparator
 def test_comparator_layout():
     e0, e1 = jnp.array([[1.0, -2.0]]), jnp.array([[3.0, 5.0]])
-    out = compare(e0, e1, ("hadamard", "concat", "abs_diff"))
+    out = _compare(e0, e1, ("hadamard", "concat", "abs_diff"))
     np.testing.assert_allclose(out, [[3.0, -10.0, 1.0, -2.0, 3.0, 5.0, 2.0, 7.0]])
-    np.testing.assert_allclose(compare(e0, e1, ("abs_diff", "hadamard")), [[2.0, 7.0, 3.0, -10.0]])
+    np.testing.assert_allclose(_compare(e0, e1, ("abs_diff", "hadamard")), [[2.0, 7.0, 3.0, -10.0]])
     assert PairConfig(comparator_list=" concat , hadamard").comparators == ("concat", "hadamard")
 
 

@@ -16,7 +16,7 @@ from recjax.config import TrainConfig
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.jsonlines import PAD
 from recjax.models.softmax import (
-    SoftmaxConfig, SoftmaxModel, build_softmax, make_softmax_evaluator, ranking_metrics, sampled_logits,
+    SoftmaxConfig, SoftmaxModel, _ranking_metrics, _sampled_logits, build_softmax, make_softmax_evaluator,
     softmax_inputs,
 )
 from recjax.train.loop import fit
@@ -115,7 +115,7 @@ def test_sampled_softmax_approaches_full_softmax():
         candidates = jax.random.randint(key, (n_sampled,), 0, n_items)
         log_q = jnp.full((n_items,), math.log(n_sampled / n_items))
         hit = candidates[None, :] == target[:, None]
-        logits = sampled_logits(user, table, target, candidates, log_q, hit)
+        logits = _sampled_logits(user, table, target, candidates, log_q, hit)
         return optax.softmax_cross_entropy_with_integer_labels(logits, jnp.zeros(16, jnp.int32))
 
     errors = []
@@ -147,7 +147,7 @@ def test_ranking_metrics_by_hand():
     logits = jnp.array([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     bag = jnp.array([[0, PAD], [4, 3]])
     targets = jnp.array([[1, 4, PAD], [0, PAD, PAD]])
-    out = jax.device_get(ranking_metrics(logits, bag, targets, k=2))
+    out = jax.device_get(_ranking_metrics(logits, bag, targets, k=2))
     # user 0: top-2 unrated = [1, 2] -> 1 hit of 2 targets; user 1: top-2 unrated = [2, 1] -> 0 hits
     assert out["hits"].tolist() == [1, 0] and out["n_targets"].tolist() == [2, 1]
     lse0 = np.log(np.exp(3.0) + np.exp(2.0))  # unrated non-targets of user 0: movies 2, 3

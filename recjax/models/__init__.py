@@ -17,7 +17,7 @@ from flax import nnx
 from recjax.config import TrainConfig, from_dict
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities, capabilities_of, rating_inputs
-from recjax.models.baselines import BASELINES, BiasModel, GlobalMean, ItemMean, UserMean
+from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.mf import MF, MFConfig
@@ -25,9 +25,9 @@ from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_spl
 from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax, make_softmax_evaluator,
                                    softmax_inputs)
 
-__all__ = ["MODELS", "ModelSpec", "rating_inputs", "recommended_configs", "MF", "MFConfig", "BASELINES", "BiasModel", "GlobalMean",
-           "ItemMean", "UserMean", "PairConfig", "PairModel", "DNN", "DNNConfig", "SoftmaxConfig",
-           "SoftmaxModel", "DAE", "DAEConfig"]
+__all__ = ["MODELS", "ModelSpec", "Capabilities", "recommended_configs", "MF", "MFConfig", "PairModel",
+           "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",
+           "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE"]
 
 
 @dataclass(frozen=True)

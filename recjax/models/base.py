@@ -203,6 +203,11 @@ def rating_inputs(part: Any, *, task: str = "regression", binary_threshold: floa
     return {"user": part.user, "item": part.item, "label": label.astype(np.float32, copy=False)}
 
 
+class Constant(nnx.Variable):
+    """A constant table of a model (token sequences, feature indices, log-frequencies):
+    part of its state, never trained."""
+
+
 # ----------------------------------------------------------------------------- tables
 TABLE = {"row_sharded": True}  # nnx.Param metadata marking an embedding table
 

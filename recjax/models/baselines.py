@@ -27,8 +27,7 @@ from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities
 
-__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "BASELINES", "MostPopular", "EASE",
-           "RANKING_BASELINES"]
+__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE"]
 
 
 def _group_mean(index: np.ndarray, values: np.ndarray, size: int, fallback: float) -> np.ndarray:

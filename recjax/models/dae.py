@@ -47,7 +47,7 @@ from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
 from recjax.models.base import BagUser, Capabilities, table
 
-__all__ = ["DAEConfig", "DAE", "dae_inputs", "bag_logits", "build_dae"]
+__all__ = ["DAEConfig", "DAE"]
 
 
 @dataclass(frozen=True)

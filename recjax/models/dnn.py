@@ -29,7 +29,7 @@ from flax import nnx
 
 from recjax.models.base import Capabilities, table
 
-__all__ = ["DNNConfig", "DNN", "parse_dims"]
+__all__ = ["DNNConfig", "DNN"]
 
 
 def parse_dims(text: str, name: str = "hidden_dims") -> tuple[int, ...]:

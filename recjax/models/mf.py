@@ -38,7 +38,7 @@ from flax import nnx
 
 from recjax.models.base import Capabilities, table
 
-__all__ = ["MFConfig", "MF", "gravity"]
+__all__ = ["MFConfig", "MF"]
 
 
 @dataclass(frozen=True)

@@ -88,13 +88,9 @@ from flax import nnx
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData
 from recjax.data.tokens import check_class_labels, movielens_tokens, pair_vocab, read_pair_parts
-from recjax.models.base import TABLE, Capabilities, rating_inputs
+from recjax.models.base import TABLE, Capabilities, Constant, rating_inputs
 
-__all__ = [
-    "PairConfig", "PairModel", "TokenEncoder", "Tokens", "ENCODERS", "COMPARATORS",
-    "ACTIVATIONS", "OUTPUT_LAYERS", "compare", "movielens_tokens", "load_pair_parts",
-    "resolve_output_layer",
-]
+__all__ = ["PairConfig", "PairModel"]
 
 ENCODERS = ("pooled_embedding", "hcnn", "bilstm")
 COMPARATORS = ("hadamard", "concat", "abs_diff")
@@ -196,10 +192,6 @@ def resolve_output_layer(cfg: PairConfig, task: str) -> str:
     return wanted
 
 
-class Tokens(nnx.Variable):
-    """A constant int32 table (token sequences of every user or item); never trained."""
-
-
 # ----------------------------------------------------------------------------- encoders
 def _compact(tokens: jax.Array) -> jax.Array:
     """Move the real tokens of each row to the front, keeping their order; [B, L] -> [B, L]."""
@@ -286,7 +278,7 @@ class TokenEncoder(nnx.Module):
         return self.project(h)
 
 
-def compare(e0: jax.Array, e1: jax.Array, comparators: tuple[str, ...]) -> jax.Array:
+def _compare(e0: jax.Array, e1: jax.Array, comparators: tuple[str, ...]) -> jax.Array:
     """The comparator layer: [B, d] x [B, d] -> [B, k d], parts in ``comparators`` order.
 
     ``hadamard`` gives ``e0 * e1``, ``concat`` gives ``e0, e1``, ``abs_diff`` gives ``|e0 - e1|``.
@@ -345,9 +337,9 @@ class PairModel(nnx.Module):
             v0 = v1 = v0 + v1 if tokens is not None else max(v0, v1)
         self.vocab_sizes = (v0, v1)
         if tokens is not None:
-            self.in0_tokens = Tokens(jnp.asarray(tokens[0], jnp.int32))
+            self.in0_tokens = Constant(jnp.asarray(tokens[0], jnp.int32))
             in1 = np.asarray(tokens[1], np.int32)
-            self.in1_tokens = Tokens(jnp.asarray(np.where(in1 >= 0, in1 + self.in1_offset, PAD), jnp.int32))
+            self.in1_tokens = Constant(jnp.asarray(np.where(in1 >= 0, in1 + self.in1_offset, PAD), jnp.int32))
         else:
             self.in0_tokens = self.in1_tokens = None
         self.encoder0 = TokenEncoder(
@@ -406,7 +398,7 @@ class PairModel(nnx.Module):
                rngs: nnx.Rngs | None = None) -> jax.Array:
         """The output layer [B, 1] (regression) or [B, num_classes] (softmax)."""
         in0, in1 = self.tokens(batch)
-        h = compare(self.encoder0(in0), self.encoder1(in1), self.cfg.comparators)
+        h = _compare(self.encoder0(in0), self.encoder1(in1), self.cfg.comparators)
         h = self._drop(h, train, rngs)
         act = ACTIVATIONS[self.cfg.mlp_activation]
         for layer in self.mlp:

@@ -61,11 +61,9 @@ from recjax.data.bags import bag_inputs, item_features
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.dnn import parse_dims
-from recjax.models.pair import Tokens
-from recjax.models.base import BagUser, Capabilities, table
+from recjax.models.base import BagUser, Capabilities, Constant, table
 
-__all__ = ["SoftmaxConfig", "SoftmaxModel", "NEGATIVES", "softmax_inputs", "item_features",
-           "make_softmax_evaluator", "ranking_metrics", "sampled_logits"]
+__all__ = ["SoftmaxConfig", "SoftmaxModel"]
 
 NEGATIVES = ("full", "uniform", "in_batch")
 _NEG = -1e9  # the logit of a candidate taken out of the softmax
@@ -113,7 +111,7 @@ def _positives(bag: jax.Array, n_items: int) -> jax.Array:
     return jnp.zeros((bag.shape[0], n_items + 1), bool).at[rows, cols].set(True)[:, :n_items]
 
 
-def sampled_logits(user: jax.Array, table: jax.Array, target: jax.Array, candidates: jax.Array,
+def _sampled_logits(user: jax.Array, table: jax.Array, target: jax.Array, candidates: jax.Array,
                    log_q: jax.Array, hit: jax.Array) -> jax.Array:
     """Sampled-softmax logits with the log-Q correction and accidental hits removed.
 
@@ -178,8 +176,8 @@ class SoftmaxModel(BagUser, nnx.Module):
         self.use_genres = bool(cfg.genre_dim and genres.size and genres.max() >= 0)
         self.use_years = bool(cfg.year_dim and years.size and years.max() >= 0)
         width = cfg.embedding_dim
-        self.genres = Tokens(jnp.asarray(genres))
-        self.years = Tokens(jnp.asarray(years))
+        self.genres = Constant(jnp.asarray(genres))
+        self.years = Constant(jnp.asarray(years))
         if self.use_genres:
             self.genre_embedding = table(init(rngs.params(), (int(genres.max()) + 1, cfg.genre_dim)))
             width += cfg.genre_dim
@@ -192,7 +190,7 @@ class SoftmaxModel(BagUser, nnx.Module):
             width = dim
         self.project = nnx.Linear(width, cfg.embedding_dim, rngs=rngs)
         counts = np.ones(n_items) if item_counts is None else np.asarray(item_counts, np.float64) + 1.0
-        self.log_p = Tokens(jnp.asarray(np.log(counts / counts.sum()), jnp.float32))
+        self.log_p = Constant(jnp.asarray(np.log(counts / counts.sum()), jnp.float32))
 
     # ------------------------------------------------------------------ tower
     def user_embedding(self, bag: jax.Array) -> jax.Array:
@@ -232,7 +230,7 @@ class SoftmaxModel(BagUser, nnx.Module):
             candidates = batch["candidates"]
             log_q = jnp.full((self.n_items,), math.log(candidates.shape[0] / self.n_items))
             hit = positives[:, candidates][row_user] | (candidates[None, :] == target[:, None])
-            return sampled_logits(user, table, target, candidates, log_q, hit)
+            return _sampled_logits(user, table, target, candidates, log_q, hit)
         # in_batch: the candidates are the batch's targets; the row's own target is the label
         n = target.shape[0]
         log_q = self.log_p[...] + math.log(n)
@@ -296,7 +294,7 @@ def softmax_inputs(cfg: SoftmaxConfig, splits: dict[str, Ratings]) -> dict[str, 
 
 
 # ----------------------------------------------------------------------------- evaluation
-def ranking_metrics(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: int = 10) -> dict[str, jax.Array]:
+def _ranking_metrics(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: int = 10) -> dict[str, jax.Array]:
     """Per-user ranking metrics of full logits [B, C] against held-out ``targets`` [B, T].
 
     Movies in ``bag`` [B, L] are excluded from the ranking. Returns per-user
@@ -339,7 +337,7 @@ def make_softmax_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]],
 
         def one(xs):
             b, t = xs
-            return ranking_metrics(module({"bag": b}), b, t, k)
+            return _ranking_metrics(module({"bag": b}), b, t, k)
 
         out = jax.lax.map(one, (bag, targets))
         return {key: value.reshape(-1)[:n] for key, value in out.items()}
