@@ -149,3 +149,15 @@ def _help(argv, capsys) -> str:
     with pytest.raises(SystemExit):
         main([*argv, "--help"])
     return capsys.readouterr().out
+
+
+def test_every_setting_documents_itself():
+    """Help text lives with each field (its metadata), for TrainConfig and every family."""
+    from recjax.config import describe
+    from recjax.models import MODELS
+
+    for cls in [TrainConfig] + [spec.config for spec in MODELS.values()]:
+        for field in dataclasses.fields(cls):
+            text, kind, choices = describe(field)
+            assert text, f"{cls.__name__}.{field.name} has no help"
+            assert choices is None or field.default is None or field.default in choices, field.name

@@ -33,7 +33,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -58,9 +58,15 @@ class DAEConfig:
     width 200 beat 100, 400 and 600,200; L2 did not help.
     """
 
-    dims: str = "200"  # comma-separated tanh encoder widths; the last is the user vector size
-    dropout: float = 0.7  # probability of dropping each movie of the input bag in training
-    l2: float = 0.0  # L2 on every weight (sum of squares), biases excluded
+    dims: str = field(
+        default="200",
+        metadata={"help": "comma-separated tanh encoder widths; the last is the user vector "
+                          "size"})
+    dropout: float = field(
+        default=0.7,
+        metadata={"help": "probability of dropping each movie of the input bag in training"})
+    l2: float = field(
+        default=0.0, metadata={"help": "L2 on every weight (sum of squares), biases excluded"})
 
     def __post_init__(self) -> None:
         if not parse_dims(self.dims):

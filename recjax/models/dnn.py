@@ -21,7 +21,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -54,12 +54,19 @@ def parse_dims(text: str, name: str = "hidden_dims") -> tuple[int, ...]:
 class DNNConfig:
     """Deep model hyper-parameters (defaults: the recommended ml-100k setting)."""
 
-    embedding_dim: int = 50  # factors per user and item
-    hidden_dims: str = "256"  # comma-separated widths of the ReLU dense layers ("" = none)
-    input_dropout: float = 0.3  # dropout on the concatenated embeddings
-    dropout: float = 0.5  # dropout after each dense layer
-    l2: float = 0.01  # L2 on the embedding rows looked up in a batch (mean over the batch)
-    init_std: float = 0.05  # std of the normal initialisation of both tables
+    embedding_dim: int = field(default=50, metadata={"help": "factors per user and item"})
+    hidden_dims: str = field(
+        default="256",
+        metadata={"help": "comma-separated widths of the ReLU dense layers (\"\" = none)"})
+    input_dropout: float = field(
+        default=0.3, metadata={"help": "dropout on the concatenated embeddings"})
+    dropout: float = field(default=0.5, metadata={"help": "dropout after each dense layer"})
+    l2: float = field(
+        default=0.01,
+        metadata={"help": "L2 on the embedding rows looked up in a batch (mean over the "
+                          "batch)"})
+    init_std: float = field(
+        default=0.05, metadata={"help": "std of the normal initialisation of both tables"})
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:

@@ -29,7 +29,7 @@ Example
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jax
 import jax.numpy as jnp
@@ -45,16 +45,25 @@ __all__ = ["MFConfig", "MF"]
 class MFConfig:
     """Matrix factorisation hyper-parameters (defaults: the recommended ml-100k setting)."""
 
-    embedding_dim: int = 1024  # factors per user and item (chosen on u1 and u2 validation)
-    init_std: float = 0.01  # std of the normal initialisation of both tables
-    user_bias: bool = True  # learn b_u
-    item_bias: bool = True  # learn b_i
-    global_mean: bool = True  # add the training mean rating mu (fixed)
-    squash: bool = False  # sigmoid scaled to the rating range (regression only)
-    l2: float = 0.06  # L2 on the rows looked up in a batch (mean over the batch)
-    l2_table: float = 0.0  # L2 on the whole tables (sum of squares)
-    gravity: float = 0.0  # weight of the lab's gravity term
-    num_negatives: int = 0  # binary task: random items per example added as label 0
+    embedding_dim: int = field(
+        default=1024,
+        metadata={"help": "factors per user and item (chosen on u1 and u2 validation)"})
+    init_std: float = field(
+        default=0.01, metadata={"help": "std of the normal initialisation of both tables"})
+    user_bias: bool = field(default=True, metadata={"help": "learn b_u"})
+    item_bias: bool = field(default=True, metadata={"help": "learn b_i"})
+    global_mean: bool = field(
+        default=True, metadata={"help": "add the training mean rating mu (fixed)"})
+    squash: bool = field(
+        default=False, metadata={"help": "sigmoid scaled to the rating range (regression only)"})
+    l2: float = field(
+        default=0.06,
+        metadata={"help": "L2 on the rows looked up in a batch (mean over the batch)"})
+    l2_table: float = field(
+        default=0.0, metadata={"help": "L2 on the whole tables (sum of squares)"})
+    gravity: float = field(default=0.0, metadata={"help": "weight of the lab's gravity term"})
+    num_negatives: int = field(
+        default=0, metadata={"help": "binary task: random items per example added as label 0"})
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:

@@ -77,7 +77,7 @@ Example
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jax
@@ -103,34 +103,71 @@ _AUTO_LAYERS = {"pooled_embedding": 1, "hcnn": 2, "bilstm": 1}
 class PairConfig:
     """Object2Vec hyper-parameters (defaults: the recommended ml-100k setting)."""
 
-    enc0_network: str = "pooled_embedding"  # in0 encoder: pooled_embedding, hcnn or bilstm
-    enc0_max_seq_len: int = 0  # in0 tokens kept, longer sequences are cut; 0 = no limit
-    enc0_vocab_size: int = 0  # in0 token table rows; 0 = from the training data
-    enc0_token_embedding_dim: int = 128  # in0 token embedding size
-    enc0_layers: int = 0  # in0 encoder depth; 0 = auto (pooled_embedding 1, hcnn 2, bilstm 1)
-    enc0_cnn_filter_width: int = 3  # hcnn convolution width (in0)
-    enc1_network: str = "pooled_embedding"  # in1 encoder: as enc0_network, or "enc0" to share enc0
-    enc1_max_seq_len: int = 0  # in1 tokens kept; 0 = no limit
-    enc1_vocab_size: int = 0  # in1 token table rows; 0 = from the training data
-    enc1_token_embedding_dim: int = 128  # in1 token embedding size
-    enc1_layers: int = 0  # in1 encoder depth; 0 = auto
-    enc1_cnn_filter_width: int = 3  # hcnn convolution width (in1)
-    tied_token_embedding_weight: bool = False  # one token table for in0 and in1
-    enc_dim: int = 128  # size of both encodings
-    comparator_list: str = "hadamard,concat,abs_diff"  # comma-separated: hadamard, concat, abs_diff
-    mlp_layers: int = 1  # hidden layers of the MLP on the comparator output
-    mlp_dim: int = 256  # width of each hidden MLP layer
-    mlp_activation: str = "relu"  # tanh, relu or linear
-    dropout: float = 0.7  # dropout rate on the comparator output and each hidden MLP layer
-    output_layer: str = "auto"  # mean_squared_error, softmax, or auto (follows --task)
-    num_classes: int = 2  # classes of the softmax output layer
-    negative_sampling_rate: int = 0  # binary task: random in1 per pair added as label 0
-    l2: float = 0.0  # L2 on the token embeddings looked up in a batch (mean over the batch)
-    token_bias: bool = False  # add a learned per-token bias (summed over each side's tokens) to the output
-    side_features: bool = True  # MovieLens: add age/sex/occupation tokens to in0, genres/year to in1 (JSON Lines: ignored)
-    jsonl_train: str = ""  # train on this Object2Vec JSON Lines file instead of --dataset
-    jsonl_validation: str = ""  # validation JSON Lines file; default: carved from jsonl_train
-    jsonl_test: str = ""  # test JSON Lines file; default: the validation part
+    enc0_network: str = field(
+        default="pooled_embedding",
+        metadata={"help": "in0 encoder: pooled_embedding, hcnn or bilstm", "choices": ENCODERS})
+    enc0_max_seq_len: int = field(
+        default=0, metadata={"help": "in0 tokens kept, longer sequences are cut; 0 = no limit"})
+    enc0_vocab_size: int = field(
+        default=0, metadata={"help": "in0 token table rows; 0 = from the training data"})
+    enc0_token_embedding_dim: int = field(
+        default=128, metadata={"help": "in0 token embedding size"})
+    enc0_layers: int = field(
+        default=0,
+        metadata={"help": "in0 encoder depth; 0 = auto (pooled_embedding 1, hcnn 2, bilstm 1)"})
+    enc0_cnn_filter_width: int = field(default=3, metadata={"help": "hcnn convolution width (in0)"})
+    enc1_network: str = field(
+        default="pooled_embedding",
+        metadata={"help": "in1 encoder: as enc0_network, or \"enc0\" to share enc0",
+                  "choices": ENCODERS + ("enc0",)})
+    enc1_max_seq_len: int = field(default=0, metadata={"help": "in1 tokens kept; 0 = no limit"})
+    enc1_vocab_size: int = field(
+        default=0, metadata={"help": "in1 token table rows; 0 = from the training data"})
+    enc1_token_embedding_dim: int = field(
+        default=128, metadata={"help": "in1 token embedding size"})
+    enc1_layers: int = field(default=0, metadata={"help": "in1 encoder depth; 0 = auto"})
+    enc1_cnn_filter_width: int = field(default=3, metadata={"help": "hcnn convolution width (in1)"})
+    tied_token_embedding_weight: bool = field(
+        default=False, metadata={"help": "one token table for in0 and in1"})
+    enc_dim: int = field(default=128, metadata={"help": "size of both encodings"})
+    comparator_list: str = field(
+        default="hadamard,concat,abs_diff",
+        metadata={"help": "comma-separated: hadamard, concat, abs_diff"})
+    mlp_layers: int = field(
+        default=1, metadata={"help": "hidden layers of the MLP on the comparator output"})
+    mlp_dim: int = field(default=256, metadata={"help": "width of each hidden MLP layer"})
+    mlp_activation: str = field(
+        default="relu", metadata={"help": "tanh, relu or linear", "choices": tuple(ACTIVATIONS)})
+    dropout: float = field(
+        default=0.7,
+        metadata={"help": "dropout rate on the comparator output and each hidden MLP layer"})
+    output_layer: str = field(
+        default="auto",
+        metadata={"help": "mean_squared_error, softmax, or auto (follows --task)",
+                  "choices": OUTPUT_LAYERS})
+    num_classes: int = field(default=2, metadata={"help": "classes of the softmax output layer"})
+    negative_sampling_rate: int = field(
+        default=0, metadata={"help": "binary task: random in1 per pair added as label 0"})
+    l2: float = field(
+        default=0.0,
+        metadata={"help": "L2 on the token embeddings looked up in a batch (mean over the "
+                          "batch)"})
+    token_bias: bool = field(
+        default=False,
+        metadata={"help": "add a learned per-token bias (summed over each side's tokens) to "
+                          "the output"})
+    side_features: bool = field(
+        default=True,
+        metadata={"help": "MovieLens: add age/sex/occupation tokens to in0, genres/year to "
+                          "in1 (JSON Lines: ignored)"})
+    jsonl_train: str = field(
+        default="",
+        metadata={"help": "train on this Object2Vec JSON Lines file instead of --dataset"})
+    jsonl_validation: str = field(
+        default="",
+        metadata={"help": "validation JSON Lines file; default: carved from jsonl_train"})
+    jsonl_test: str = field(
+        default="", metadata={"help": "test JSON Lines file; default: the validation part"})
 
     def __post_init__(self) -> None:
         for side in ("enc0", "enc1"):

@@ -49,7 +49,7 @@ Example
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import jax
@@ -73,16 +73,26 @@ _NEG = -1e9  # the logit of a candidate taken out of the softmax
 class SoftmaxConfig:
     """Softmax model hyper-parameters (defaults: the recommended ml-100k setting)."""
 
-    embedding_dim: int = 32  # movie embedding size (= the user embedding size)
-    genre_dim: int = 3  # genre embedding size (0 = no genre input)
-    year_dim: int = 2  # release-year embedding size (0 = no year input)
-    hidden_dims: str = "64,64"  # comma-separated widths of the ReLU dense layers ("" = none)
-    targets_per_user: int = 8  # movies held out of each user's bag per training step
-    negatives: str = "full"  # full softmax, or sampled: "uniform" or "in_batch"
-    num_sampled: int = 256  # uniform negatives per step
-    max_bag: int = 0  # keep each user's latest max_bag movies in the bag; 0 = all
-    init_std: float = 0.05  # std of the normal initialisation of both tables
-    l2_table: float = 0.0  # L2 on the whole tables (sum of squares)
+    embedding_dim: int = field(
+        default=32, metadata={"help": "movie embedding size (= the user embedding size)"})
+    genre_dim: int = field(
+        default=3, metadata={"help": "genre embedding size (0 = no genre input)"})
+    year_dim: int = field(
+        default=2, metadata={"help": "release-year embedding size (0 = no year input)"})
+    hidden_dims: str = field(
+        default="64,64",
+        metadata={"help": "comma-separated widths of the ReLU dense layers (\"\" = none)"})
+    targets_per_user: int = field(
+        default=8, metadata={"help": "movies held out of each user's bag per training step"})
+    negatives: str = field(
+        default="full", metadata={"help": "full softmax, or sampled: \"uniform\" or \"in_batch\""})
+    num_sampled: int = field(default=256, metadata={"help": "uniform negatives per step"})
+    max_bag: int = field(
+        default=0, metadata={"help": "keep each user's latest max_bag movies in the bag; 0 = all"})
+    init_std: float = field(
+        default=0.05, metadata={"help": "std of the normal initialisation of both tables"})
+    l2_table: float = field(
+        default=0.0, metadata={"help": "L2 on the whole tables (sum of squares)"})
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
