@@ -41,28 +41,13 @@ import pandas as pd
 
 from recjax.data.dataset import UnknownIdError
 from recjax.retrieval import TopK, similar_items
-from recjax.runs import Run
+from recjax.runs import MEASURES, Run, _check_measure
 
 __all__ = [
     "load_run", "find_titles", "TitleMatch", "recommendations", "neighbors", "Neighbors", "MEASURES",
     "evaluate_run", "evaluate_runs",
 ]
 
-MEASURES = ("dot", "cosine", "l2")
-
-
-def genres_text(genres: Any) -> str:
-    """``("Animation", "Children's")`` -> ``"Animation-Children's"``."""
-    if genres is None or (isinstance(genres, float) and np.isnan(genres)):
-        return ""
-    if isinstance(genres, str):
-        return genres
-    return "-".join(str(g) for g in genres)
-
-
-def check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
-    if measure not in allowed:
-        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(allowed)}")
 
 
 load_run = Run.open  # the one reader of run folders: recjax.runs.Run.open
@@ -180,7 +165,7 @@ def recommendations(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot
     ValueError
         ``N < 1`` or an unknown measure.
     """
-    check_measure(measure, ("dot", "cosine"))
+    _check_measure(measure, ("dot", "cosine"))
     if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
         raise ValueError(f"N must be a positive integer, got {N!r}")
     users = _user_indices(run, user_ids)
@@ -238,7 +223,7 @@ def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = 
     ValueError
         Neither or both of ``movie`` and ``item_id``, ``k < 1``, an unknown measure.
     """
-    check_measure(measure)
+    _check_measure(measure)
     if (movie is None) == (item_id is None):
         raise ValueError("give exactly one of a movie title and an item id")
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:

@@ -63,7 +63,7 @@ import os
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,9 +74,10 @@ from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.retrieval import TopK, dense_topk
 
-__all__ = ["Run", "RunFolderError", "Embeddings", "RunWriter"]
+__all__ = ["Run", "RunFolderError", "Embeddings", "RunWriter", "MEASURES"]
 
 FORMAT = "recjax-run/2"
+MEASURES = ("dot", "cosine", "l2")  # how a run's vectors score items: Run.scorer, Run.similar_items
 PARTS = ("train", "val", "test")
 _RATING_FIELDS = ("user", "item", "rating", "timestamp")
 _PAIR_FIELDS = ("in0", "in1", "label")
@@ -558,12 +559,10 @@ class Run:
     @functools.cached_property
     def item_genres(self) -> np.ndarray:
         """Genres of every item index as ``"A-B-C"`` (the lab's format), '' if unknown."""
-        from recjax.explore import genres_text
-
         info = self.data.item_info
         if info is None or "genres" not in info:
             return np.full(self.data.n_items, "", dtype=object)
-        return np.asarray([genres_text(g) for g in info["genres"]], dtype=object)
+        return np.asarray([_genres_text(g) for g in info["genres"]], dtype=object)
 
     @functools.cached_property
     def rated(self) -> sp.csr_matrix:
@@ -659,11 +658,10 @@ class Run:
         network over all items; ``cosine`` / ``l2``: the raw embeddings of
         ``embeddings.npz``.
         """
-        from recjax.explore import check_measure
         from recjax.models import MODELS
         from recjax.ranking import EmbeddingScorer, as_scorer
 
-        check_measure(measure)
+        _check_measure(measure)
         self._need_vocabulary("ranking")
         if measure != "dot":
             return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
@@ -746,10 +744,9 @@ class Run:
             Raw item ids and similarities (dot, cosine; minus the squared distance for
             ``l2``), shape [N] for a scalar item, [n, N] for an array.
         """
-        from recjax.explore import check_measure
         from recjax.retrieval import topk
 
-        check_measure(measure)
+        _check_measure(measure)
         self._need_vocabulary("similar_items")
         n = _check_count(N, "N")
         raw = np.asarray(items)
@@ -921,6 +918,20 @@ class Run:
 def fingerprint_digest(fp: dict[str, Any]) -> str:
     """One sha256 over a :func:`fingerprint` (what checkpoints record)."""
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+
+
+def _genres_text(genres: Any) -> str:
+    """``("Animation", "Children's")`` -> ``"Animation-Children's"``."""
+    if genres is None or (isinstance(genres, float) and np.isnan(genres)):
+        return ""
+    if isinstance(genres, str):
+        return genres
+    return "-".join(str(g) for g in genres)
+
+
+def _check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
+    if measure not in allowed:
+        raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(allowed)}")
 
 
 def _check_count(n: Any, name: str) -> int:
