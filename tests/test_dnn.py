@@ -11,8 +11,8 @@ from flax import nnx
 
 from recjax.config import TrainConfig
 from recjax.models import MODELS
-from recjax.models.base import rating_inputs
-from recjax.models.dnn import DNN, DNNConfig, parse_dims
+from recjax.models.base import parse_dims, rating_inputs
+from recjax.models.dnn import DNN, DNNConfig
 from recjax.train.loop import fit
 from recjax.train.step import Model, make_predict
 

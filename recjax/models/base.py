@@ -61,7 +61,7 @@ import numpy as np
 from flax import nnx
 
 __all__ = ["Capabilities", "PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "capabilities_of",
-           "BagUser", "rating_inputs", "TABLE", "table", "is_table"]
+           "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
 
 
 @dataclass(frozen=True)
@@ -206,6 +206,24 @@ def rating_inputs(part: Any, *, task: str = "regression", binary_threshold: floa
 class Constant(nnx.Variable):
     """A constant table of a model (token sequences, feature indices, log-frequencies):
     part of its state, never trained."""
+
+
+def parse_dims(text: str, name: str = "hidden_dims") -> tuple[int, ...]:
+    """``"64,32"`` -> ``(64, 32)``; ``""`` -> ``()``.
+
+    Raises
+    ------
+    ValueError
+        A part that is not a positive integer, naming ``name``.
+    """
+    dims = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(f"{name} must be comma-separated positive integers, got {text!r}")
+        dims.append(int(part))
+    return tuple(dims)
 
 
 # ----------------------------------------------------------------------------- tables

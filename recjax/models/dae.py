@@ -44,8 +44,7 @@ from flax import nnx
 from recjax.data.bags import bag_inputs
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.dnn import parse_dims
-from recjax.models.base import BagUser, Capabilities, table
+from recjax.models.base import BagUser, Capabilities, parse_dims, table
 
 __all__ = ["DAEConfig", "DAE"]
 

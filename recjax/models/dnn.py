@@ -27,27 +27,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.models.base import Capabilities, table
+from recjax.models.base import Capabilities, parse_dims, table
 
 __all__ = ["DNNConfig", "DNN"]
-
-
-def parse_dims(text: str, name: str = "hidden_dims") -> tuple[int, ...]:
-    """``"64,32"`` -> ``(64, 32)``; ``""`` -> ``()``.
-
-    Raises
-    ------
-    ValueError
-        A part that is not a positive integer, naming ``name``.
-    """
-    dims = []
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if not part.isdigit() or int(part) < 1:
-            raise ValueError(f"{name} must be comma-separated positive integers, got {text!r}")
-        dims.append(int(part))
-    return tuple(dims)
 
 
 @dataclass(frozen=True)

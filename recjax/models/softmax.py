@@ -60,8 +60,7 @@ from flax import nnx
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.dnn import parse_dims
-from recjax.models.base import BagUser, Capabilities, Constant, table
+from recjax.models.base import BagUser, Capabilities, Constant, parse_dims, table
 
 __all__ = ["SoftmaxConfig", "SoftmaxModel"]
 
