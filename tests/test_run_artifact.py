@@ -20,7 +20,6 @@ import dataclasses
 import errno
 import importlib.util
 import json
-import os
 import resource
 import shutil
 import subprocess
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import recjax
+from _subprocess_env import subprocess_env
 import recjax.train.checkpoint as checkpoint_module
 import recjax.train.loop as loop_module
 from recjax.cli import main
@@ -43,7 +42,6 @@ SYNTHETIC = ["train", "--dataset", "synthetic", "--split", "random", "--embeddin
 # pairs of raw ids of the synthetic dataset (users 1..1000, items 1..500)
 PAIRS = {"instances": [{"in0": [1], "in1": [7]}, {"in0": [30], "in1": [2]}, {"in0": [999], "in1": [450]}]}
 # the root holding this recjax package: subprocesses import the same code as this process
-_ROOT = str(Path(recjax.__file__).resolve().parents[1])
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -62,14 +60,6 @@ def one_line_error(status: int, out: str, err: str) -> str:
     return lines[0]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env.update(extra)
-    return env
-
-
 def subprocess_cli(*argv, timeout: float = 180, memory_gib: float | None = None,
                    env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """``python -m recjax ARGV`` in a fresh process (so logging that reaches the real
@@ -81,7 +71,7 @@ def subprocess_cli(*argv, timeout: float = 180, memory_gib: float | None = None,
             resource.setrlimit(resource.RLIMIT_AS, (size, size))
 
     return subprocess.run([sys.executable, "-m", "recjax", *map(str, argv)], check=False,
-                          capture_output=True, text=True, timeout=timeout, env=env or _env(),
+                          capture_output=True, text=True, timeout=timeout, env=env or subprocess_env(),
                           preexec_fn=limit)
 
 
@@ -226,7 +216,7 @@ def test_string_ids_end_to_end(tmp_path, capsys):
             "top = Run.open(sys.argv[1]).recommend(['u3', 'u5'], N=5)\n"
             "print(json.dumps({'ids': [[str(i) for i in row] for row in np.asarray(top.ids).tolist()],"
             " 'scores': np.asarray(top.scores, np.float64).tolist()}))\n")
-    env = _env()
+    env = subprocess_env()
     env.pop("RECJAX_DATA", None)
     fresh = subprocess.run([sys.executable, "-c", code, str(out)], check=False, capture_output=True,
                            text=True, timeout=180, env=env, cwd=tmp_path)
@@ -393,7 +383,7 @@ def test_two_writers(tmp_path):
     argv = [*SYNTHETIC, "--epochs", "30", "--patience", "30", "--batch-size", "256", "--out", str(out)]
     command = [sys.executable, "-m", "recjax", *argv]
     procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              env=_env(), cwd=tmp_path) for _ in range(2)]
+                              env=subprocess_env(), cwd=tmp_path) for _ in range(2)]
     results = []
     try:
         for proc in procs:
@@ -583,7 +573,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
     flags = [*SYNTHETIC, "--epochs", "6", "--patience", "30", "--batch-size", "256"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "recjax", *flags, "--out", str(killed)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline and proc.poll() is None:

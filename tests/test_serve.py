@@ -16,7 +16,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 import signal
@@ -35,13 +34,12 @@ pytest.importorskip("starlette")
 pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
-import recjax
+from _subprocess_env import ROOT, subprocess_env
 from recjax.cli import main
 
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
-_ROOT = str(Path(recjax.__file__).resolve().parents[1])
-README = Path(_ROOT) / "README.md"
+README = Path(ROOT) / "README.md"
 JSONL = "application/jsonlines"
 TITLES = {50: "Star Wars (1977)", 172: "Empire Strikes Back, The (1980)",
           181: "Return of the Jedi (1983)", 242: "Kolya (1996)", 302: "L.A. Confidential (1997)"}
@@ -186,14 +184,6 @@ def post(client, path: str, body, **headers) -> httpx.Response:
     return client.post(path, content=data, headers={"Content-Type": "application/json", **headers})
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (_ROOT, env.get("PYTHONPATH")) if p)
-    env.setdefault("JAX_PLATFORMS", "cpu")
-    env.update(extra)
-    return env
-
-
 class SubprocessServer:
     """``python -m recjax serve ARGS --port 0``; stderr (the JSON log) kept in a file.
     It shares this module's persistent JAX compilation cache (its warm-up compiles
@@ -205,7 +195,7 @@ class SubprocessServer:
         self.log = tmp_path / "server.log"
         self._file = open(self.log, "w")
         cache = jax.config.jax_compilation_cache_dir
-        env = _env(**({"JAX_COMPILATION_CACHE_DIR": cache,
+        env = subprocess_env(**({"JAX_COMPILATION_CACHE_DIR": cache,
                        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"} if cache else {}))
         self.process = subprocess.Popen([sys.executable, "-m", "recjax", "serve", *args, "--port", "0"],
                                         stdout=subprocess.PIPE, stderr=self._file, env=env)
