@@ -229,12 +229,12 @@ def run_stages(folder: Path) -> tuple[list[tuple], int]:
     after) and the number of ratings."""
     import jax
 
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.data.movielens import load_movielens
     from recjax.data.splits import carve_validation, holdout_split
     from recjax.models import MODELS
 
-    cfg = TrainConfig(dataset="ml-25m", split="random", model="mf")
+    cfg = RunConfig(dataset="ml-25m", split="random", model="mf")
     jax.devices()  # backend start-up is not part of any stage
 
     def split(data):

@@ -32,7 +32,7 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     import jax
     import numpy as np
 
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.data.synthetic import synthetic_ratings
     from recjax.models import MODELS, recommended_configs
     from recjax.train.loop import fit, initial_state

@@ -40,7 +40,7 @@ SHAPES = {  # name: (users, items, ratings)
     "ml20m": (138_493, 26_744, 20_000_000),
     "smoke": (120, 80, 2_000),
 }
-# Per shape, per model: the TrainConfig overrides and model settings benchmarked.
+# Per shape, per model: the RunConfig overrides and model settings benchmarked.
 # ml-100k uses each model's recommended settings (README's accuracy runs); the
 # ml-20m shape uses a batch of 16,384 and 64 dims, what one would train it with on
 # this 2-core machine (dense embedding gradients cost O(table) per step).

@@ -17,7 +17,7 @@ Data
     :func:`predefined_split` (ml-100k's published splits, named in
     :data:`PREDEFINED_SPLITS`).
 Training
-    :class:`TrainConfig` and one config per model family (:class:`MFConfig`,
+    :class:`RunConfig` and one config per model family (:class:`MFConfig`,
     :class:`PairConfig`, :class:`DNNConfig`, :class:`SoftmaxConfig`,
     :class:`DAEConfig`); :func:`run` trains into a run folder and returns a
     :class:`RunResult`; :class:`Run` opens a folder (:class:`RunFolderError` if it is
@@ -66,7 +66,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "ratings_from_pandas", "load_movielens", "predefined_split", "synthetic_ratings",
         "PREDEFINED_SPLITS",
     ),
-    "recjax.config": ("TrainConfig",),
+    "recjax.config": ("RunConfig",),
     "recjax.models.mf": ("MFConfig",),
     "recjax.models.pair": ("PairConfig",),
     "recjax.models.dnn": ("DNNConfig",),
@@ -91,7 +91,7 @@ __all__ = [
     "ratings_from_pandas", "load_movielens", "predefined_split", "synthetic_ratings",
     "PREDEFINED_SPLITS",
     # configurations
-    "TrainConfig", "MFConfig", "PairConfig", "DNNConfig", "SoftmaxConfig", "DAEConfig",
+    "RunConfig", "MFConfig", "PairConfig", "DNNConfig", "SoftmaxConfig", "DAEConfig",
     # running and run folders
     "run", "RunResult", "Run", "Embeddings", "RunFolderError",
     # retrieval
@@ -122,7 +122,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported at run time
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.data import (
         PREDEFINED_SPLITS,
         Ratings,

@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from recjax.config import TrainConfig, describe
+from recjax.config import RunConfig, describe
 from recjax.data.download import DATASETS
 
 __all__ = ["main", "build_parser"]
@@ -120,16 +120,16 @@ def _read_toml(path: str) -> tuple[dict, dict]:
     return raw.get("train", {}), raw.get("model", {})
 
 
-def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
-    """(TrainConfig, model config): a TOML file's settings (optional), overridden by flags;
+def train_configs(args: argparse.Namespace) -> tuple[RunConfig, Any]:
+    """(RunConfig, model config): a TOML file's settings (optional), overridden by flags;
     what neither sets is the library's default (the model family's recommended training
-    settings included), exactly as ``TrainConfig(...)`` in research code."""
+    settings included), exactly as ``RunConfig(...)`` in research code."""
     from recjax.config import from_dict
     from recjax.models import MODELS
 
     given = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
-    train_names = {f.name for f in dataclasses.fields(TrainConfig)}
+    train_names = {f.name for f in dataclasses.fields(RunConfig)}
     train_values = {**train_file, **{k: v for k, v in given.items() if k in train_names}}
     model = train_values.get("model", "mf")
     if model not in MODELS:
@@ -141,7 +141,7 @@ def train_configs(args: argparse.Namespace) -> tuple[TrainConfig, Any]:
         owners = _model_flag_owners()
         detail = ", ".join(f"{_flag(k)} ({'/'.join(owners[k])})" for k in foreign)
         raise CommandError(f"flag(s) not used by model {model!r}: {detail}")
-    return from_dict(TrainConfig, train_values), from_dict(MODELS[model].config, {**model_file, **model_flags})
+    return from_dict(RunConfig, train_values), from_dict(MODELS[model].config, {**model_file, **model_flags})
 
 
 _RUN_ONLY = ("func", "command", "config", "resume", "coordinator", "num_processes", "process_id",
@@ -195,7 +195,7 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
         model = "mf"
     train = sub.add_parser(
         "train", help="train a model (default: MF on ml-100k's ua split)",
-        description=f"Train a model. Every TrainConfig and model config field is a flag; a TOML "
+        description=f"Train a model. Every RunConfig and model config field is a flag; a TOML "
                     f"file with [train] and [model] tables can hold the same settings. The defaults "
                     f"shown are those a run of --model {model} uses (optimizer, learning rate, "
                     f"batch size, epochs and patience are each family's recommended ones); other "
@@ -210,8 +210,8 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     hosts.add_argument("--distributed", action="store_true",
                        help="let JAX detect the cluster (SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS)")
-    settings = train.add_argument_group("run settings (TrainConfig)")
-    _add_dataclass_flags(settings, TrainConfig, TrainConfig(model=model), skip={"model"})
+    settings = train.add_argument_group("run settings (RunConfig)")
+    _add_dataclass_flags(settings, RunConfig, RunConfig(model=model), skip={"model"})
     settings.add_argument("--model", metavar="{" + ",".join(MODELS) + "}", default=argparse.SUPPRESS,
                           help=f"model family (default 'mf'; shown: {model})")
     settings.add_argument("--lr", dest="learning_rate", type=float, default=argparse.SUPPRESS,

@@ -1,10 +1,10 @@
 """Run configuration: frozen dataclasses, one source of defaults.
 
-A run is a :class:`TrainConfig` (data, optimisation, early stopping, output) plus
+A run is a :class:`RunConfig` (data, optimisation, early stopping, output) plus
 the model's own config (e.g. :class:`recjax.models.mf.MFConfig`). The settings
 whose best value depends on the model family (optimizer, learning rate, batch size,
 epochs, patience) default to that family's recommended ones, so
-``TrainConfig(model="mf")`` here and ``python -m recjax train`` on the command line
+``RunConfig(model="mf")`` here and ``python -m recjax train`` on the command line
 train the same thing, and ``train --model X --help`` shows what a run of X uses.
 Variants override only what differs (``dataclasses.replace``); the CLI and TOML
 files build them; the resolved pair is written to the run folder as ``config.json``.
@@ -12,11 +12,11 @@ Each field's help text and choices live with the field (its ``metadata``).
 
 Example
 -------
->>> from recjax.config import TrainConfig
->>> cfg = TrainConfig(epochs=5)
+>>> from recjax.config import RunConfig
+>>> cfg = RunConfig(epochs=5)
 >>> cfg.model, cfg.optimizer, cfg.learning_rate, cfg.batch_size, cfg.epochs
 ('mf', 'sgd', 0.5, 128, 5)
->>> TrainConfig(model="pair").optimizer
+>>> RunConfig(model="pair").optimizer
 'adam'
 """
 
@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TrainConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "parse_mesh",
+__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "parse_mesh",
            "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
@@ -54,7 +54,7 @@ def describe(field: dataclasses.Field) -> tuple[str, type, tuple[str, ...] | Non
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class RunConfig:
     """Everything about a run except the model's architecture."""
 
     model: str = _setting("mf", "model family (a key of recjax.models.MODELS)")

@@ -26,10 +26,10 @@ for the epoch count validation chose (its epochs are logged with ``"phase":
 Example
 -------
 >>> import tempfile
->>> from recjax.config import TrainConfig
+>>> from recjax.config import RunConfig
 >>> from recjax.models.mf import MFConfig
 >>> from recjax.experiment import run
->>> result = run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
+>>> result = run(RunConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
 ...                          out=tempfile.mkdtemp() + "/run"), MFConfig(embedding_dim=4))
 >>> sorted(k for k in result.metrics if k.startswith("test_"))
 ['test_mae', 'test_mse', 'test_rmse']
@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax.config import TrainConfig, from_dict, parse_mesh
+from recjax.config import RunConfig, from_dict, parse_mesh
 from recjax.data.dataset import Ratings
 from recjax.data.movielens import load_movielens
 from recjax.data.frame import read_ratings
@@ -84,7 +84,7 @@ class RunResult:
     splits: dict[str, Ratings]
 
 
-def load_splits(cfg: TrainConfig) -> dict[str, Ratings]:
+def load_splits(cfg: RunConfig) -> dict[str, Ratings]:
     """``{"train", "val", "test"}`` ratings for ``cfg`` (same vocabularies throughout):
     the ratings file ``cfg.data`` or the dataset ``cfg.dataset``, split by ``cfg.split``."""
     if cfg.data:
@@ -158,18 +158,18 @@ def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str
     return score(predictions, labels, prefix)
 
 
-def _dataset_name(cfg: TrainConfig, model_cfg: Any = None) -> str:
+def _dataset_name(cfg: RunConfig, model_cfg: Any = None) -> str:
     """The data a configuration names, in words: a file's name or the dataset's."""
     files = getattr(model_cfg, "jsonl_train", None)
     return Path(cfg.data).name if cfg.data else Path(files).name if files else cfg.dataset
 
 
-def _default_out(cfg: TrainConfig) -> Path:
+def _default_out(cfg: RunConfig) -> Path:
     dataset = Path(cfg.data).stem if cfg.data else cfg.dataset
     return Path("runs") / f"{cfg.model}-{dataset}-{cfg.split}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
+def _identity(cfg: RunConfig, model_cfg: Any) -> dict[str, Any]:
     """What a resumed run must match: every setting but output, verbosity, the epoch
     budget (it may grow), the device mesh (a run may resume on another mesh) and where
     the data is read from (the data itself is checked by its fingerprint)."""
@@ -180,12 +180,12 @@ def _identity(cfg: TrainConfig, model_cfg: Any) -> dict[str, Any]:
 _NOT_IDENTITY = ("out", "quiet", "epochs", "mesh", "data_dir")
 
 
-def _settings_differences(saved: dict[str, Any], cfg: TrainConfig, model_cfg: Any) -> list[str]:
+def _settings_differences(saved: dict[str, Any], cfg: RunConfig, model_cfg: Any) -> list[str]:
     """``name (saved -> now)`` for every setting of ``_identity`` that differs."""
     spec = MODELS.get(saved.get("train", {}).get("model"))
     if spec is None or spec.config is not type(model_cfg):
         return [f"model ({saved.get('train', {}).get('model')} -> {cfg.model})"]
-    before = _identity(from_dict(TrainConfig, saved["train"]), from_dict(spec.config, saved["model"]))
+    before = _identity(from_dict(RunConfig, saved["train"]), from_dict(spec.config, saved["model"]))
     now = _identity(cfg, model_cfg)
     out = []
     for group in ("train_config", "model_config"):
@@ -203,7 +203,7 @@ def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[st
     return layout.replicate(arrays)
 
 
-def _build(spec: Any, model_cfg: Any, train: Any, cfg: TrainConfig) -> Any:
+def _build(spec: Any, model_cfg: Any, train: Any, cfg: RunConfig) -> Any:
     """The family's module for a training part: the run gives it its task and seed only."""
     return spec.build(model_cfg, train, task=cfg.task, seed=cfg.seed)
 
@@ -220,7 +220,7 @@ def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> 
     return Embeddings(data.users.ids, users, data.items.ids, items)
 
 
-def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
+def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
         splits: Splits | dict[str, Ratings] | None = None) -> RunResult:
     """Train ``cfg.model`` with ``model_cfg``; write and return the run.
 
@@ -276,7 +276,7 @@ def run(cfg: TrainConfig, model_cfg: Any, *, resume: bool = False,
         return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume)
 
 
-def _check_folder(writer: RunWriter, cfg: TrainConfig, model_cfg: Any, splits: dict[str, Any],
+def _check_folder(writer: RunWriter, cfg: RunConfig, model_cfg: Any, splits: dict[str, Any],
                   resume: bool) -> None:
     """A fresh run needs an empty folder; a resumed one the same settings and data."""
     if not resume:
@@ -298,7 +298,7 @@ def _check_folder(writer: RunWriter, cfg: TrainConfig, model_cfg: Any, splits: d
         Checkpoints(folder).verify()  # damaged files refused before the folder changes
 
 
-def _train(cfg: TrainConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], run_dir: Path,
+def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], run_dir: Path,
            writer: RunWriter, resume: bool) -> RunResult:
     """Fit (and refit), score, and finish the run folder."""
     identity = {**_identity(cfg, model_cfg), "data_fingerprint": fingerprint_digest(fingerprint(splits))}

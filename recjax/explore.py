@@ -11,12 +11,12 @@ Raw ids in, titles out: users and items are addressed by their dataset ids
 Example
 -------
 >>> import tempfile
->>> from recjax.config import TrainConfig
+>>> from recjax.config import RunConfig
 >>> from recjax.models.mf import MFConfig
 >>> from recjax.experiment import run
 >>> from recjax.explore import load_run, neighbors, recommendations
 >>> out = tempfile.mkdtemp() + "/run"
->>> _ = run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True, out=out),
+>>> _ = run(RunConfig(dataset="synthetic", split="random", epochs=2, quiet=True, out=out),
 ...         MFConfig(embedding_dim=4))
 >>> r = load_run(out)
 >>> recs = recommendations(r, [1, 2], N=3)

@@ -29,7 +29,7 @@ Example
 -------
 >>> import tempfile
 >>> import numpy as np, pandas as pd
->>> from recjax.config import TrainConfig
+>>> from recjax.config import RunConfig
 >>> from recjax.data import Ratings, split_ratings
 >>> from recjax.experiment import run
 >>> from recjax.models.mf import MFConfig
@@ -40,7 +40,7 @@ Example
 ...                    "rating": rng.integers(1, 11, 900)}).drop_duplicates(["user", "item"])
 >>> splits = split_ratings(Ratings.from_pandas(df, rating_scale=(1, 10)), "random", seed=0)
 >>> out = tempfile.mkdtemp() + "/run"
->>> _ = run(TrainConfig(epochs=2, quiet=True, out=out), MFConfig(embedding_dim=4), splits=splits)
+>>> _ = run(RunConfig(epochs=2, quiet=True, out=out), MFConfig(embedding_dim=4), splits=splits)
 >>> r = Run.open(out)
 >>> top = r.recommend("u3", N=3)
 >>> top.ids.shape, str(top.ids[0])[0]
@@ -441,7 +441,7 @@ class Run:
     Attributes
     ----------
     path : Path
-    train_config : TrainConfig
+    train_config : RunConfig
     model_config : the model family's config dataclass
     splits : dict
         ``train`` (the part the model was first fitted on), ``val`` and ``test``, as
@@ -512,9 +512,9 @@ class Run:
                                      f"cannot be used")
         config = _read_json(path / "config.json")
         try:
-            from recjax.config import TrainConfig
+            from recjax.config import RunConfig
 
-            train_cfg = from_dict(TrainConfig, config["train"])
+            train_cfg = from_dict(RunConfig, config["train"])
             spec = MODELS[train_cfg.model]
             model_cfg = from_dict(spec.config, config["model"])
         except (KeyError, TypeError, ValueError) as err:

@@ -17,7 +17,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data import synthetic_ratings
 from recjax.data.splits import holdout_split
 from recjax.experiment import run
@@ -49,7 +49,7 @@ def small_splits() -> dict:
 
 
 def train(model: str, mesh: str, out: Path, splits: dict, *, epochs: int = 2, resume: bool = False):
-    cfg = TrainConfig(model=model, dataset="synthetic", split="random", epochs=epochs, batch_size=128,
+    cfg = RunConfig(model=model, dataset="synthetic", split="random", epochs=epochs, batch_size=128,
                       learning_rate=0.01, patience=10, quiet=True, mesh=mesh, out=str(out))
     return run(cfg, CONFIGS[model], resume=resume, splits=splits)
 
@@ -68,7 +68,7 @@ def stored_specs(run_dir: Path) -> dict[str, list]:
 
 def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, list]:
     """Restore the run's last checkpoint onto ``mesh``; each table's per-device shape."""
-    cfg, splits = TrainConfig(batch_size=128, learning_rate=0.01), result.splits
+    cfg, splits = RunConfig(batch_size=128, learning_rate=0.01), result.splits
     model = Model.split(MODELS["mf"].build(CONFIGS["mf"], splits["train"], task=cfg.task, seed=cfg.seed))
     layout = Layout(make_mesh(*mesh), model)
     template, _ = initial_state(model, make_optimizer(cfg, 1), 0, layout)
@@ -86,7 +86,7 @@ def explored(run_dir: Path) -> float:
     explore commands do (one device): max |difference| from the trained item table."""
     from recjax.explore import load_run
 
-    cfg = TrainConfig(dataset="synthetic", split="random", epochs=1, batch_size=2048, quiet=True,
+    cfg = RunConfig(dataset="synthetic", split="random", epochs=1, batch_size=2048, quiet=True,
                       mesh="1x8", out=str(run_dir))
     trained = run(cfg, CONFIGS["mf"])
     reloaded = load_run(run_dir).module()

@@ -177,11 +177,11 @@ def test_flag_of_another_model_is_an_error(capsys, tmp_path, no_compile):
 def test_toml_errors(capsys, tmp_path, no_compile):
     bad_type = tmp_path / "type.toml"
     bad_type.write_text('[train]\nepochs = "five"\n')
-    assert "TrainConfig setting epochs must be int, got 'five'" in _error(
+    assert "RunConfig setting epochs must be int, got 'five'" in _error(
         capsys, ["train", "--config", str(bad_type), "--quiet"])
     unknown = tmp_path / "unknown.toml"
     unknown.write_text("[train]\nepoch = 3\n")
-    assert "unknown TrainConfig setting(s): epoch" in _error(capsys, ["train", "--config", str(unknown)])
+    assert "unknown RunConfig setting(s): epoch" in _error(capsys, ["train", "--config", str(unknown)])
     table = tmp_path / "table.toml"
     table.write_text("[optim]\nlr = 3\n")
     assert "unknown table(s) ['optim']; use [train] and [model]" in _error(

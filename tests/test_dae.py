@@ -11,7 +11,7 @@ import pytest
 from flax import nnx
 
 from _bag_model import check_bag_shapes_and_invariance
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data.jsonlines import PAD
 from recjax.models.dae import DAE, DAEConfig, bag_logits, build_dae, dae_inputs
 from recjax.models.softmax import make_softmax_evaluator
@@ -129,7 +129,7 @@ def test_learns_the_planted_preferences():
     first = holdout_split(liked, 0.1, seed=0)
     second = holdout_split(first.train, 0.1, seed=1)
     splits = {"train": second.train, "val": second.test, "test": first.test}
-    run = TrainConfig(model="dae", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
+    run = RunConfig(model="dae", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = DAEConfig(dims="16")
     inputs = dae_inputs(cfg, splits)
     model = Model.split(build_dae(cfg, splits["train"], seed=run.seed))
@@ -160,7 +160,7 @@ def test_runs_through_the_experiment_and_ranks_by_its_logits(tmp_path):
     first = holdout_split(data, 0.1, seed=0)
     second = holdout_split(first.train, 0.1, seed=1)
     splits = {"train": second.train, "val": second.test, "test": first.test}
-    cfg, model_cfg = TrainConfig(model="dae", epochs=2, batch_size=64, quiet=True,
+    cfg, model_cfg = RunConfig(model="dae", epochs=2, batch_size=64, quiet=True,
                                  out=str(tmp_path / "run")), DAEConfig(dims="8")
     result = run(cfg, model_cfg, splits=splits)
     assert {"val_loss", "val_precision@10", "test_loss", "test_precision@10"} <= set(result.metrics)

@@ -76,12 +76,12 @@ def test_one_process_writes_the_run_folder(two_process_run):
 def test_softmax_refuses_several_processes_clearly(monkeypatch, tmp_path):
     import jax
 
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.experiment import run
     from recjax.models.softmax import SoftmaxConfig
 
     monkeypatch.setattr(jax, "process_count", lambda: 2)
-    cfg = TrainConfig(model="softmax", dataset="synthetic", split="random", quiet=True, out=str(tmp_path / "run"))
+    cfg = RunConfig(model="softmax", dataset="synthetic", split="random", quiet=True, out=str(tmp_path / "run"))
     with pytest.raises(ValueError, match="evaluates on one process only"):
         run(cfg, SoftmaxConfig(embedding_dim=4, hidden_dims=""))
     assert not (tmp_path / "run").exists()  # refused before anything was written

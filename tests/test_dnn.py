@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.models import MODELS
 from recjax.models.base import parse_dims, rating_inputs
 from recjax.models.dnn import DNN, DNNConfig
@@ -81,7 +81,7 @@ def test_learns_the_planted_ratings(small_synthetic):
 
     data, truth = small_synthetic
     split = holdout_split(data, 0.15, seed=0)
-    run = TrainConfig(model="dnn", epochs=30, batch_size=256, learning_rate=3e-3, quiet=True, patience=3)
+    run = RunConfig(model="dnn", epochs=30, batch_size=256, learning_rate=3e-3, quiet=True, patience=3)
     cfg = DNNConfig(embedding_dim=16, hidden_dims="32", input_dropout=0.1, dropout=0.2, l2=0.01)
     m = Model.split(MODELS["dnn"].build(cfg, split.train, seed=run.seed))
     predict = make_predict(m, chunk=4096)

@@ -82,13 +82,13 @@ def test_recommend_errors(run):
 
 def test_recommendations_for_every_user_are_batched_and_fast():
     """Every user of a 100k-user synthetic set, in seconds (one kernel pass)."""
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.data import synthetic_ratings
 
     data, _ = synthetic_ratings(n_users=100_000, n_items=2_000, n_ratings=1_000_000, seed=0)
     rng = np.random.default_rng(0)
     empty = data.subset(slice(0, 0))
-    fake = Run(path=None, train_config=TrainConfig(dataset="synthetic", split="random"),
+    fake = Run(path=None, train_config=RunConfig(dataset="synthetic", split="random"),
                model_config=None, splits={"train": data, "val": empty, "test": empty},
                user_embeddings=rng.normal(size=(100_000, 32)).astype(np.float32),
                item_embeddings=rng.normal(size=(2_000, 32)).astype(np.float32))
@@ -178,13 +178,13 @@ def test_bad_run_folders(tmp_path, run_dir):
 
 
 def test_ml100k_aladdin_and_user_943(movielens_dir, tmp_path, monkeypatch):
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.experiment import run as train
     from recjax.models.mf import MFConfig
 
     monkeypatch.setenv("RECJAX_DATA", str(movielens_dir))
     out = tmp_path / "ua"
-    train(TrainConfig(split="ua", epochs=2, quiet=True, out=str(out)), MFConfig(embedding_dim=16))
+    train(RunConfig(split="ua", epochs=2, quiet=True, out=str(out)), MFConfig(embedding_dim=16))
     run = load_run(out)
     found = neighbors(run, "Aladdin", k=6, measure="cosine", include_self=True)
     assert found.title == "Aladdin (1992)" and found.item_id == 95
@@ -258,13 +258,13 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
     the module that evaluate / recommend reload (not the validation-phase best)."""
     import jax.numpy as jnp
 
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.evaluation import rmse
     from recjax.experiment import run as train_run
     from recjax.models.mf import MFConfig
 
     out = tmp_path / "refit"
-    train_run(TrainConfig(dataset="synthetic", split="random", epochs=3, refit=True, quiet=True,
+    train_run(RunConfig(dataset="synthetic", split="random", epochs=3, refit=True, quiet=True,
                           out=str(out)), MFConfig(embedding_dim=8))
     reloaded = load_run(out)
     test = reloaded.splits["test"]
@@ -276,7 +276,7 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
 
 
 def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.evaluation import mse, rmse
     from recjax.experiment import run as train_run
     from recjax.explore import evaluate_runs
@@ -285,7 +285,7 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     predicted, labels = run.rating_predictions("test")
     assert rmse(predicted, labels) == pytest.approx(run.final_metrics["test_rmse"], abs=1e-6)
     other_dir = tmp_path / "dim4"  # same seed (so the same split), another model
-    train_run(TrainConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
+    train_run(RunConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
                           out=str(other_dir)), MFConfig(embedding_dim=4))
     other = load_run(other_dir)
     row = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0)["ensemble of 2 runs"]

@@ -14,7 +14,7 @@ import pytest
 from flax import nnx
 from jax.test_util import check_grads
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data import holdout_split, synthetic_ratings
 from recjax.evaluation import auc, binary_metrics, rmse
 from recjax.models import MODELS
@@ -364,7 +364,7 @@ def test_mf_recovers_planted_structure(planted):
                            rngs=nnx.Rngs(0)))
     predict = make_predict(model, chunk=4096)
     v, t = _arrays(val), _arrays(test)
-    cfg = TrainConfig(optimizer="adam", epochs=60, batch_size=1024, learning_rate=0.02, patience=4, tolerance=1e-4,
+    cfg = RunConfig(optimizer="adam", epochs=60, batch_size=1024, learning_rate=0.02, patience=4, tolerance=1e-4,
                       quiet=True)
     result = fit(model, _arrays(fit_part), cfg, task="regression", monitor="val_rmse",
                  validate=lambda p: {"val_rmse": rmse(np.asarray(predict(p, v)), v["label"])})
@@ -393,7 +393,7 @@ def _fit_binary(planted, num_negatives):
     model = Model.split(MF(mcfg, data.n_users, data.n_items, task="binary", rngs=nnx.Rngs(0)))
     predict = make_predict(model, chunk=4096)
     v = _arrays(val, binary=True)
-    cfg = TrainConfig(optimizer="adam", task="binary", epochs=60, batch_size=1024, learning_rate=0.02, patience=4,
+    cfg = RunConfig(optimizer="adam", task="binary", epochs=60, batch_size=1024, learning_rate=0.02, patience=4,
                       tolerance=1e-4, quiet=True)
     result = fit(model, _arrays(fit_part, binary=True), cfg, task="binary", monitor="val_auc",
                  higher_is_better=True,

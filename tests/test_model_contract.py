@@ -30,7 +30,7 @@ import optax
 import pandas as pd
 import pytest
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data import Ratings, Vocabulary, split_ratings, synthetic_ratings
 from recjax.data.bags import bags_from_csr
 from recjax.ensemble import blend
@@ -187,7 +187,7 @@ def short_run(request, tiny, tmp_path_factory):
     family = request.param
     spec = MODELS[family]
     out = tmp_path_factory.mktemp(family) / "run"
-    cfg = TrainConfig(model=family, task=spec.tasks[0], epochs=1, batch_size=64, optimizer="adam",
+    cfg = RunConfig(model=family, task=spec.tasks[0], epochs=1, batch_size=64, optimizer="adam",
                       learning_rate=0.01, quiet=True, out=str(out))
     result = run(cfg, spec.config(**SMALL.get(family, {})), splits=tiny)
     return family, result, Run.open(out)
@@ -299,7 +299,7 @@ def checkerboard(request):
     family = request.param
     spec = MODELS[family]
     parts = _checkerboard(implicit=not spec.capabilities.pairs)
-    cfg = TrainConfig(model=family, task=spec.tasks[0], optimizer="adam", quiet=True,
+    cfg = RunConfig(model=family, task=spec.tasks[0], optimizer="adam", quiet=True,
                       **CHECKERBOARD.get(family, dict(epochs=40, learning_rate=0.01)))
     model_cfg = spec.config(**{**SMALL.get(family, {}), **CHECKERBOARD_CONFIG.get(family, {})})
     model = Model.split(spec.build(model_cfg, parts["train"], task=cfg.task, seed=0))

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.evaluation import auc
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, write_jsonlines
 from recjax.data.tokens import movielens_tokens
@@ -237,7 +237,7 @@ def test_joint_table_offsets_movie_tokens(small_synthetic):
 # ----------------------------------------------------------------------------- learning
 def _fit(cfg: PairConfig, train, val, task: str, **train_kw):
     module = build_pair(cfg, train, task, 0)
-    run = TrainConfig(model="pair", patience=3, task=task, quiet=True, **{"epochs": 15, "batch_size": 256, "learning_rate": 3e-3,
+    run = RunConfig(model="pair", patience=3, task=task, quiet=True, **{"epochs": 15, "batch_size": 256, "learning_rate": 3e-3,
                                                  **train_kw})
     model = Model.split(module)
     predict = make_predict(model, chunk=4096)
@@ -297,7 +297,7 @@ def test_negative_sampling_learns_positive_only_pairs(synthetic_split):
                 negative_sampling_rate=2, l2=0.01)
     module = build_pair(cfg, pos, "binary", 0)
     assert module.vocab_sizes[1] <= train.n_items
-    run = TrainConfig(model="pair", patience=3, task="binary", quiet=True, epochs=15, batch_size=256, learning_rate=1e-2)
+    run = RunConfig(model="pair", patience=3, task="binary", quiet=True, epochs=15, batch_size=256, learning_rate=1e-2)
     model = Model.split(module)
     epochs = iter(range(100, 0, -1))  # a validation value that always improves: keep the last epoch
     result = fit(model, pair_inputs(pos, task="binary"), run, task="binary", validate=lambda p: {"v": next(epochs)},
@@ -344,7 +344,7 @@ def test_jsonl_round_trip_through_the_experiment(tmp_path, small_synthetic):
     write_jsonlines(tmp_path / "train.jsonl", ratings_to_pairs(split.train))
     write_jsonlines(tmp_path / "test.jsonl", ratings_to_pairs(split.test))
     cfg = Cfg(**SMALL, jsonl_train=str(tmp_path / "train.jsonl"), jsonl_test=str(tmp_path / "test.jsonl"))
-    result = run(TrainConfig(model="pair", epochs=2, quiet=True, out=str(tmp_path / "run")), cfg)
+    result = run(RunConfig(model="pair", epochs=2, quiet=True, out=str(tmp_path / "run")), cfg)
     assert {"test_mse", "val_mse", "train_mse"} <= set(result.metrics)
     assert len(result.splits["test"]) == len(split.test)
     assert not (tmp_path / "run" / "embeddings.npz").exists()  # token models have no id vocabulary
@@ -366,11 +366,11 @@ def test_refit_works_on_ratings_and_refuses_token_files(tmp_path, small_syntheti
     from recjax.experiment import run
 
     cfg = PairConfig(**SMALL)
-    result = run(TrainConfig(model="pair", dataset="synthetic", split="random", epochs=1, refit=True, quiet=True,
+    result = run(RunConfig(model="pair", dataset="synthetic", split="random", epochs=1, refit=True, quiet=True,
                              out=str(tmp_path / "refit")), cfg)
     assert result.metrics["refit_epochs"] == 1
     data, _ = small_synthetic
     write_jsonlines(tmp_path / "train.jsonl", ratings_to_pairs(data))
     with pytest.raises(ValueError, match="refit is available for rating data only"):
-        run(TrainConfig(model="pair", epochs=1, refit=True, quiet=True, out=str(tmp_path / "tokens")),
+        run(RunConfig(model="pair", epochs=1, refit=True, quiet=True, out=str(tmp_path / "tokens")),
             dataclasses.replace(cfg, jsonl_train=str(tmp_path / "train.jsonl")))

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data.dataset import UnknownIdError
 from recjax.data.jsonlines import ratings_to_pairs, write_jsonlines
 from recjax.experiment import run
@@ -18,7 +18,7 @@ SMALL = dict(enc0_token_embedding_dim=4, enc1_token_embedding_dim=4, enc_dim=6, 
 
 
 def _train(out, task="regression", **model):
-    return run(TrainConfig(model="pair", dataset="synthetic", split="random", epochs=1, quiet=True,
+    return run(RunConfig(model="pair", dataset="synthetic", split="random", epochs=1, quiet=True,
                            task=task, out=str(out)), PairConfig(**{**SMALL, **model}))
 
 
@@ -110,7 +110,7 @@ def test_command_line_writes_the_documented_json(regression_run, tmp_path, capsy
 def test_token_runs_take_token_ids(tmp_path, small_synthetic):
     data, _ = small_synthetic
     write_jsonlines(tmp_path / "train.jsonl", ratings_to_pairs(data))
-    result = run(TrainConfig(model="pair", epochs=1, quiet=True, out=str(tmp_path / "run")),
+    result = run(RunConfig(model="pair", epochs=1, quiet=True, out=str(tmp_path / "run")),
                  PairConfig(**SMALL, jsonl_train=str(tmp_path / "train.jsonl")))
     trained = load_trained(result.run_dir)
     answer = respond(trained, {"instances": [{"in0": [0, 5], "in1": [3]}]})
@@ -125,7 +125,7 @@ def test_token_runs_take_token_ids(tmp_path, small_synthetic):
 def test_other_models_answer_too(tmp_path):
     from recjax.models.dnn import DNNConfig
 
-    result = run(TrainConfig(model="dnn", dataset="synthetic", split="random", epochs=1, quiet=True,
+    result = run(RunConfig(model="dnn", dataset="synthetic", split="random", epochs=1, quiet=True,
                              out=str(tmp_path / "dnn")), DNNConfig(embedding_dim=4, hidden_dims="4"))
     trained = load_trained(result.run_dir)
     assert len(respond(trained, {"instances": [{"in0": [1], "in1": [2]}]})["predictions"][0]["scores"]) == 1

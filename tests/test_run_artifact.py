@@ -163,7 +163,7 @@ def _string_id_frame() -> pd.DataFrame:
 
 
 def test_string_ids_end_to_end(tmp_path, capsys):
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.data import Ratings, split_ratings
     from recjax.experiment import run
     from recjax.models.mf import MFConfig
@@ -173,7 +173,7 @@ def test_string_ids_end_to_end(tmp_path, capsys):
     assert not frame.duplicated(["user", "item"]).any()
     splits = split_ratings(Ratings.from_pandas(frame, rating_scale=(1, 10)), "random")
     out = tmp_path / "run"
-    run(TrainConfig(epochs=3, quiet=True, out=str(out)), MFConfig(embedding_dim=4), splits=splits)
+    run(RunConfig(epochs=3, quiet=True, out=str(out)), MFConfig(embedding_dim=4), splits=splits)
 
     opened = Run.open(out)
     top = opened.recommend("u3", N=5)
@@ -451,7 +451,7 @@ def _no_val(parts):
     ("no val part", _no_val, ("val",)),
 ], ids=["own_vocabulary", "nan_rating", "off_scale", "no_val"])
 def test_api_hostile_input(tmp_path, monkeypatch, case, damage, words):
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.experiment import run
     from recjax.models.mf import MFConfig
 
@@ -461,7 +461,7 @@ def test_api_hostile_input(tmp_path, monkeypatch, case, damage, words):
     monkeypatch.setattr(loop_module, "make_epoch", fail)
     splits = damage(_parts())
     with pytest.raises((ValueError, TypeError)) as info:
-        run(TrainConfig(dataset="synthetic", split="random", epochs=1, quiet=True,
+        run(RunConfig(dataset="synthetic", split="random", epochs=1, quiet=True,
                         out=str(tmp_path / "run")), MFConfig(embedding_dim=4), splits=splits)
     assert not isinstance(info.value, KeyError), f"{case}: a bare KeyError: {info.value!r}"
     message = str(info.value)

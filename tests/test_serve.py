@@ -75,7 +75,7 @@ def _string_splits():
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     """{name: run folder}: mf, pair (synthetic, int ids, titles) and dae (string ids)."""
-    from recjax.config import TrainConfig
+    from recjax.config import RunConfig
     from recjax.experiment import run
     from recjax.models import MODELS
     from recjax.models.mf import MFConfig
@@ -84,11 +84,11 @@ def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("serve")
     splits, strings = _synthetic_splits(), _string_splits()
     specs = {
-        "mf": (TrainConfig(epochs=2), MFConfig(embedding_dim=8), splits),
-        "pair": (TrainConfig(model="pair", epochs=1),
+        "mf": (RunConfig(epochs=2), MFConfig(embedding_dim=8), splits),
+        "pair": (RunConfig(model="pair", epochs=1),
                  PairConfig(enc0_token_embedding_dim=4, enc1_token_embedding_dim=4, enc_dim=6,
                             mlp_dim=8), splits),
-        "dae": (TrainConfig(model="dae", epochs=1), MODELS["dae"].config(), strings),
+        "dae": (RunConfig(model="dae", epochs=1), MODELS["dae"].config(), strings),
     }
     out = {}
     for name, (cfg, model_cfg, parts) in specs.items():

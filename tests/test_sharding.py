@@ -18,7 +18,7 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.models.mf import MF, MFConfig
 from recjax.config import parse_mesh
 from recjax.train.sharding import MODEL, Layout, make_mesh
@@ -100,8 +100,8 @@ def test_parse_mesh_rejects_malformed(spec):
 
 def test_config_checks_the_mesh():
     with pytest.raises(ValueError, match="DATAxMODEL"):
-        TrainConfig(mesh="four")
-    assert TrainConfig(mesh="2x2").mesh == "2x2"
+        RunConfig(mesh="four")
+    assert RunConfig(mesh="2x2").mesh == "2x2"
 
 
 def test_mesh_larger_than_the_devices_is_a_clear_error():

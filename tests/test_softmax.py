@@ -12,7 +12,7 @@ import pytest
 from flax import nnx
 
 from _bag_model import check_bag_shapes_and_invariance
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.jsonlines import PAD
 from recjax.models.softmax import (
@@ -158,7 +158,7 @@ def test_ranking_metrics_by_hand():
 def test_validation_and_test_bags_exclude_their_targets(small_synthetic):
     from recjax.experiment import load_splits
 
-    splits = load_splits(TrainConfig(dataset="synthetic", split="random", seed=3))
+    splits = load_splits(RunConfig(dataset="synthetic", split="random", seed=3))
     inputs = bag_inputs(splits)
     n = splits["train"].n_users
     for name in ("train", "val", "test"):
@@ -202,7 +202,7 @@ def test_learns_the_planted_preferences(negatives):
     first = holdout_split(liked, 0.1, seed=0)
     second = holdout_split(first.train, 0.1, seed=1)
     splits = {"train": second.train, "val": second.test, "test": first.test}
-    run = TrainConfig(model="softmax", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
+    run = RunConfig(model="softmax", epochs=30, batch_size=32, learning_rate=1e-2, quiet=True, patience=30)
     cfg = SoftmaxConfig(embedding_dim=16, hidden_dims="32", targets_per_user=4, negatives=negatives)
     inputs = softmax_inputs(cfg, splits)
     model = Model.split(build_softmax(cfg, splits["train"], seed=run.seed))
@@ -228,7 +228,7 @@ def test_runs_through_the_experiment_and_saves_movie_embeddings(tmp_path, capsys
     from recjax.experiment import run
     from recjax.report import print_run_summary
 
-    result = run(TrainConfig(model="softmax", dataset="synthetic", split="random", epochs=2, batch_size=128,
+    result = run(RunConfig(model="softmax", dataset="synthetic", split="random", epochs=2, batch_size=128,
                              quiet=True, out=str(tmp_path / "run")), SoftmaxConfig(embedding_dim=8, hidden_dims="8"))
     m = result.metrics
     assert {"val_loss", "val_precision@10", "val_recall@10", "test_loss", "test_precision@10",

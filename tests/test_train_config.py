@@ -1,4 +1,4 @@
-"""TrainConfig validation and from_dict: every bad setting is a ValueError with its message."""
+"""RunConfig validation and from_dict: every bad setting is a ValueError with its message."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ import dataclasses
 
 import pytest
 
-from recjax.config import OPTIMIZERS, SCHEDULES, TrainConfig, from_dict
+from recjax.config import OPTIMIZERS, SCHEDULES, RunConfig, from_dict
 from recjax.models.mf import MFConfig
 
 
 def test_defaults_are_valid_and_frozen():
-    cfg = TrainConfig()
+    cfg = RunConfig()
     assert (cfg.optimizer, cfg.schedule, cfg.task, cfg.split) == ("sgd", "constant", "regression", "ua")
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3  # type: ignore[misc]
@@ -45,7 +45,7 @@ def test_defaults_are_valid_and_frozen():
 )
 def test_invalid_settings(kwargs, message):
     with pytest.raises(ValueError) as info:
-        TrainConfig(**kwargs)
+        RunConfig(**kwargs)
     assert message in str(info.value)
     assert "\n" not in str(info.value)
 
@@ -57,23 +57,23 @@ def test_invalid_settings(kwargs, message):
     + [dict(optimizer=o) for o in OPTIMIZERS] + [dict(schedule=s) for s in SCHEDULES],
 )
 def test_valid_edge_settings(kwargs):
-    cfg = TrainConfig(**kwargs)
+    cfg = RunConfig(**kwargs)
     for key, value in kwargs.items():
         assert getattr(cfg, key) == value
 
 
 def test_from_dict_builds_and_names_unknown_keys():
-    cfg = from_dict(TrainConfig, {"epochs": 3, "learning_rate": 0.1, "quiet": True})
-    assert cfg == TrainConfig(epochs=3, learning_rate=0.1, quiet=True)
-    with pytest.raises(ValueError, match="unknown TrainConfig setting\\(s\\): bogus, epoch$"):
-        from_dict(TrainConfig, {"epoch": 3, "bogus": 1})
+    cfg = from_dict(RunConfig, {"epochs": 3, "learning_rate": 0.1, "quiet": True})
+    assert cfg == RunConfig(epochs=3, learning_rate=0.1, quiet=True)
+    with pytest.raises(ValueError, match="unknown RunConfig setting\\(s\\): bogus, epoch$"):
+        from_dict(RunConfig, {"epoch": 3, "bogus": 1})
     with pytest.raises(ValueError, match="unknown MFConfig setting\\(s\\): epochs"):
         from_dict(MFConfig, {"epochs": 3})
 
 
 def test_from_dict_round_trips_asdict():
-    cfg = TrainConfig(epochs=7, optimizer="adamw", weight_decay=0.5, out="somewhere", data_dir=None)
-    assert from_dict(TrainConfig, dataclasses.asdict(cfg)) == cfg
+    cfg = RunConfig(epochs=7, optimizer="adamw", weight_decay=0.5, out="somewhere", data_dir=None)
+    assert from_dict(RunConfig, dataclasses.asdict(cfg)) == cfg
     mf = MFConfig(embedding_dim=5, squash=True, gravity=0.25)
     assert from_dict(MFConfig, dataclasses.asdict(mf)) == mf
 
@@ -81,12 +81,12 @@ def test_from_dict_round_trips_asdict():
 @pytest.mark.parametrize(
     "cls, values, message",
     [
-        (TrainConfig, {"epochs": "five"}, "TrainConfig setting epochs must be int, got 'five'"),
-        (TrainConfig, {"epochs": 2.5}, "epochs must be int, got 2.5"),
-        (TrainConfig, {"epochs": True}, "epochs must be int, got True"),
-        (TrainConfig, {"learning_rate": "fast"}, "learning_rate must be float, got 'fast'"),
-        (TrainConfig, {"quiet": "yes"}, "quiet must be bool, got 'yes'"),
-        (TrainConfig, {"optimizer": 3}, "optimizer must be str, got 3"),
+        (RunConfig, {"epochs": "five"}, "RunConfig setting epochs must be int, got 'five'"),
+        (RunConfig, {"epochs": 2.5}, "epochs must be int, got 2.5"),
+        (RunConfig, {"epochs": True}, "epochs must be int, got True"),
+        (RunConfig, {"learning_rate": "fast"}, "learning_rate must be float, got 'fast'"),
+        (RunConfig, {"quiet": "yes"}, "quiet must be bool, got 'yes'"),
+        (RunConfig, {"optimizer": 3}, "optimizer must be str, got 3"),
         (MFConfig, {"embedding_dim": 4.5}, "MFConfig setting embedding_dim must be int, got 4.5"),
         (MFConfig, {"user_bias": 1}, "user_bias must be bool, got 1"),
     ],
@@ -100,24 +100,24 @@ def test_from_dict_checks_types(cls, values, message):
 
 
 def test_from_dict_accepts_integers_for_floats():
-    cfg = from_dict(TrainConfig, {"learning_rate": 1, "warmup_epochs": 0})
+    cfg = from_dict(RunConfig, {"learning_rate": 1, "warmup_epochs": 0})
     assert cfg.learning_rate == 1.0 and isinstance(cfg.learning_rate, float)
     assert from_dict(MFConfig, {"l2": 0}).l2 == 0.0
 
 
 def test_model_dependent_settings_default_to_the_family_recommendation():
-    """One source of defaults: what a family recommends is what TrainConfig gives, unless
+    """One source of defaults: what a family recommends is what RunConfig gives, unless
     set; what is set stays."""
     from recjax.models import MODELS
 
     for name, spec in MODELS.items():
-        cfg = TrainConfig(model=name)
+        cfg = RunConfig(model=name)
         for key, value in spec.train_defaults.items():
             assert getattr(cfg, key) == value, (name, key)
-    assert TrainConfig(model="pair", learning_rate=0.01).learning_rate == 0.01
-    assert TrainConfig(model="mf", optimizer="adam").optimizer == "adam"
+    assert RunConfig(model="pair", learning_rate=0.01).learning_rate == 0.01
+    assert RunConfig(model="mf", optimizer="adam").optimizer == "adam"
     with pytest.raises(ValueError, match="unknown model 'nope'; choose one of mf"):
-        TrainConfig(model="nope")
+        RunConfig(model="nope")
 
 
 def test_cli_and_library_defaults_are_the_same():
@@ -127,7 +127,7 @@ def test_cli_and_library_defaults_are_the_same():
     for name in MODELS:
         args = build_parser(name).parse_args(["train", "--model", name])
         train_cfg, model_cfg = train_configs(args)
-        assert train_cfg == TrainConfig(model=name)
+        assert train_cfg == RunConfig(model=name)
         assert model_cfg == MODELS[name].config()
 
 
@@ -152,11 +152,11 @@ def _help(argv, capsys) -> str:
 
 
 def test_every_setting_documents_itself():
-    """Help text lives with each field (its metadata), for TrainConfig and every family."""
+    """Help text lives with each field (its metadata), for RunConfig and every family."""
     from recjax.config import describe
     from recjax.models import MODELS
 
-    for cls in [TrainConfig] + [spec.config for spec in MODELS.values()]:
+    for cls in [RunConfig] + [spec.config for spec in MODELS.values()]:
         for field in dataclasses.fields(cls):
             text, kind, choices = describe(field)
             assert text, f"{cls.__name__}.{field.name} has no help"

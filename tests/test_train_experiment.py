@@ -8,7 +8,7 @@ import json
 import pytest
 
 import recjax.experiment as experiment
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.experiment import load_splits, run
 from recjax.models import MODELS, ModelSpec
 from recjax.models.mf import MF, MFConfig
@@ -23,9 +23,9 @@ def no_training(monkeypatch):
     monkeypatch.setattr(experiment, "fit", fit)
 
 
-def _synthetic(tmp_path, **kwargs) -> TrainConfig:
+def _synthetic(tmp_path, **kwargs) -> RunConfig:
     values = dict(dataset="synthetic", split="random", epochs=2, quiet=True, out=str(tmp_path / "run"))
-    return TrainConfig(**{**values, **kwargs})
+    return RunConfig(**{**values, **kwargs})
 
 
 def test_unknown_model(tmp_path, no_training):
@@ -65,18 +65,18 @@ def test_unknown_split_and_split_of_another_dataset(tmp_path, no_training):
     with pytest.raises(ValueError, match="unknown split 'u9'; use random, per_user, temporal or one of ua, ub, u1"):
         run(_synthetic(tmp_path, split="u9"), MFConfig())
     with pytest.raises(ValueError, match="split 'u1' exists for ml-100k only; use --split random or"):
-        run(TrainConfig(dataset="synthetic", split="u1", out=str(tmp_path / "run")), MFConfig())
+        run(RunConfig(dataset="synthetic", split="u1", out=str(tmp_path / "run")), MFConfig())
 
 
 def test_resume_without_a_run_folder(tmp_path, no_training):
     with pytest.raises(ValueError, match="--resume needs --out RUN_FOLDER"):
-        run(TrainConfig(dataset="synthetic", split="random"), MFConfig(), resume=True)
+        run(RunConfig(dataset="synthetic", split="random"), MFConfig(), resume=True)
     with pytest.raises(ValueError, match="--resume: no run to resume in .* \\(no such folder\\)"):
         run(_synthetic(tmp_path), MFConfig(), resume=True)
     assert not (tmp_path / "run").exists()
 
 
-def _started_run_folder(tmp_path, cfg: TrainConfig, model_cfg: MFConfig):
+def _started_run_folder(tmp_path, cfg: RunConfig, model_cfg: MFConfig):
     """A run folder as a run leaves it when interrupted before its first checkpoint."""
     import dataclasses
 

@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 import recjax.train.loop as loop_module
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.data import synthetic_ratings
 from recjax.evaluation import rmse
 from recjax.models.mf import MF, MFConfig
@@ -85,7 +85,7 @@ def problem():
     return model, train, validate, mcfg
 
 
-BASE = TrainConfig(optimizer="adam", epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
+BASE = RunConfig(optimizer="adam", epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
 
 
 def _fit(problem, cfg=BASE, **kwargs):

@@ -1,4 +1,4 @@
-"""Optimisers and schedules from a TrainConfig: values, training progress, clipping."""
+"""Optimisers and schedules from a RunConfig: values, training progress, clipping."""
 
 from __future__ import annotations
 
@@ -8,24 +8,24 @@ import numpy as np
 import optax
 import pytest
 
-from recjax.config import OPTIMIZERS, SCHEDULES, TrainConfig
+from recjax.config import OPTIMIZERS, SCHEDULES, RunConfig
 from recjax.train.optim import make_optimizer, make_schedule
 
 STEPS_PER_EPOCH = 5
 
 
-def _lr(cfg: TrainConfig, steps) -> list[float]:
+def _lr(cfg: RunConfig, steps) -> list[float]:
     schedule = make_schedule(cfg, STEPS_PER_EPOCH)
     return [float(schedule(s)) for s in steps]
 
 
 # ----------------------------------------------------------------------------- schedules
 def test_constant_schedule():
-    assert _lr(TrainConfig(learning_rate=0.3, epochs=2), [0, 5, 10, 1000]) == pytest.approx([0.3] * 4)
+    assert _lr(RunConfig(learning_rate=0.3, epochs=2), [0, 5, 10, 1000]) == pytest.approx([0.3] * 4)
 
 
 def test_cosine_decays_to_zero_over_all_planned_steps():
-    cfg = TrainConfig(schedule="cosine", learning_rate=2.0, epochs=2)  # 10 planned steps
+    cfg = RunConfig(schedule="cosine", learning_rate=2.0, epochs=2)  # 10 planned steps
     got = _lr(cfg, [0, 5, 10, 20])
     assert got == pytest.approx([2.0, 1.0, 0.0, 0.0], abs=1e-6)
     # half way at step 5: lr/2 * (1 + cos(pi/2)) = lr/2; a quarter: lr/2 * (1 + cos(pi/4))
@@ -33,12 +33,12 @@ def test_cosine_decays_to_zero_over_all_planned_steps():
 
 
 def test_exponential_reaches_a_tenth_at_the_end():
-    got = _lr(TrainConfig(schedule="exponential", learning_rate=1.0, epochs=2), [0, 5, 10])
+    got = _lr(RunConfig(schedule="exponential", learning_rate=1.0, epochs=2), [0, 5, 10])
     assert got == pytest.approx([1.0, 0.1**0.5, 0.1], rel=1e-5)
 
 
 def test_warmup_cosine():
-    cfg = TrainConfig(schedule="warmup_cosine", learning_rate=1.0, epochs=2, warmup_epochs=1)
+    cfg = RunConfig(schedule="warmup_cosine", learning_rate=1.0, epochs=2, warmup_epochs=1)
     got = _lr(cfg, [0, 1, 5, 10])
     assert got == pytest.approx([0.0, 0.2, 1.0, 0.0], abs=1e-6)
     # warm-up then decay: rises to the peak, then never above it
@@ -48,14 +48,14 @@ def test_warmup_cosine():
 
 
 def test_warmup_cosine_without_warmup_starts_at_the_peak():
-    got = _lr(TrainConfig(schedule="warmup_cosine", learning_rate=1.0, epochs=2), [0, 5, 10])
+    got = _lr(RunConfig(schedule="warmup_cosine", learning_rate=1.0, epochs=2), [0, 5, 10])
     assert got == pytest.approx([1.0, 0.5, 0.0], abs=1e-6)
 
 
 def test_schedule_length_follows_epochs_and_steps():
     # twice the epochs: the cosine is half as far along at the same step
-    short = _lr(TrainConfig(schedule="cosine", learning_rate=1.0, epochs=2), [5])[0]
-    long = _lr(TrainConfig(schedule="cosine", learning_rate=1.0, epochs=4), [10])[0]
+    short = _lr(RunConfig(schedule="cosine", learning_rate=1.0, epochs=2), [5])[0]
+    long = _lr(RunConfig(schedule="cosine", learning_rate=1.0, epochs=4), [10])[0]
     assert short == pytest.approx(long, abs=1e-6) == pytest.approx(0.5, abs=1e-6)
 
 
@@ -97,7 +97,7 @@ def test_every_optimizer_and_schedule_reduces_the_loss(optimizer, schedule):
     if schedule == "warmup_cosine":
         extra["warmup_epochs"] = 1
     lr = {"sgd": 0.05, "adagrad": 0.5}.get(optimizer, 0.1)
-    cfg = TrainConfig(optimizer=optimizer, schedule=schedule, learning_rate=lr, epochs=4, **extra)
+    cfg = RunConfig(optimizer=optimizer, schedule=schedule, learning_rate=lr, epochs=4, **extra)
     before, after = _train(make_optimizer(cfg, steps_per_epoch=5))
     assert np.isfinite(after)
     assert after < 0.5 * before, (before, after)
@@ -107,17 +107,17 @@ def test_adamw_weight_decay_shrinks_the_parameters():
     """With a zero gradient, adamw's only update is -lr * wd * w."""
     params = {"w": jnp.array([1.0, -2.0])}
     zero = {"w": jnp.zeros(2)}
-    cfg = TrainConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
+    cfg = RunConfig(optimizer="adamw", learning_rate=0.1, weight_decay=0.5)
     tx = make_optimizer(cfg, 1)
     updates, _ = tx.update(zero, tx.init(params), params)
     np.testing.assert_allclose(updates["w"], [-0.05, 0.1], rtol=1e-6)
-    plain = make_optimizer(TrainConfig(optimizer="adam", learning_rate=0.1), 1)
+    plain = make_optimizer(RunConfig(optimizer="adam", learning_rate=0.1), 1)
     updates, _ = plain.update(zero, plain.init(params), params)
     np.testing.assert_allclose(updates["w"], [0.0, 0.0])
 
 
 def test_sgd_update_is_minus_lr_times_the_gradient():
-    tx = make_optimizer(TrainConfig(optimizer="sgd", learning_rate=0.25), 1)
+    tx = make_optimizer(RunConfig(optimizer="sgd", learning_rate=0.25), 1)
     grads = {"w": jnp.array([4.0, -8.0])}
     updates, _ = tx.update(grads, tx.init(grads))
     np.testing.assert_allclose(updates["w"], [-1.0, 2.0])
@@ -131,7 +131,7 @@ def _norm(tree) -> float:
 def test_grad_clip_limits_the_update_global_norm():
     # two leaves, global norm sqrt(3^2 + 4^2 + 12^2) = 13
     grads = {"a": jnp.array([3.0, 4.0]), "b": jnp.array([12.0])}
-    clipped = make_optimizer(TrainConfig(optimizer="sgd", learning_rate=1.0, grad_clip=2.6), 1)
+    clipped = make_optimizer(RunConfig(optimizer="sgd", learning_rate=1.0, grad_clip=2.6), 1)
     updates, _ = clipped.update(grads, clipped.init(grads))
     norm = _norm(updates)
     assert norm == pytest.approx(2.6, rel=1e-6)
@@ -145,7 +145,7 @@ def test_grad_clip_limits_the_update_global_norm():
     np.testing.assert_allclose(updates["a"], [-0.3, -0.4], rtol=1e-6)
 
     # grad_clip=0 means no clipping
-    free = make_optimizer(TrainConfig(optimizer="sgd", learning_rate=1.0), 1)
+    free = make_optimizer(RunConfig(optimizer="sgd", learning_rate=1.0), 1)
     updates, _ = free.update(grads, free.init(grads))
     assert _norm(updates) == pytest.approx(13.0, rel=1e-6)
 
@@ -153,7 +153,7 @@ def test_grad_clip_limits_the_update_global_norm():
 def test_grad_clip_comes_before_the_optimiser():
     """Clipping comes first: the optimiser's state accumulates the clipped gradient."""
     grads = {"a": jnp.array([300.0, 400.0])}
-    cfg = TrainConfig(optimizer="adagrad", learning_rate=1.0, grad_clip=1.0)
+    cfg = RunConfig(optimizer="adagrad", learning_rate=1.0, grad_clip=1.0)
     tx = make_optimizer(cfg, 1)
     _, state = tx.update(grads, tx.init(grads))
     # adagrad accumulates the squared (clipped) gradient: 0.1 initial + (0.6^2, 0.8^2)

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import numpy as np
 from flax import nnx
 
-from recjax.config import TrainConfig, from_dict
+from recjax.config import RunConfig, from_dict
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities, capabilities_of, rating_inputs
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
@@ -43,13 +43,13 @@ class ModelSpec:
         training part (its vocabularies and statistics), a task and a seed; never the
         run's configuration.
     tasks : tuple of str
-        Supported ``TrainConfig.task`` values.
+        Supported ``RunConfig.task`` values.
     inputs : callable
         ``inputs(part, *, task, binary_threshold) -> dict`` of NumPy arrays with a
         leading example axis, holding ``label``: what the module's ``__call__`` reads
         from a batch.
     train_defaults : dict
-        The model's recommended :class:`TrainConfig` settings; the CLI applies them
+        The model's recommended :class:`RunConfig` settings; the CLI applies them
         under any value from a config file or a flag.
     load : callable, optional
         ``load(model_cfg, *, task, val_fraction, seed) -> {"train", "val", "test"} or
@@ -138,8 +138,8 @@ MODELS: dict[str, ModelSpec] = {
 
 def recommended_configs(
     model: str = "mf", train: dict[str, Any] | None = None, model_values: dict[str, Any] | None = None
-) -> tuple[TrainConfig, Any]:
-    """(TrainConfig, model config) for ``model``: its recommended settings, then ``train``
+) -> tuple[RunConfig, Any]:
+    """(RunConfig, model config) for ``model``: its recommended settings, then ``train``
     and ``model_values`` overrides on top.
 
     Example
@@ -151,5 +151,5 @@ def recommended_configs(
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
     spec = MODELS[model]
-    train_cfg = from_dict(TrainConfig, {**spec.train_defaults, **(train or {}), "model": model})
+    train_cfg = from_dict(RunConfig, {**spec.train_defaults, **(train or {}), "model": model})
     return train_cfg, from_dict(spec.config, model_values or {})

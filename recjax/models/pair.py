@@ -36,7 +36,7 @@ Defaults differ from Object2Vec's where validation on ml-100k chose otherwise
 (``enc1_network`` is ``pooled_embedding``, not ``enc0``; dims 128; dropout 0.7).
 
 Object2Vec's hyper-parameters keep their names here; the training ones live in
-:class:`recjax.config.TrainConfig`:
+:class:`recjax.config.RunConfig`:
 
 ===============================  =====================================
 Object2Vec                       recjax

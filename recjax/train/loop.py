@@ -20,7 +20,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 from recjax.train.checkpoint import Checkpoints, param_shapes
 from recjax.train.memory import available_memory, check_epoch_memory, check_training_memory, tree_bytes
 from recjax.train.optim import make_optimizer
@@ -146,7 +146,7 @@ DIVERGENCE_FACTOR = 1e3
 
 
 def _untrained_loss(model: Model, tx: optax.GradientTransformation, task: str, train: Batch,
-                    cfg: TrainConfig) -> float:
+                    cfg: RunConfig) -> float:
     """The training objective of the initial parameters on up to 4096 training examples
     spread over the data (the first step's loss, before its update): the scale a
     healthy run's loss stays below (:data:`DIVERGENCE_FACTOR`)."""
@@ -193,7 +193,7 @@ def _check_divergence(epoch: int, record: dict[str, Any], untrained_loss: float,
 def fit(
     model: Model,
     train: Batch,
-    cfg: TrainConfig,
+    cfg: RunConfig,
     *,
     task: str,
     validate: Callable[[dict], dict[str, float]] | None,

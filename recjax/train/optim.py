@@ -1,10 +1,10 @@
-"""Optax optimisers and learning-rate schedules from a :class:`~recjax.config.TrainConfig`.
+"""Optax optimisers and learning-rate schedules from a :class:`~recjax.config.RunConfig`.
 
 Example
 -------
->>> from recjax.config import TrainConfig
+>>> from recjax.config import RunConfig
 >>> from recjax.train.optim import make_optimizer, make_schedule
->>> float(make_schedule(TrainConfig(schedule="cosine", epochs=2), steps_per_epoch=5)(10))
+>>> float(make_schedule(RunConfig(schedule="cosine", epochs=2), steps_per_epoch=5)(10))
 0.0
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import optax
 
-from recjax.config import TrainConfig
+from recjax.config import RunConfig
 
 __all__ = ["make_optimizer", "make_schedule"]
 
 
-def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
+def make_schedule(cfg: RunConfig, steps_per_epoch: int) -> optax.Schedule:
     """The learning rate as a function of the step, decaying over all planned steps."""
     total = max(1, cfg.epochs * steps_per_epoch)
     lr = cfg.learning_rate
@@ -31,7 +31,7 @@ def make_schedule(cfg: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     return optax.constant_schedule(lr)
 
 
-def make_optimizer(cfg: TrainConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+def make_optimizer(cfg: RunConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """``cfg.optimizer`` with ``cfg.schedule``, preceded by global-norm clipping if set."""
     schedule = make_schedule(cfg, steps_per_epoch)
     optimizers = {
