@@ -31,6 +31,7 @@ __all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict
            "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
+TABLE_UPDATES = ("auto", "sparse", "dense")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 TASKS = ("regression", "binary")
 SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal")
@@ -84,6 +85,10 @@ class RunConfig:
     warmup_epochs: float = _setting(0.0, "linear warm-up length for warmup_cosine")
     weight_decay: float = _setting(0.0, "decoupled weight decay (adamw only)")
     grad_clip: float = _setting(0.0, "clip the global gradient norm to this; 0 = off")
+    table_updates: str = _setting("auto", "embedding tables: sparse updates only the rows a batch "
+                                  "looked up (lazy adam/adamw), dense the whole table; auto = "
+                                  "sparse for sgd and adagrad (same result), dense otherwise",
+                                  choices=TABLE_UPDATES)
     patience: int | None = _setting(None, "epochs without improvement before stopping", kind=int)
     tolerance: float = _setting(0.001, "smallest validation improvement that counts")
     refit: bool = _setting(False, "after early stopping, retrain on train + validation for the "
@@ -93,6 +98,10 @@ class RunConfig:
                              "by rows over MODEL; empty = one device")
     out: str | None = _setting(None, "run folder; default runs/<model>-<dataset>-<split>-<time>",
                                kind=str)
+    checkpoint_seconds: float = _setting(60.0, "least seconds between checkpoints (always one at "
+                                               "the end); a killed run resumes from the last, "
+                                               "repeating at most this much training to the same "
+                                               "result; 0 = after every epoch")
     quiet: bool = _setting(False, "no progress bar or table")
 
     def __post_init__(self) -> None:
@@ -104,6 +113,7 @@ class RunConfig:
                 object.__setattr__(self, name, recommended[name])
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
+        _check_choice("table_updates", self.table_updates, TABLE_UPDATES)
         _check_choice("task", self.task, TASKS)
         checks = {
             "epochs": self.epochs >= 1,
@@ -115,6 +125,7 @@ class RunConfig:
             "tolerance": self.tolerance >= 0,
             "weight_decay": self.weight_decay >= 0,
             "grad_clip": self.grad_clip >= 0,
+            "checkpoint_seconds": self.checkpoint_seconds >= 0,
             "warmup_epochs": 0 <= self.warmup_epochs <= self.epochs,
         }
         for name, ok in checks.items():

@@ -34,6 +34,19 @@ Embedding tables are marked with :func:`table` (an ``nnx.Param`` with
 over a device mesh; the marking lives here, below the models, so that models never
 import the training package.
 
+A model declares which batch fields index the rows of which tables in
+``row_lookups() -> {table path (key tuple of its params): (field, ...)}``, e.g. MF's
+``{("user_embedding",): ("user",), ("user_bias",): ("user",), ...}``; such tables
+can train by rows (:mod:`recjax.train.sparse`): the train step replaces them by the
+distinct rows those fields look up (after ``augment``) and each declared field by
+positions into those rows (``PAD``, negative, stays negative). So a declared field
+may be used only as row indices of the tables declared with it (the model may clip
+it to its table or mask where it is negative), and a table is declared only while
+the model reads nothing but those rows of it: tables it reads whole (a softmax over
+the catalogue, an L2 on the whole table) are left out and train densely. An
+optional ``lookup_fields(batch) -> batch`` adds index fields derived from others
+(the pair model's token sequences of its users and items) before the step reads them.
+
 Example
 -------
 >>> import jax.numpy as jnp

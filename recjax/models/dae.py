@@ -179,6 +179,12 @@ class DAE(BagUser, nnx.Module):
                                                                           for layer in self.hidden]
         return self.cfg.l2 * sum(jnp.sum(w ** 2) for w in weights)
 
+    def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
+        """The tables by the batch fields indexing their rows (see :mod:`recjax.models.base`):
+        the input table by the bag; the output table and biases give logits over the
+        whole catalogue (dense), and ``l2`` reads every table (then none)."""
+        return {} if self.cfg.l2 else {("input_embedding",): ("bag",)}
+
     def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         """(``[h, 1]`` of ``inputs["bag"]`` [n, d + 1], ``[V, b]`` [n_items, d + 1]): their dot
         products are the logits."""

@@ -117,6 +117,10 @@ class DNN(nnx.Module):
         weight = batch.get("weight", jnp.ones_like(rows))
         return self.cfg.l2 * jnp.sum(rows * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
+    def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
+        """The tables by the batch fields indexing their rows (see :mod:`recjax.models.base`)."""
+        return {("user_embedding",): ("user",), ("item_embedding",): ("item",)}
+
     def embeddings(self) -> tuple[jax.Array, jax.Array]:
         """(user table [n_users, d], item table [n_items, d])."""
         return self.user_embedding[...], self.item_embedding[...]

@@ -153,6 +153,18 @@ class MF(nnx.Module):
             total = total + cfg.gravity * gravity(self.user_embedding[...], self.item_embedding[...])
         return total
 
+    def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
+        """The tables by the batch fields indexing their rows (see :mod:`recjax.models.base`);
+        none when ``l2_table`` or ``gravity`` reads the whole tables."""
+        if self.cfg.l2_table or self.cfg.gravity:
+            return {}
+        lookups = {("user_embedding",): ("user",), ("item_embedding",): ("item",)}
+        if self.user_bias is not None:
+            lookups[("user_bias",)] = ("user",)
+        if self.item_bias is not None:
+            lookups[("item_bias",)] = ("item",)
+        return lookups
+
     def augment(self, batch: dict[str, jax.Array], key: jax.Array) -> dict[str, jax.Array]:
         """Binary task: append ``num_negatives`` random items per example as label 0."""
         k = self.cfg.num_negatives

@@ -486,6 +486,23 @@ class PairModel(nnx.Module):
             out["item"] = jnp.concatenate([batch["item"], jax.random.randint(key, (k * size,), 0, n_items)])
         return out
 
+    def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
+        """The token tables by the token fields indexing them (``in0``, ``in1``; on MovieLens
+        models :meth:`lookup_fields` adds them): see :mod:`recjax.models.base`."""
+        shared = self.encoder1.table is self.encoder0.table
+        lookups = {("encoder0", "table", "embedding"): ("in0", "in1") if shared else ("in0",)}
+        if not shared:
+            lookups[("encoder1", "table", "embedding")] = ("in1",)
+        if self.biases is not None:
+            lookups.update({("biases", 0, "embedding"): ("in0",), ("biases", 1, "embedding"): ("in1",)})
+        return lookups
+
+    def lookup_fields(self, batch: dict[str, jax.Array]) -> dict[str, jax.Array]:
+        """The batch with its token sequences ``in0``, ``in1`` (MovieLens models: the rows
+        of the token tables of its users and items), the fields :meth:`row_lookups` names."""
+        in0, in1 = self.tokens(batch)
+        return {**batch, "in0": in0, "in1": in1}
+
     def embeddings(self) -> tuple[jax.Array, jax.Array]:
         """(user encodings [n_users, enc_dim], item encodings [n_items, enc_dim]) — MovieLens models."""
         if self.in0_tokens is None:

@@ -291,6 +291,13 @@ class SoftmaxModel(BagUser, nnx.Module):
             total = total + jnp.sum(self.year_embedding[...] ** 2)
         return self.cfg.l2_table * total
 
+    def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
+        """None of its tables trains by rows (see :mod:`recjax.models.base`): the logits
+        compare targets and candidates with the bag's positives by movie index, the
+        genre and year rows come through constant tables, and the full softmax reads
+        the whole movie table."""
+        return {}
+
     def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]:
         """(user embeddings of ``inputs["bag"]`` [n, d], movie table [n_items, d])."""
         return self.bag_users(inputs["bag"]), self.movie_embedding[...]

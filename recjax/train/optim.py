@@ -1,11 +1,21 @@
 """Optax optimisers and learning-rate schedules from a :class:`~recjax.config.RunConfig`.
 
+``cfg.table_updates`` chooses how embedding tables a model declares by rows
+(``row_lookups()``) are updated: ``dense`` (optax on the whole table, every
+step), ``sparse`` (:class:`~recjax.train.sparse.SparseOptimizer`: only the rows a
+batch looked up; lazy for adam/adamw) or ``auto``: sparse where that gives the
+same parameters as dense (sgd, adagrad), dense for adam and adamw.
+
 Example
 -------
 >>> from recjax.config import RunConfig
->>> from recjax.train.optim import make_optimizer, make_schedule
+>>> from recjax.train.optim import make_optimizer, make_schedule, table_update_mode
 >>> float(make_schedule(RunConfig(schedule="cosine", epochs=2), steps_per_epoch=5)(10))
 0.0
+>>> table_update_mode(RunConfig(optimizer="sgd")), table_update_mode(RunConfig(optimizer="adam"))
+('sparse', 'dense')
+>>> type(make_optimizer(RunConfig(optimizer="sgd"), 5, tables=frozenset({("user_embedding",)}))).__name__
+'SparseOptimizer'
 """
 
 from __future__ import annotations
@@ -13,8 +23,12 @@ from __future__ import annotations
 import optax
 
 from recjax.config import RunConfig
+from recjax.train.sparse import SparseOptimizer
 
-__all__ = ["make_optimizer", "make_schedule"]
+__all__ = ["make_optimizer", "make_schedule", "table_update_mode"]
+
+#: Optimisers whose sparse table updates give the same parameters as dense ones.
+EXACT_SPARSE = ("sgd", "adagrad")
 
 
 def make_schedule(cfg: RunConfig, steps_per_epoch: int) -> optax.Schedule:
@@ -31,8 +45,22 @@ def make_schedule(cfg: RunConfig, steps_per_epoch: int) -> optax.Schedule:
     return optax.constant_schedule(lr)
 
 
-def make_optimizer(cfg: RunConfig, steps_per_epoch: int) -> optax.GradientTransformation:
-    """``cfg.optimizer`` with ``cfg.schedule``, preceded by global-norm clipping if set."""
+def table_update_mode(cfg: RunConfig) -> str:
+    """``"sparse"`` or ``"dense"``: ``cfg.table_updates`` with ``auto`` resolved."""
+    if cfg.table_updates == "auto":
+        return "sparse" if cfg.optimizer in EXACT_SPARSE else "dense"
+    return cfg.table_updates
+
+
+def make_optimizer(cfg: RunConfig, steps_per_epoch: int, tables: frozenset = frozenset()
+                   ) -> optax.GradientTransformation | SparseOptimizer:
+    """``cfg.optimizer`` with ``cfg.schedule``, preceded by global-norm clipping if set.
+
+    ``tables`` are the paths of the tables the model declares by rows
+    (:attr:`recjax.train.step.Model.row_lookups`); when there are any and
+    :func:`table_update_mode` is sparse, a :class:`~recjax.train.sparse.SparseOptimizer`
+    updating them by rows (the rest as optax does), else the optax transformation.
+    """
     schedule = make_schedule(cfg, steps_per_epoch)
     optimizers = {
         "sgd": lambda: optax.sgd(schedule),
@@ -41,6 +69,9 @@ def make_optimizer(cfg: RunConfig, steps_per_epoch: int) -> optax.GradientTransf
         "adamw": lambda: optax.adamw(schedule, weight_decay=cfg.weight_decay),
     }
     tx = optimizers[cfg.optimizer]()
+    if tables and table_update_mode(cfg) == "sparse":
+        return SparseOptimizer(cfg.optimizer, schedule, tx, frozenset(tables), cfg.grad_clip,
+                               cfg.weight_decay)
     if cfg.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), tx)
     return tx

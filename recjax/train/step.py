@@ -7,6 +7,9 @@ training carries only the pure :class:`TrainState` pytree, which orbax saves as 
 ``model(batch, train=..., rngs=...) -> predictions [B]`` (or logits [B, C]) and
 ``model.penalty(batch) -> scalar`` (its regularisation on this batch), and
 optionally ``model.augment(batch, key) -> batch`` (e.g. sampled negatives),
+and the tables a batch indexes by rows (``model.row_lookups()``, see
+:mod:`recjax.models.base`), which an optimiser with sparse table updates
+(:class:`recjax.train.sparse.SparseOptimizer`) updates by rows only,
 
 where ``batch`` is a dict of arrays with a leading batch axis holding at least
 ``label`` and ``weight`` (0 for padding). Per-step randomness (dropout, sampled
@@ -32,6 +35,7 @@ Example
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple
@@ -45,6 +49,7 @@ from flax import nnx
 from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.models.base import is_table
 from recjax.train.sharding import table_paths
+from recjax.train.sparse import SparseOptimizer, assign_paths, get_path, lookup_groups, unique_rows
 
 __all__ = ["TrainState", "Model", "make_train_step", "make_epoch", "make_predict"]
 
@@ -85,18 +90,28 @@ class Model:
     tables : frozenset of tuple
         Paths (key tuples) of the embedding tables in ``params``, the parameters a
         device mesh splits by rows (see :mod:`recjax.train.sharding`).
+    row_lookups : dict
+        Table path -> the batch fields indexing its rows: the module's
+        ``row_lookups()`` (none declared: empty; every table then trains densely).
     """
 
     graphdef: Any
     params: dict
     rest: nnx.State
     tables: frozenset = frozenset()
+    row_lookups: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def split(cls, module: nnx.Module) -> "Model":
         tables = table_paths(nnx.to_pure_dict(nnx.state(module, is_table)))
+        declared = getattr(module, "row_lookups", None)
+        lookups = {tuple(path): tuple(fields) for path, fields in (declared() if declared else {}).items()}
+        unknown = sorted(str(path) for path in lookups if path not in tables)
+        if unknown:
+            raise ValueError(f"{type(module).__name__}.row_lookups() names {', '.join(unknown)}, which "
+                             f"are not tables (recjax.models.base.table); declare table paths only")
         graphdef, params, rest = nnx.split(module, nnx.Param, ...)
-        return cls(graphdef, nnx.to_pure_dict(params), rest, tables)
+        return cls(graphdef, nnx.to_pure_dict(params), rest, tables, lookups)
 
     def bind(self, params: dict) -> nnx.Module:
         """The module with ``params`` (a fresh object; nothing is mutated).
@@ -110,20 +125,35 @@ class Model:
 
 
 def make_train_step(
-    model: Model, tx: optax.GradientTransformation, task: str
+    model: Model, tx: optax.GradientTransformation | SparseOptimizer, task: str
 ) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
     """``step(state, batch) -> (state, metrics)``: one optimiser update, pure.
 
     ``metrics`` holds ``loss`` (data loss + penalty) and ``data_loss`` (the task
-    loss alone), both averaged over the batch's real examples.
+    loss alone), both averaged over the batch's real examples. With a
+    :class:`~recjax.train.sparse.SparseOptimizer`, its tables are differentiated and
+    updated at the rows the batch looks up only (:mod:`recjax.train.sparse`).
     """
     per_example = TASK_LOSSES[task]
+    sparse = isinstance(tx, SparseOptimizer)
+    if sparse:
+        missing = sorted(str(path) for path in tx.tables if path not in model.row_lookups)
+        if missing:
+            raise ValueError(f"sparse table updates of {', '.join(missing)}: the model declares no "
+                             f"row_lookups for them; use table_updates='dense'")
+        groups = lookup_groups({path: model.row_lookups[path] for path in tx.tables})
 
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.key, state.step)
-        augment = getattr(model.bind(state.params), "augment", None)
+        module = model.bind(state.params)
+        augment = getattr(module, "augment", None)
         if augment is not None:
             batch = augment(batch, jax.random.fold_in(key, 1))
+        params, ids = state.params, {}
+        if sparse:  # the looked-up rows stand in for the tables, positions into them for the fields
+            batch, ids = _row_batch(module, model, groups, params, batch)
+            params = assign_paths(params, {path: get_path(params, path).at[index].get(
+                mode="fill", fill_value=0) for path, index in ids.items()})
 
         def objective(params: dict) -> tuple[jax.Array, jax.Array]:
             module = model.bind(params)
@@ -131,13 +161,41 @@ def make_train_step(
             data_loss = masked_mean(per_example(predictions, batch["label"]), batch["weight"])
             return data_loss + module.penalty(batch), data_loss
 
-        (loss, data_loss), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        new_state = TrainState(params, opt_state, state.step + 1, state.key)
+        (loss, data_loss), grads = jax.value_and_grad(objective, has_aux=True)(params)
+        if sparse:
+            grads = tx.clip(grads)
+            new_params, dense_state = tx.update_dense(grads, state.opt_state[0], state.params)
+            new_params, slots = tx.update_rows(
+                new_params, state.opt_state[1], ids, {path: get_path(params, path) for path in ids},
+                {path: get_path(grads, path) for path in ids}, state.step)
+            opt_state = (dense_state, slots)
+        else:
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            new_params = optax.apply_updates(state.params, updates)
+        new_state = TrainState(new_params, opt_state, state.step + 1, state.key)
         return new_state, {"loss": loss, "data_loss": data_loss}
 
     return step
+
+
+def _row_batch(module: nnx.Module, model: Model, groups: list, params: dict,
+               batch: Batch) -> tuple[Batch, dict[tuple, jax.Array]]:
+    """(the batch with each declared field replaced by positions into its group's
+    distinct rows, {table path: those rows' indices [S]}).
+
+    ``S`` per group is the smaller of the group's indices and its tables' real rows
+    (so a model's own clipping of indices to its table never moves a position).
+    """
+    derive = getattr(module, "lookup_fields", None)
+    batch = dict(derive(batch) if derive is not None else batch)
+    ids = {}
+    for fields, paths in groups:
+        rows = min(int(np.shape(get_path(model.params, path))[0]) for path in paths)
+        size = min(sum(int(np.size(batch[name])) for name in fields), rows)
+        index, positions = unique_rows([batch[name] for name in fields], size)
+        batch.update(zip(fields, positions))
+        ids.update({path: index for path in paths})
+    return batch, ids
 
 
 def batch_layout(n_examples: int, batch_size: int) -> tuple[int, int]:
