@@ -16,6 +16,7 @@ from flax import nnx
 
 from recjax.config import RunConfig, from_dict
 from recjax.data.dataset import Ratings
+from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials, make_ials_evaluator
 from recjax.models.base import Capabilities, capabilities_of, rating_inputs
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
@@ -27,7 +28,7 @@ from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax, m
 
 __all__ = ["MODELS", "ModelSpec", "Capabilities", "recommended_configs", "MF", "MFConfig", "PairModel",
            "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",
-           "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE"]
+           "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "IALS", "IALSConfig", "ALS", "ALSConfig"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,11 @@ class ModelSpec:
     module : type
         The family's module class; its ``capabilities`` attribute declares what the
         family can do (:attr:`capabilities`).
+    trainer : str
+        The dotted name of the family's training function, with
+        :func:`recjax.train.loop.fit`'s parameters and result (the default: SGD epochs);
+        :meth:`fit` calls it. Named, not imported, so that the model layer does not
+        import the training package.
     """
 
     config: type
@@ -84,6 +90,15 @@ class ModelSpec:
     evaluator: Callable[..., Callable[[dict, str, str], dict[str, float]]] | None = None
     monitor: tuple[str, bool] | None = None
     module: type | None = None
+    trainer: str = "recjax.train.loop.fit"
+
+    def fit(self, *args: Any, **kwargs: Any) -> Any:
+        """Train with the family's :attr:`trainer` (its parameters and
+        :class:`recjax.train.loop.FitResult`)."""
+        import importlib
+
+        module, name = self.trainer.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -133,6 +148,12 @@ MODELS: dict[str, ModelSpec] = {
                      evaluator=make_softmax_evaluator, monitor=("val_loss", False), module=DAE,
                      train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
+    # alternating least squares: an epoch is one sweep (users, then items); no optimiser
+    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), evaluator=make_ials_evaluator,
+                      monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
+                      train_defaults=dict(epochs=16, patience=3)),
+    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
+                     train_defaults=dict(epochs=20, patience=3)),
 }
 
 
