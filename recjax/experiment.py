@@ -321,7 +321,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
 
     monitor, higher = spec.monitor or MONITOR[cfg.task]
-    result = fit(
+    result = spec.fit(
         model, inputs["train"], cfg, task=spec.loss or cfg.task,
         validate=lambda params: evaluate(params, "val", "val_"),
         monitor=monitor, higher_is_better=higher,
@@ -341,7 +341,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         inputs["train"] = spec.inputs(splits["train"], task=cfg.task, binary_threshold=cfg.binary_threshold)
         device_inputs.pop("train", None)
         refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
-        result = fit(
+        result = spec.fit(
             model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
             task=spec.loss or cfg.task, validate=None, monitor=None,
             checkpoints=refit_checkpoints, resume=resume and refit_checkpoints.has_last(),
