@@ -556,18 +556,24 @@ def build_parser(model: str = "mf") -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The failures printed as one line. Imported when an exception is being matched, so
+    commands that never touch checkpoints (``--help``, ``data``) skip orbax and JAX."""
     from recjax.data import ChecksumError, DatasetNotFoundError, MalformedFileError, UnknownIdError
     from recjax.train.checkpoint import CheckpointError
 
+    return (CommandError, DatasetNotFoundError, ChecksumError, MalformedFileError,
+            UnknownIdError, CheckpointError, OSError, FloatingPointError, ValueError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(chosen_model(argv))
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (CommandError, DatasetNotFoundError, ChecksumError, MalformedFileError,
-            UnknownIdError, CheckpointError, OSError, FloatingPointError, ValueError) as err:
+    except _expected_errors() as err:
         print(f"recjax: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
