@@ -73,7 +73,7 @@ def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, l
     layout = Layout(make_mesh(*mesh), model)
     template, _ = initial_state(model, make_optimizer(cfg, 1), 0, layout)
     # the unpadded shapes vouch that only mesh padding differs
-    state, _ = Checkpoints(run_dir / "checkpoints").restore_last(
+    state, _, _ = Checkpoints(run_dir / "checkpoints").restore_last(
         template, {"param_shapes": param_shapes(model.params)})
     shapes = layout.shard_shapes(state.params)
     return {name: [list(state.params[name].shape), list(shapes[name]),

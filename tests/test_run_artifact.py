@@ -34,6 +34,7 @@ from _subprocess_env import subprocess_env
 import recjax.train.checkpoint as checkpoint_module
 import recjax.train.loop as loop_module
 from recjax.cli import main
+from recjax.evaluation import evaluate_run
 
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
@@ -373,7 +374,7 @@ def test_refit_run_served_right(tmp_path, capsys):
     scores = [row["scores"][0] for row in json.loads(text)["predictions"]]
     np.testing.assert_allclose(scores, direct, rtol=1e-5, atol=1e-5)
 
-    assert _metric(opened.evaluate(), "rmse") == pytest.approx(_final(out)["test_rmse"], rel=1e-5)
+    assert _metric(evaluate_run(opened), "rmse") == pytest.approx(_final(out)["test_rmse"], rel=1e-5)
 
 
 # ----------------------------------------------------------------------------- 6. two writers
@@ -570,7 +571,9 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
     import signal
     import time
 
-    flags = [*SYNTHETIC, "--epochs", "6", "--patience", "30", "--batch-size", "256"]
+    # a checkpoint after every epoch (the default writes at most once a minute)
+    flags = [*SYNTHETIC, "--epochs", "6", "--patience", "30", "--batch-size", "256",
+             "--checkpoint-seconds", "0"]
     killed = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "recjax", *flags, "--out", str(killed)],
                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

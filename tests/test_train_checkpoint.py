@@ -45,7 +45,7 @@ def _leaves_equal(a, b) -> bool:
 def saved(tmp_path) -> tuple[Path, TrainState]:
     state = _mf_state()
     ckpt = Checkpoints(tmp_path / "checkpoints")
-    ckpt.save_last(3, state, {**IDENTITY, "epoch": 3, "history": [{"epoch": 3, "val_rmse": 0.9}]})
+    ckpt.save_last(3, state, state.params, {**IDENTITY, "epoch": 3, "history": [{"epoch": 3, "val_rmse": 0.9}]})
     ckpt.save_best(2, state.params, {**IDENTITY, "epoch": 2})
     return tmp_path / "checkpoints", state
 
@@ -55,8 +55,9 @@ def test_train_state_round_trip_is_bitwise(saved):
     directory, state = saved
     template = _mf_state(seed=5)  # same structure, other values
     assert not _leaves_equal(template.params, state.params)
-    restored, meta = Checkpoints(directory).restore_last(template, IDENTITY)
+    restored, best, meta = Checkpoints(directory).restore_last(template, IDENTITY)
     assert _leaves_equal(restored.params, state.params)
+    assert _leaves_equal(best, state.params)  # the best parameters so far travel with the state
     assert _leaves_equal(restored.opt_state, state.opt_state)
     assert int(restored.step) == 17 and restored.step.dtype == jnp.int32
     np.testing.assert_array_equal(jax.random.key_data(restored.key), jax.random.key_data(state.key))
@@ -79,12 +80,13 @@ def test_only_the_latest_step_is_kept(tmp_path):
     ckpt = Checkpoints(tmp_path / "c")
     assert not ckpt.has_last()
     first, second = _mf_state(seed=1), _mf_state(seed=2)
-    ckpt.save_last(1, first, {"epoch": 1})
+    ckpt.save_last(1, first, first.params, {"epoch": 1})
     assert ckpt.has_last()
-    ckpt.save_last(2, second, {"epoch": 2})
+    ckpt.save_last(2, second, first.params, {"epoch": 2})
     assert sorted(p.name for p in (tmp_path / "c" / "last").iterdir() if p.name.isdigit()) == ["2"]
-    restored, meta = Checkpoints(tmp_path / "c").restore_last(first, {})
+    restored, best, meta = Checkpoints(tmp_path / "c").restore_last(first, {})
     assert meta["epoch"] == 2 and _leaves_equal(restored.params, second.params)
+    assert _leaves_equal(best, first.params)
 
 
 def test_checkpoints_accept_a_relative_path(tmp_path, monkeypatch):
@@ -144,7 +146,7 @@ state = mf_state()
 n = 0
 
 pristine = root / "pristine"
-Checkpoints(pristine).save_last(3, state, {"epoch": 3})
+Checkpoints(pristine).save_last(3, state, state.params, {"epoch": 3})
 Checkpoints(pristine).save_best(3, state.params, {"epoch": 3})
 
 def fresh():
@@ -157,7 +159,7 @@ def fresh():
 def attempt(folder, which="last", template=state):
     try:
         if which == "last":
-            got, _ = Checkpoints(folder).restore_last(template, {})
+            got, _, _ = Checkpoints(folder).restore_last(template, {})
             ok = same(got.params, state.params) and same(got.opt_state, state.opt_state) and int(got.step) == 17
         else:
             got, _ = Checkpoints(folder).restore_best(template, {})

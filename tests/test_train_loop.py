@@ -85,7 +85,8 @@ def problem():
     return model, train, validate, mcfg
 
 
-BASE = RunConfig(optimizer="adam", epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True)  # 9 batches
+BASE = RunConfig(optimizer="adam", epochs=4, batch_size=96, learning_rate=0.02, patience=10, quiet=True,
+                 checkpoint_seconds=0)  # 9 batches; a checkpoint after every epoch
 
 
 def _fit(problem, cfg=BASE, **kwargs):
@@ -179,8 +180,8 @@ def _interrupted_after(folder, epoch):
         pass
 
     class Cut(Checkpoints):
-        def save_last(self, e, state, meta):
-            super().save_last(e, state, meta)
+        def save_last(self, e, state, best, meta):
+            super().save_last(e, state, best, meta)
             if e == epoch:
                 raise Interrupted
 
@@ -194,7 +195,7 @@ def _last_tree(folder, cfg, problem):
 
     params = problem[0].params
     tx = make_optimizer(cfg, 9)
-    template = _to_tree(TrainState(params, tx.init(params), jax.numpy.int32(0), jax.random.key(0)))
+    template = _to_tree(TrainState(params, tx.init(params), jax.numpy.int32(0), jax.random.key(0)), params)
     tree, _ = Checkpoints(folder).restore("last", template, IDENTITY)
     return tree
 

@@ -1,14 +1,19 @@
-"""Orbax checkpoints of a run: the last epoch's full state and the best parameters.
+"""Orbax checkpoints of a run: the training state to resume from, and the best parameters.
 
-Layout under ``run/checkpoints/``: ``last/<epoch>/`` (TrainState + JSON metadata)
-and ``best/<epoch>/`` (parameters + metadata). Orbax writes each step into a
-temporary folder and renames it when complete; then a manifest
+Layout under ``run/checkpoints/``: ``last/<epoch>/`` (TrainState, the best parameters
+so far, JSON metadata: all a resumed run needs) and ``best/<epoch>/`` (the best
+parameters and metadata, for readers of the finished run). Orbax writes each step
+into a temporary folder and renames it when complete; then a manifest
 (``<epoch>/recjax-manifest.json``: every file's size and sha256) is written
 atomically, and only then are older steps deleted. A step without a manifest is
 an interrupted write and is ignored (the previous step is still there); a step
 whose files do not match their manifest is damaged and gives
 :class:`CheckpointError`, as does a checkpoint of another format, model or size:
 never silent garbage.
+
+:class:`CheckpointSchedule` decides when the training loop writes: at most every
+so many seconds and at the end, so that checkpoints do not stall training (a run
+killed in between repeats at most that much training, to bitwise the same result).
 
 Sharded state (on a device mesh) is written shard by shard, each process writing
 its own. A checkpoint restores onto any mesh: arrays take the template's shardings,
@@ -18,9 +23,13 @@ differ in shape.
 
 Example
 -------
->>> from recjax.train.checkpoint import Checkpoints
+>>> from recjax.train.checkpoint import Checkpoints, CheckpointSchedule
 >>> Checkpoints("/tmp/nonexistent-run/checkpoints").has_last()
 False
+>>> clock = iter([0.0, 10.0, 70.0]).__next__  # seconds: start, after epoch 1, after epoch 2
+>>> schedule = CheckpointSchedule(60.0, clock=clock)
+>>> schedule.due(final=False), schedule.due(final=False)
+(False, True)
 """
 
 from __future__ import annotations
@@ -30,8 +39,9 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -39,7 +49,7 @@ import orbax.checkpoint as ocp
 
 from recjax.train.step import TrainState
 
-__all__ = ["Checkpoints", "CheckpointError"]
+__all__ = ["Checkpoints", "CheckpointError", "CheckpointSchedule"]
 
 FORMAT = "recjax-checkpoint/2"
 MANIFEST = "recjax-manifest.json"
@@ -49,12 +59,15 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, truncated, or from another model or format."""
 
 
-def _to_tree(state: TrainState) -> dict[str, Any]:
+def _to_tree(state: TrainState, best: dict) -> dict[str, Any]:
+    """What ``last`` holds: the state and the best parameters so far (one atomic step,
+    so that a resumed run never pairs a state with another moment's best)."""
     return {
         "params": state.params,
         "opt_state": state.opt_state,
         "step": state.step,
         "key": jax.random.key_data(state.key),
+        "best": best,
     }
 
 
@@ -192,8 +205,10 @@ class Checkpoints:
         _sync(f"recjax-checkpoint-{which}-{epoch}-after")
         manager.reload()
 
-    def save_last(self, epoch: int, state: TrainState, meta: dict[str, Any]) -> None:
-        self.save("last", epoch, _to_tree(state), meta)
+    def save_last(self, epoch: int, state: TrainState, best: dict, meta: dict[str, Any]) -> None:
+        """The state after ``epoch`` and the best parameters so far (``best``, like
+        ``state.params``)."""
+        self.save("last", epoch, _to_tree(state, best), meta)
 
     def save_best(self, epoch: int, params: dict, meta: dict[str, Any]) -> None:
         self.save("best", epoch, params, meta)
@@ -248,14 +263,58 @@ class Checkpoints:
         _check_shapes(template, tree, where)
         return tree, meta
 
-    def restore_last(self, template: TrainState, expect: dict[str, Any]) -> tuple[TrainState, dict]:
-        tree, meta = self.restore("last", _to_tree(template), expect)
+    def restore_last(self, template: TrainState,
+                     expect: dict[str, Any]) -> tuple[TrainState, dict, dict[str, Any]]:
+        """(state, best parameters so far, metadata) of the newest complete ``last``."""
+        tree, meta = self.restore("last", _to_tree(template, template.params), expect)
         state = TrainState(tree["params"], tree["opt_state"], tree["step"],
                            jax.random.wrap_key_data(tree["key"]))
-        return state, meta
+        return state, tree["best"], meta
 
     def restore_best(self, template: dict, expect: dict[str, Any]) -> tuple[dict, dict]:
         return self.restore("best", template, expect)
+
+
+class CheckpointSchedule:
+    """When the training loop writes its checkpoints: once ``seconds`` have passed since
+    the last write (or since the start), and always at the end (``final``).
+
+    Each write costs tens of milliseconds or more (orbax, the manifest's sha256); an epoch
+    of a small model costs about as much, so writing after every epoch would stall
+    training. A run killed between writes resumes from the last one and repeats at most
+    ``seconds`` of training, to bitwise the same result. With several processes,
+    process 0's clock decides for all (they must write together).
+
+    Parameters
+    ----------
+    seconds : float
+        Least time between writes; 0 writes after every epoch.
+    clock : callable
+        Seconds (monotonic); read at construction, at each :meth:`due` and at each
+        :meth:`written`.
+    """
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        if not seconds >= 0:
+            raise ValueError(f"checkpoint interval must be >= 0 seconds, got {seconds!r}")
+        self.seconds = seconds
+        self.clock = clock
+        self.since = clock()
+
+    def due(self, final: bool) -> bool:
+        """Whether to write now (after an epoch; ``final``: the last epoch of the run)."""
+        if final:
+            return True
+        due = self.clock() - self.since >= self.seconds
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            due = bool(multihost_utils.broadcast_one_to_all(np.asarray(due)))
+        return due
+
+    def written(self) -> None:
+        """The checkpoints are written: the next interval starts now."""
+        self.since = self.clock()
 
 
 def _sync(name: str) -> None:

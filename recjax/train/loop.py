@@ -2,10 +2,12 @@
 
 :func:`fit` runs whole epochs as single compiled calls (see
 :func:`recjax.train.step.make_epoch`), validates after each, keeps the best
-parameters (Object2Vec's early stopping: stop after ``patience`` epochs whose
-validation metric did not beat the best by more than ``tolerance``) and writes
-``last``/``best`` checkpoints each epoch, from which ``resume=True`` continues to
-bitwise the same parameters as an uninterrupted run.
+parameters in memory (Object2Vec's early stopping: stop after ``patience`` epochs
+whose validation metric did not beat the best by more than ``tolerance``) and
+writes its ``last`` checkpoint (state and best parameters) on a schedule
+(:class:`~recjax.train.checkpoint.CheckpointSchedule`: at most every
+``cfg.checkpoint_seconds``) and ``best`` and ``last`` at the end, from which
+``resume=True`` continues to bitwise the same parameters as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import optax
 from tqdm.auto import tqdm
 
 from recjax.config import RunConfig
-from recjax.train.checkpoint import Checkpoints, param_shapes
+from recjax.train.checkpoint import CheckpointSchedule, Checkpoints, param_shapes
 from recjax.train.memory import available_memory, check_epoch_memory, check_training_memory, tree_bytes
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
@@ -141,6 +143,13 @@ def _memory_device(layout: Layout) -> tuple[Any, int]:
     return local[0], (len(local) if local[0].platform == "cpu" else 1)
 
 
+@jax.jit
+def _copy_tree(tree: Any) -> Any:
+    """A copy of every array of ``tree`` (one compiled call, not one per leaf), e.g. the
+    best parameters, which the next epoch would otherwise donate."""
+    return jax.tree.map(jnp.copy, tree)
+
+
 #: A train loss this many times the untrained model's is divergence, even while finite.
 DIVERGENCE_FACTOR = 1e3
 
@@ -215,16 +224,18 @@ def fit(
     monitor : str or None
         The key of ``validate``'s result that drives early stopping.
     checkpoints : Checkpoints, optional
-        Where ``last`` and ``best`` are written after every epoch.
+        Where ``last`` (state and best parameters so far) is written after an epoch
+        once ``cfg.checkpoint_seconds`` have passed since the previous write, and
+        ``best`` then ``last`` after the final epoch (or the early stop).
     resume : bool
         Continue from ``checkpoints``' ``last``; with none complete (interrupted before
         the first was written) start from the beginning, which gives the same result.
     identity : dict, optional
         JSON-able description (model and training config) a resumed checkpoint must match.
     on_epoch : callable, optional
-        Called with each epoch's record (for logging), before the epoch's checkpoints
-        are written: an epoch re-run after an interruption is logged again, and its
-        record replaces the first (:meth:`recjax.runs.RunWriter.log`).
+        Called with each epoch's record (for logging), before any checkpoint of the
+        epoch is written: an epoch re-run after an interruption is logged again, and
+        its record replaces the first (:meth:`recjax.runs.RunWriter.log`).
     layout : Layout, optional
         The device mesh and how the state lies on it (default: one device). The
         parameters ``validate`` receives are the mesh's (tables padded; ``model.bind``
@@ -247,8 +258,7 @@ def fit(
     if resume and checkpoints is None:
         raise ValueError("resume needs the run's checkpoints")
     if resume and checkpoints.has_last():  # else interrupted before its first checkpoint: start over
-        state, meta = checkpoints.restore_last(state, identity)
-        best, _ = checkpoints.restore_best(state.params, identity)
+        state, best, meta = checkpoints.restore_last(state, identity)
         result.history = meta["history"]
         for name in ("best", "best_epoch", "bad_epochs"):
             setattr(stopper, name, meta["early_stopping"][name])
@@ -274,6 +284,7 @@ def fit(
     bar = tqdm(range(start, cfg.epochs + 1), desc="epochs", unit="epoch", disable=cfg.quiet,
                initial=start - 1, total=cfg.epochs)
     finished = False
+    schedule = CheckpointSchedule(cfg.checkpoint_seconds)
     for epoch in bar:
         tic = time.perf_counter()
         state, metrics = compiled(state, data, jax.random.fold_in(epoch_keys, epoch))
@@ -291,17 +302,18 @@ def fit(
         else:
             improved = stopper.update(epoch, record[monitor])
         if improved:
-            best = jax.tree.map(jnp.copy, state.params)  # the next epoch donates state.params
+            best = _copy_tree(state.params)  # the next epoch donates state.params
         finished = stopper.should_stop or epoch == cfg.epochs
         if on_epoch is not None:  # logged before its checkpoint: a re-run epoch replaces it
             on_epoch(record)
-        if checkpoints is not None:
+        if checkpoints is not None and schedule.due(finished):
             meta = {**identity, "epoch": epoch, "history": result.history, "finished": finished,
                     "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
                                        "bad_epochs": stopper.bad_epochs}}
-            if improved:
-                checkpoints.save_best(epoch, best, meta)
-            checkpoints.save_last(epoch, state, meta)
+            if finished:  # best first: a resume from the previous last re-runs to here
+                checkpoints.save_best(stopper.best_epoch, best, meta)
+            checkpoints.save_last(epoch, state, best, meta)
+            schedule.written()
         shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
         bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
         if stopper.should_stop:
