@@ -1,5 +1,11 @@
 """Training throughput: one compiled train step and one compiled epoch per model.
 
+``test_table_updates`` compares one SGD epoch with dense and sparse (row-wise)
+table updates (``RunConfig.table_updates``) in the same run: MF at ml-20m's
+catalogue with 2M ratings (batch 1,024 and 16,384), DNN, pair and Mult-DAE at an
+ml-1m-like shape, with examples/s and XLA's peak working memory of the epoch
+(``compiled.memory_analysis()``: temporaries beyond the donated state and data).
+
 Full run (one ml-100k-shaped and one ml-20m-shaped synthetic set), then the table::
 
     python -m pytest benchmarks/test_bench_training.py --benchmark-enable \
@@ -29,7 +35,8 @@ import pytest
 
 from recjax.data.splits import holdout_split
 from recjax.data.synthetic import synthetic_ratings
-from recjax.models import MODELS, recommended_configs
+from recjax.config import RunConfig, make_configs
+from recjax.models import MODELS
 from recjax.train.optim import make_optimizer
 from recjax.train.step import Model, TrainState, batch_layout, make_epoch, make_train_step
 
@@ -39,6 +46,9 @@ SHAPES = {  # name: (users, items, ratings)
     "ml100k": (943, 1_682, 100_000),
     "ml20m": (138_493, 26_744, 20_000_000),
     "smoke": (120, 80, 2_000),
+    # the table-update benchmark: ml-20m's catalogue with 2M ratings, and a moderate one
+    "ml20m-2m": (138_493, 26_744, 2_000_000),
+    "ml1m": (6_040, 3_706, 1_000_000),
 }
 # Per shape, per model: the RunConfig overrides and model settings benchmarked.
 # ml-100k uses each model's recommended settings (README's accuracy runs); the
@@ -83,7 +93,7 @@ def setup(model: str, shape: str):
     """(train step, jitted epoch, fresh-state factory, device arrays, batch size,
     training examples) for one case; built once per case."""
     train_over, model_values = SETTINGS[shape][model]
-    cfg, model_cfg = recommended_configs(model, train_over, model_values)
+    cfg, model_cfg = make_configs(model, train_over, model_values)
     spec = MODELS[model]
     parts = splits(shape)
     module = spec.build(model_cfg, parts["train"], task=cfg.task, seed=cfg.seed)
@@ -159,3 +169,65 @@ def test_train_epoch(benchmark, model, shape):
     benchmark.group = f"train epoch, {shape}"
     benchmark.extra_info.update(model=model, shape=shape, kind="epoch", examples=n, **DEVICE,
                                 compile_s=compile_s, peak_mib=peak_extra_mib(one_epoch))
+
+
+# (model, shape, batch size, model settings): one SGD epoch, dense vs sparse table updates
+TABLE_CASES = [
+    ("mf", "ml20m-2m", 1_024, {"embedding_dim": 64}),
+    ("mf", "ml20m-2m", 16_384, {"embedding_dim": 64}),
+    ("dnn", "ml1m", 1_024, {"embedding_dim": 64}),
+    ("pair", "ml1m", 1_024, {"enc0_token_embedding_dim": 64, "enc1_token_embedding_dim": 64,
+                             "enc_dim": 64, "side_features": False}),
+    ("dae", "ml1m", 64, {}),
+]
+
+
+def _peak_bytes(compiled) -> int:
+    """XLA's working memory of a compiled call beyond its inputs (temporaries plus
+    outputs that do not reuse a donated input)."""
+    stats = compiled.memory_analysis()
+    return int(stats.temp_size_in_bytes + stats.output_size_in_bytes - stats.alias_size_in_bytes)
+
+
+@pytest.mark.parametrize("mode", ["dense", "sparse"])
+@pytest.mark.parametrize("case", range(len(TABLE_CASES)),
+                         ids=[f"{m}-{s}-b{b}" for m, s, b, _ in TABLE_CASES])
+def test_table_updates(benchmark, request, case, mode):
+    model, shape, batch_size, model_values = TABLE_CASES[case]
+    if not full_mode(request.config):
+        shape, batch_size = "smoke", 64
+    spec = MODELS[model]
+    _, model_cfg = make_configs(model, {}, model_values)
+    cfg = RunConfig(model=model, task=spec.tasks[0], optimizer="sgd", learning_rate=0.05,
+                    batch_size=batch_size, epochs=1, table_updates=mode)
+    parts = splits(shape)
+    net = Model.split(spec.build(model_cfg, parts["train"], task=cfg.task, seed=0))
+    arrays = spec.examples(model_cfg, parts, task=cfg.task)["train"]
+    data = {k: jnp.asarray(v) for k, v in arrays.items()}
+    n = len(arrays["label"])
+    tx = make_optimizer(cfg, batch_layout(n, batch_size)[1], frozenset(net.row_lookups))
+    epoch = make_epoch(make_train_step(net, tx, spec.loss or cfg.task), n, batch_size)
+
+    def fresh_state() -> TrainState:
+        params = jax.tree.map(jnp.array, net.params)
+        return TrainState(params, tx.init(params), jnp.int32(0), jax.random.key(0))
+
+    key = jax.random.key(1)
+    start = time.perf_counter()
+    compiled = epoch.lower(fresh_state(), data, key).compile()
+    compile_s = time.perf_counter() - start
+    holder = {"state": fresh_state(), "losses": []}
+    initial = jax.tree.map(jnp.array, holder["state"].params)
+
+    def one_epoch():
+        holder["state"], metrics = _block(compiled(holder["state"], data, key))
+        holder["losses"].append(float(metrics["data_loss"]))
+
+    benchmark.pedantic(one_epoch, rounds=1, iterations=1, warmup_rounds=0)
+    assert np.all(np.isfinite(holder["losses"])) and _moved(initial, holder["state"].params)
+    benchmark.group = f"table updates, {shape}"
+    benchmark.extra_info.update(model=model, shape=shape, kind="table_updates", mode=mode,
+                                batch_size=batch_size, examples=n, **DEVICE, compile_s=compile_s,
+                                sparse_tables=len(net.row_lookups) if mode == "sparse" else 0,
+                                peak_bytes=_peak_bytes(compiled),
+                                state_bytes=sum(x.nbytes for x in jax.tree.leaves(fresh_state()[:2])))

@@ -6,7 +6,10 @@ Usage::
 
 One row per (data shape, model): the median time of one train step and of one
 epoch, examples/second for each, the compile time of the epoch, and the peak
-resident memory an epoch added; then the machine the numbers came from.
+resident memory an epoch added; then the machine the numbers came from. The
+``test_table_updates`` records get a second table: one SGD epoch with dense and
+sparse table updates side by side, their examples/s, ratio, and XLA's peak working
+memory of each.
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ def load(paths: list[str]) -> tuple[dict, dict]:
             info, median = bench["extra_info"], bench["stats"]["median"]
             if "model" not in info:
                 continue  # a retrieval benchmark, from a combined run
+            if info["kind"] == "table_updates":
+                key = (info["shape"], info["model"], info["batch_size"])
+                rows.setdefault(("table_updates", None), {}).setdefault(key, {})[info["mode"]] = dict(
+                    info, median=median, rate=info["examples"] / median)
+                continue
             rows.setdefault((info["shape"], info["model"]), {})[info["kind"]] = dict(
                 info, median=median, rate=info["examples"] / median)
     return rows, machine
@@ -47,14 +55,34 @@ def table(rows: dict) -> str:
     return "\n".join(lines)
 
 
+def table_updates(cases: dict) -> str:
+    """Dense vs sparse table updates: one row per (shape, model, batch size)."""
+    head = ["data", "model", "batch", "dense ex/s", "sparse ex/s", "sparse / dense",
+            "dense peak MiB", "sparse peak MiB", "state MiB"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for (shape, model, batch), modes in sorted(cases.items()):
+        dense, sparse = modes.get("dense"), modes.get("sparse")
+        rate = lambda m: "-" if m is None else f"{m['rate']:,.0f}"
+        peak = lambda m: "-" if m is None else f"{m['peak_bytes'] / 2**20:,.0f}"
+        ratio = f"{sparse['rate'] / dense['rate']:.2f}x" if dense and sparse else "-"
+        state = (dense or sparse)["state_bytes"] / 2**20
+        lines.append("| " + " | ".join([shape, model, f"{batch:,}", rate(dense), rate(sparse), ratio,
+                                        peak(dense), peak(sparse), f"{state:,.0f}"]) + " |")
+    return "\n".join(lines)
+
+
 def main(paths: list[str]) -> None:
     rows, machine = load(paths)
+    updates = rows.pop(("table_updates", None), {})
     cpu = machine.get("cpu", {})
     devices = sorted({f"{i.get('backend', 'unrecorded')} ({i.get('device', '-')})" for kinds in rows.values() for i in kinds.values()})
     print(f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, "
           f"{cpu.get('count', '?')} cores, Python {machine.get('python_version', '?')}; "
           f"JAX on {', '.join(devices)}\n")
     print(table(rows))
+    if updates:
+        print("\nOne SGD epoch, dense vs sparse table updates (state: parameters + optimiser state)\n")
+        print(table_updates(updates))
 
 
 if __name__ == "__main__":
