@@ -245,7 +245,7 @@ def fit(
     if n == 0:
         raise ValueError("no training examples: the train part is empty")
     _, steps_per_epoch = batch_layout(n, cfg.batch_size)
-    tx = make_optimizer(cfg, steps_per_epoch)
+    tx = make_optimizer(cfg, steps_per_epoch, frozenset(model.row_lookups))
     layout = layout or Layout(make_mesh(1, 1), model)
     _check_state_fits(model, tx, layout, train, cfg.optimizer)  # before anything is allocated
     state, state_sharding = initial_state(model, tx, cfg.seed, layout)
