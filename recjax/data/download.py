@@ -34,7 +34,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
 
 __all__ = [
     "DATASETS",
@@ -185,6 +184,8 @@ def _hash_file(path: Path) -> tuple[str, str]:
 
 def _fetch(url: str, dest: Path, *, quiet: bool) -> None:
     """Stream ``url`` into ``dest``; a short read (truncated transfer) raises OSError."""
+    from tqdm.auto import tqdm  # only downloads draw a bar: importing recjax.data skips it
+
     total = None
     written = 0
     try:
