@@ -4,7 +4,7 @@
         [--models mf,pair,dnn] [--sections folds,ua,small,ranking] [--seed 0]
 
 Protocol: each model trains with its recommended settings
-(:func:`recjax.models.recommended_configs`); validation is 5% of the split's
+(:func:`recjax.config.make_configs`: each family's defaults); validation is 5% of the split's
 training part, drawn with the seed, and only chooses the epoch count. Models in
 :data:`REFIT` are then retrained on the whole training part for that many epochs.
 The test part is scored once. Baselines are fitted on the whole training part.
@@ -20,13 +20,12 @@ from typing import Any
 
 import numpy as np
 
+from recjax.config import make_configs
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
-from recjax.ensemble import average_predictions
-from recjax.evaluation import mse, rmse
+from recjax.evaluation import average_predictions, evaluate_runs, mse, rmse
 from recjax.experiment import RunResult, run
-from recjax.explore import evaluate_runs, load_run
-from recjax.models import recommended_configs
+from recjax.explore import load_run
 from recjax.models.baselines import BiasModel, GlobalMean, UserMean
 from recjax.report import format_table
 
@@ -63,7 +62,7 @@ def train(model: str, seed: int, model_values: dict[str, Any] | None = None, **o
     """One run with ``model``'s recommended settings under ``overrides``, in a temp folder."""
     settings = {"seed": seed, "quiet": True, "refit": model in REFIT,
                 "out": tempfile.mkdtemp(prefix="recjax-acc-") + "/run", **overrides}
-    train_cfg, model_cfg = recommended_configs(model, settings, model_values)
+    train_cfg, model_cfg = make_configs(model, settings, model_values)
     return run(train_cfg, model_cfg)
 
 

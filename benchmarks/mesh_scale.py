@@ -32,18 +32,17 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     import jax
     import numpy as np
 
-    from recjax.config import RunConfig
+    from recjax.config import RunConfig, make_configs, parse_mesh
     from recjax.data.synthetic import synthetic_ratings
-    from recjax.models import MODELS, recommended_configs
+    from recjax.models import MODELS
     from recjax.train.loop import fit, initial_state
     from recjax.train.optim import make_optimizer
-    from recjax.config import parse_mesh
     from recjax.train.sharding import Layout, make_mesh
     from recjax.train.step import Model
 
     tic = time.perf_counter()
     data, _ = synthetic_ratings(USERS, ITEMS, n_ratings, seed=0)
-    cfg, mf_cfg = recommended_configs("mf", {"batch_size": 16_384, "epochs": epochs, "quiet": True},
+    cfg, mf_cfg = make_configs("mf", {"batch_size": 16_384, "epochs": epochs, "quiet": True},
                                       {"embedding_dim": 64})
     inputs = MODELS["mf"].inputs(data, task=cfg.task, binary_threshold=cfg.binary_threshold)
     generate = time.perf_counter() - tic

@@ -75,12 +75,12 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.experiment": ("run", "RunResult"),
     "recjax.runs": ("Run", "Embeddings", "RunFolderError"),
     "recjax.retrieval": ("topk", "TopK", "similar_items"),
-    "recjax.ranking": ("RankingTask", "evaluate_ranking"),
-    "recjax.evaluation": (
+    "recjax.evaluation.protocol": ("RankingTask", "evaluate_ranking"),
+    "recjax.evaluation.metrics": (
         "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
         "hit_rate", "catalogue_coverage", "diversity", "novelty",
     ),
-    "recjax.ensemble": ("blend", "average_predictions"),
+    "recjax.evaluation.ensemble": ("blend", "average_predictions"),
     "recjax.models.baselines": ("EASE", "MostPopular"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
@@ -136,8 +136,8 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
         split_ratings,
         synthetic_ratings,
     )
-    from recjax.ensemble import average_predictions, blend
-    from recjax.evaluation import (
+    from recjax.evaluation.ensemble import average_predictions, blend
+    from recjax.evaluation.metrics import (
         catalogue_coverage,
         diversity,
         hit_rate,
@@ -158,6 +158,6 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
     from recjax.models.mf import MFConfig
     from recjax.models.pair import PairConfig
     from recjax.models.softmax import SoftmaxConfig
-    from recjax.ranking import RankingTask, evaluate_ranking
+    from recjax.evaluation.protocol import RankingTask, evaluate_ranking
     from recjax.retrieval import TopK, similar_items, topk
     from recjax.runs import Embeddings, Run, RunFolderError

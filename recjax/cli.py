@@ -273,7 +273,7 @@ def evaluation_table(results: dict[str, dict[str, float]], k: int, markdown: boo
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from recjax.explore import evaluate_runs
+    from recjax.evaluation.compare import evaluate_runs
 
     runs = [_load_run(path) for path in args.run]
     first = runs[0]

@@ -27,8 +27,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "parse_mesh",
-           "describe"]
+__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "make_configs",
+           "parse_mesh", "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
 TABLE_UPDATES = ("auto", "sparse", "dense")
@@ -157,6 +157,25 @@ def parse_mesh(spec: str) -> tuple[int, int]:
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise ValueError(f"unknown {name} {value!r}; choose one of {', '.join(allowed)}")
+
+
+def make_configs(model: str = "mf", train: dict[str, Any] | None = None,
+                 model_values: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """(RunConfig, model config) of a ``model`` family from plain values: the family's
+    own defaults wherever ``train`` and ``model_values`` say nothing.
+
+    Example
+    -------
+    >>> run_cfg, mf_cfg = make_configs("mf", {"split": "u1"})
+    >>> run_cfg.optimizer, run_cfg.split, mf_cfg.embedding_dim
+    ('sgd', 'u1', 1024)
+    """
+    from recjax.models import MODELS
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return (from_dict(RunConfig, {**(train or {}), "model": model}),
+            from_dict(MODELS[model].config, model_values or {}))
 
 
 def from_dict(cls: type, values: dict[str, Any]) -> Any:

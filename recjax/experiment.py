@@ -55,10 +55,9 @@ from recjax.data.jsonlines import PairData
 from recjax.data.splits import (PREDEFINED_SPLITS, Splits, carve_validation, check_shared_vocabulary,
                                 predefined_split, split_ratings)
 from recjax.data.synthetic import synthetic_ratings
-from recjax.evaluation import binary_metrics, rating_metrics
+from recjax.evaluation.metrics import task_metrics
 from recjax.models import MODELS
 from recjax.models.base import capabilities_of
-from recjax.models.baselines import GlobalMean, UserMean
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.loop import FitResult, fit
@@ -153,11 +152,6 @@ def check_parts(parts: Any) -> dict[str, Any]:
     return named
 
 
-def _metrics(task: str, predictions: np.ndarray, labels: np.ndarray, prefix: str) -> dict[str, float]:
-    score = rating_metrics if task == "regression" else binary_metrics
-    return score(predictions, labels, prefix)
-
-
 def _dataset_name(cfg: RunConfig, model_cfg: Any = None) -> str:
     """The data a configuration names, in words: a file's name or the dataset's."""
     files = getattr(model_cfg, "jsonl_train", None)
@@ -248,7 +242,7 @@ def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
         raise ValueError("--resume needs --out RUN_FOLDER (the run to continue)")
     if cfg.refit and not spec.capabilities.pairs:
         raise ValueError(f"refit is available for rating models only, not {cfg.model!r}")
-    if spec.evaluator is not None and jax.process_count() > 1:
+    if spec.validator is not None and jax.process_count() > 1:
         raise ValueError(f"model {cfg.model!r} evaluates on one process only; "
                          f"use --mesh within one host for it")
     run_dir = Path(cfg.out) if cfg.out else _default_out(cfg)
@@ -308,7 +302,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
     layout = Layout(mesh, model) if mesh is not None else None
     predict = make_predict(model, out_sharding=layout and layout.replicated)
     inputs = spec.examples(model_cfg, splits, task=cfg.task, binary_threshold=cfg.binary_threshold)
-    custom = spec.evaluator(model, inputs) if spec.evaluator is not None else None
+    custom = spec.make_validator(model, inputs)
     device_inputs: dict[str, dict[str, jax.Array]] = {}  # each part copied when first scored
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
@@ -318,7 +312,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
             device_inputs[part] = _to_devices(inputs[part], layout)
         arrays = device_inputs[part]
         predictions = np.asarray(predict(params, arrays))
-        return _metrics(cfg.task, predictions, inputs[part]["label"], prefix)
+        return task_metrics(cfg.task, predictions, inputs[part]["label"], prefix)
 
     monitor, higher = spec.monitor or MONITOR[cfg.task]
     result = spec.fit(
@@ -351,12 +345,6 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         )
     for part in ("train", "test"):
         metrics.update(evaluate(result.params, part, f"{part}_", predict))
-    if cfg.task == "regression" and custom is None and isinstance(splits["train"], Ratings):
-        for name, baseline in (("global_mean", GlobalMean), ("user_mean", UserMean)):
-            fitted = baseline().fit(splits["train"])
-            for part in ("train", "val", "test"):
-                p = fitted.predict(splits[part].user, splits[part].item)
-                metrics.update(rating_metrics(p, splits[part].rating, f"{name}_{part}_"))
     metrics.update(
         best_epoch=selected.best_epoch, epochs_run=len(selected.history),
         stopped_early=selected.stopped_early, compile_seconds=selected.compile_seconds,

@@ -1,4 +1,4 @@
-"""Exploring a trained run: recommendations, nearest neighbours, title search, ranking.
+"""Exploring a trained run: recommendations, nearest neighbours, title search.
 
 Runs are opened with :meth:`recjax.runs.Run.open` (``load_run`` here): the folder
 holds its own data, vocabularies and titles, so nothing is re-derived from the
@@ -39,13 +39,13 @@ from typing import Any, Sequence
 import numpy as np
 import pandas as pd
 
+from recjax._checks import positive_int
 from recjax.data.dataset import UnknownIdError
 from recjax.retrieval import TopK, similar_items
 from recjax.runs import MEASURES, Run, _check_measure
 
 __all__ = [
     "load_run", "find_titles", "TitleMatch", "recommendations", "neighbors", "Neighbors", "MEASURES",
-    "evaluate_run", "evaluate_runs",
 ]
 
 
@@ -166,8 +166,7 @@ def recommendations(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot
         ``N < 1`` or an unknown measure.
     """
     _check_measure(measure, ("dot", "cosine"))
-    if isinstance(N, bool) or not isinstance(N, (int, np.integer)) or N < 1:
-        raise ValueError(f"N must be a positive integer, got {N!r}")
+    N = positive_int(N, "N")
     users = _user_indices(run, user_ids)
     top = run.scorer(measure).topk(users, int(N), None if include_rated else run.rated)
     return _frame(run, users, top)
@@ -226,8 +225,7 @@ def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = 
     _check_measure(measure)
     if (movie is None) == (item_id is None):
         raise ValueError("give exactly one of a movie title and an item id")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+    k = positive_int(k, "k")
     others: list[str] = []
     if movie is not None:
         match = find_titles(run.item_titles, movie)
@@ -254,134 +252,3 @@ def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = 
     frame = _frame(run, np.zeros(1, np.int64), TopK(top.ids[None, :], top.scores[None, :]))
     frame = frame.drop(columns="user_id").reset_index(drop=True)
     return Neighbors(query, run.data.items.ids[index], str(run.item_titles[index]), others, frame)
-
-
-# ----------------------------------------------------------------------------- evaluate
-EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
-
-
-def evaluate_run(run: Run, k: int = 10, *, baselines: bool = True,
-                 ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
-    """Rating and ranking metrics of a run and of its baselines, on the run's own split.
-
-    Parameters
-    ----------
-    run : Run
-    k : int
-        Cut-off of the ranking metrics.
-    baselines : bool
-        Add the rating baselines of ``metrics.jsonl`` (global and user mean) and the
-        ranking baselines most-popular and EASE (``ease_lambda``; skipped above
-        :data:`EASE_MAX_ITEMS` items), fitted on the split's train part.
-
-    Returns
-    -------
-    dict
-        ``{name: metrics}``, the run first (named :attr:`Run.name`). Rating metrics are
-        the run's test ones (``rmse``, ``mae``, or ``accuracy``, ``auc``, ``log_loss``);
-        ranking ones follow :func:`recjax.ranking.evaluate_ranking`, with diversity
-        measured in the run's item embedding space for every row.
-    """
-    return evaluate_runs([run], k, baselines=baselines, ease_lambda=ease_lambda)
-
-
-def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
-                  ease_lambda: float = 250.0, ensemble: float | None = None) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_run` of several runs of one split, in one table.
-
-    The baselines are fitted once; diversity is measured in the first run's item
-    embedding space for every row, so that the rows compare. Rows are named by
-    :attr:`Run.name`, with the folder name added where two runs share one.
-
-    ``ensemble`` adds a row for the runs' ensemble: it ranks with a blend
-    (:func:`recjax.ensemble.blend`) of all the runs, equal weights, and EASE at weight
-    ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone); when
-    all are rating models of one task, its rating metrics are those of their averaged
-    test predictions (:func:`recjax.ensemble.average_predictions`).
-
-    Raises
-    ------
-    ValueError
-        No runs, a bad ``k``, or runs whose train/test parts differ (another dataset,
-        split, or random-split seed).
-    """
-    from recjax.ensemble import blend
-    from recjax.models.baselines import EASE, MostPopular
-    from recjax.ranking import evaluate_ranking
-
-    if not runs:
-        raise ValueError("no runs to evaluate")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    if ensemble is not None and not 0.0 <= ensemble < 1.0:
-        raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
-    first = runs[0]
-    task = first.ranking_task()
-    space = first.item_embeddings
-    for other in runs[1:]:
-        t = other.ranking_task()
-        if t.train.shape != task.train.shape or (t.train != task.train).nnz or (t.test != task.test).nnz:
-            raise ValueError(f"{other.path} and {first.path} were trained on different splits "
-                             f"({other.dataset} {other.split!r} vs "
-                             f"{first.dataset} {first.split!r}); evaluate them "
-                             f"separately")
-    names = [r.name for r in runs]
-    out: dict[str, dict[str, float]] = {}
-    for run, name in zip(runs, names):
-        if names.count(name) > 1:
-            name = f"{name} ({run.path.name})"
-            if name in out:
-                name = f"{name[:-1]}, {len(out) + 1})"
-        final = run.final_metrics
-        rating = {n: float(final[f"test_{n}"]) for n in _RATING_NAMES[run.train_config.task]
-                  if f"test_{n}" in final}
-        out[name] = {**rating, **evaluate_ranking(run.scorer("dot"), task, k, item_embeddings=space)}
-    fit_on = first.splits["train"].concat(first.splits["val"])
-    ease = None
-    if (baselines or ensemble) and task.n_items <= EASE_MAX_ITEMS:
-        ease = EASE(ease_lambda).fit(fit_on)
-    if ensemble is not None:
-        if ensemble and ease is None:
-            raise ValueError(f"EASE is not fitted above {EASE_MAX_ITEMS} items; use an ensemble "
-                             f"weight of 0 (the runs alone)")
-        share = (1.0 - ensemble) / len(runs)
-        mix = blend([r.scorer("dot") for r in runs] + ([ease] if ensemble else []),
-                    [share] * len(runs) + ([ensemble] if ensemble else []))
-        name = f"ensemble of {len(runs)} runs" + (f" + EASE ({ensemble:g})" if ensemble else "")
-        out[name] = {**_ensemble_rating_metrics(runs), **evaluate_ranking(mix, task, k, item_embeddings=space)}
-    if baselines:
-        models = {"most popular": MostPopular().fit(fit_on)}
-        if ease is not None:
-            models[f"EASE (lambda {ease_lambda:g})"] = ease
-        for name, model in models.items():
-            out[name] = evaluate_ranking(model, task, k, item_embeddings=space)
-        final = next((r.final_metrics for r in runs if "global_mean_test_rmse" in r.final_metrics), {})
-        for prefix, label in (("global_mean_", "global mean"), ("user_mean_", "user mean")):
-            rating = {n: float(final[f"{prefix}test_{n}"]) for n in _RATING_NAMES["regression"]
-                      if f"{prefix}test_{n}" in final}
-            if rating:
-                out[label] = rating
-    return out
-
-
-_RATING_NAMES = {"regression": ("mse", "rmse", "mae"), "binary": ("accuracy", "auc", "log_loss")}
-
-
-def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
-    """Test metrics of the runs' averaged predictions (:func:`recjax.ensemble.average_predictions`);
-    empty unless every run is a rating model of one task."""
-    from recjax.ensemble import average_predictions
-    from recjax.evaluation import binary_metrics, rating_metrics
-    from recjax.models import MODELS
-
-    tasks = {r.train_config.task for r in runs}
-    if len(tasks) > 1 or not all(MODELS[r.train_config.model].capabilities.pairs for r in runs):
-        return {}
-    task = tasks.pop()
-    predicted = [r.rating_predictions("test") for r in runs]
-    labels = predicted[0][1]
-    if any(not np.array_equal(other, labels) for _, other in predicted[1:]):
-        raise ValueError("the runs label the test part differently (another --binary-threshold?); "
-                         "their predictions cannot be averaged")
-    mean = average_predictions([p for p, _ in predicted], task)
-    return (rating_metrics if task == "regression" else binary_metrics)(mean, labels)

@@ -32,7 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from recjax.evaluation import norm_popularity_correlation
+from recjax.evaluation.metrics import norm_popularity_correlation
+from recjax.evaluation.protocol import RankingTask
 
 __all__ = ["learning_curves", "norm_vs_ratings", "projection", "rating_histograms", "plot_run",
            "save_png"]
@@ -254,7 +255,7 @@ def plot_run(run: Any, out: str | Path, *, tsne: bool | None = None, label: int 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{run.name} on {run.dataset} ({run.split})"
-    task = run.ranking_task()
+    task = RankingTask.from_run(run)
     counts = task.item_counts
     info = run.data.item_info
     genres = list(info["genres"]) if info is not None and "genres" in info else [()] * len(counts)

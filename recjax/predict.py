@@ -42,7 +42,7 @@ import numpy as np
 from recjax.data.dataset import Ratings, UnknownIdError
 from recjax.data.jsonlines import PairData
 from recjax.data.movielens import MalformedFileError
-from recjax.runs import module_predictions
+from recjax.scoring import module_predictions
 from recjax.train.step import Model
 
 __all__ = ["Trained", "load_trained", "predict_pairs", "embed", "respond", "read_requests"]

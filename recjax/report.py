@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from recjax.data.dataset import Ratings
+from recjax.evaluation.compare import rating_baselines
+
 __all__ = ["format_table", "print_run_summary"]
 
 
@@ -30,7 +33,8 @@ def format_table(header: list[str], rows: list[list[Any]], floatfmt: str = ".4f"
 
 
 def print_run_summary(result: Any) -> None:
-    """Print a finished run's metrics next to its baselines, and its speed."""
+    """Print a finished run's metrics next to its baselines (global and user mean, fitted
+    here on its train part, for a rating model of MovieLens-style data), and its speed."""
     m = result.metrics
     if "test_rmse" in m:
         names: tuple[str, ...] = ("rmse", "mse", "mae")
@@ -41,10 +45,12 @@ def print_run_summary(result: Any) -> None:
     header = ["model"] + [f"{part} {name.upper()}" for name in names for part in ("train", "val", "test")]
     model_name = type(result.module).__name__
     rows = [[model_name] + [m.get(f"{part}_{name}") for name in names for part in ("train", "val", "test")]]
-    for baseline in ("global_mean", "user_mean"):
-        if f"{baseline}_test_{names[0]}" in m:
-            rows.append([baseline.replace("_", " ")] +
-                        [m[f"{baseline}_{part}_{name}"] for name in names for part in ("train", "val", "test")])
+    if "test_rmse" in m and all(isinstance(result.splits.get(p), Ratings) for p in ("train", "val", "test")):
+        per_part = {part: rating_baselines(result.splits["train"], result.splits[part])
+                    for part in ("train", "val", "test") if len(result.splits[part])}
+        for baseline in per_part.get("test", {}):
+            rows.append([baseline] + [per_part[part][baseline][name] if part in per_part else None
+                                      for name in names for part in ("train", "val", "test")])
     print(format_table(header, rows))
     print(
         f"\nbest epoch {m['best_epoch']} of {m['epochs_run']}"

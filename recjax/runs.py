@@ -69,10 +69,12 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.retrieval import TopK, dense_topk
+from recjax.scoring import EmbeddingScorer, as_scorer, module_predictions
 
 __all__ = ["Run", "RunFolderError", "Embeddings", "RunWriter", "MEASURES"]
 
@@ -582,13 +584,6 @@ class Run:
         by_epoch = {m["epoch"]: m for m in self.metrics if "epoch" in m and m.get("phase") != "refit"}
         return [by_epoch[e] for e in sorted(by_epoch)]
 
-    def ranking_task(self) -> Any:
-        """The ranking protocol on this run's split: train = fit + validation parts."""
-        from recjax.ranking import RankingTask
-
-        self._need_vocabulary("ranking")
-        return RankingTask.from_ratings([self.splits["train"], self.splits["val"]], self.splits["test"])
-
     def embeddings(self) -> Embeddings:
         """Raw ids and vectors (``embeddings.npz``)."""
         self._need_vocabulary("embeddings")
@@ -652,14 +647,13 @@ class Run:
         """How this run ranks items for its users (built once per measure).
 
         ``dot``: the model's own ranking, through the model contract
-        (:func:`recjax.ranking.as_scorer`): its ranking vectors (MF: ``[U_u, 1] . [V_i,
+        (:func:`recjax.scoring.as_scorer`): its ranking vectors (MF: ``[U_u, 1] . [V_i,
         b_i]``, the item bias included), for a bag model its user tower over each user's
         train + validation movies (the bags its test metrics use), or else its full
         network over all items; ``cosine`` / ``l2``: the raw embeddings of
         ``embeddings.npz``.
         """
         from recjax.models import MODELS
-        from recjax.ranking import EmbeddingScorer, as_scorer
 
         _check_measure(measure)
         self._need_vocabulary("ranking")
@@ -711,7 +705,7 @@ class Run:
         """
 
         self._need_vocabulary("recommend")
-        n = _check_count(N, "N")
+        n = positive_int(N, "N")
         if (users is None) == (new_user_items is None):
             raise ValueError("give exactly one of users and new_user_items")
         candidates = None if items is None else np.unique(self._index("item", np.asarray(items).ravel()))
@@ -748,7 +742,7 @@ class Run:
 
         _check_measure(measure)
         self._need_vocabulary("similar_items")
-        n = _check_count(N, "N")
+        n = positive_int(N, "N")
         raw = np.asarray(items)
         index = self._index("item", raw.ravel()).astype(np.int64)
         k = min(n, self.data.n_items - 1)
@@ -843,30 +837,18 @@ class Run:
             index, rating, binary_threshold=self.train_config.binary_threshold)
         return user_vector, item_vectors, index
 
-    def evaluate(self, test: Ratings | None = None, k: int = 10, *,
-                 baselines: bool = False) -> dict[str, float]:
-        """Rating and ranking metrics of the run on its own test part, or on ``test``.
-
-        ``test`` (raw ids resolved through this run's vocabulary; an id the run does not
-        know is an error) is ranked against everything not in the run's train +
-        validation parts. Returns the run's row (see
-        :func:`recjax.explore.evaluate_runs`); ``baselines=True`` returns the whole
-        table ``{name: metrics}`` instead.
-        """
-        from recjax.explore import evaluate_runs
-
-        self._need_vocabulary("evaluate")
-        run = self if test is None else self._with_test(test)
-        table = evaluate_runs([run], k, baselines=baselines)
-        return table if baselines else next(iter(table.values()))
-
     # -- helpers
     @property
     def _labels(self) -> dict[str, Any]:
         """What a family's ``inputs`` needs of the run's configuration: the task's labels."""
         return {"task": self.train_config.task, "binary_threshold": self.train_config.binary_threshold}
 
-    def _with_test(self, test: Ratings) -> "Run":
+    def with_test(self, test: Ratings) -> "Run":
+        """This run with ``test`` as its test part: ``test``'s raw ids are resolved
+        through the run's vocabulary (an id it does not know is an
+        :class:`~recjax.data.UnknownIdError`), so the run's model is evaluated on data
+        it has never seen (:func:`recjax.evaluation.evaluate_run`)."""
+        self._need_vocabulary("evaluate")
         if not isinstance(test, Ratings):
             raise TypeError(f"test must be a recjax.data.Ratings, got {type(test).__name__}")
         user = self._index("user", test.users.ids[test.user])
@@ -874,9 +856,7 @@ class Run:
         part = dataclasses.replace(self.data, user=user, item=item,
                                    rating=np.asarray(test.rating, np.float32),
                                    timestamp=np.asarray(test.timestamp, np.int64))
-        other = dataclasses.replace(self, splits={**self.splits, "test": part})
-        other.final_metrics = _rating_metrics_of(other, part)
-        return other
+        return dataclasses.replace(self, splits={**self.splits, "test": part})
 
     def _index(self, side: str, raw: np.ndarray) -> np.ndarray:
         vocab = self.data.users if side == "user" else self.data.items
@@ -932,50 +912,3 @@ def _genres_text(genres: Any) -> str:
 def _check_measure(measure: str, allowed: Sequence[str] = MEASURES) -> None:
     if measure not in allowed:
         raise ValueError(f"unknown measure {measure!r}; choose one of {', '.join(allowed)}")
-
-
-def _check_count(n: Any, name: str) -> int:
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"{name} must be a positive integer, got {n!r}")
-    return int(n)
-
-
-_MAX_CHUNK = 8192  # examples per compiled prediction call
-
-
-@functools.lru_cache(maxsize=64)
-def _predictor(module: Any, chunk: int) -> tuple[Any, Any]:
-    """(split model, jitted predict in chunks of ``chunk``) of a module, made once per
-    module and chunk size."""
-    from recjax.train.step import Model, make_predict
-
-    model = Model.split(module)
-    return model, make_predict(model, chunk=chunk)
-
-
-def module_predictions(module: Any, inputs: dict[str, np.ndarray]) -> np.ndarray:
-    """The module's predictions float64 [n] for a model family's ``inputs`` arrays.
-
-    Inputs are padded to the next power of two (at most 8192 per compiled call), so a
-    few pairs cost a small call and a served model compiles at most 14 sizes."""
-    import jax.numpy as jnp
-
-    n = len(next(iter(inputs.values())))
-    chunk = min(_MAX_CHUNK, 1 << max(n - 1, 0).bit_length())
-    model, predict = _predictor(module, chunk)
-    arrays = {k: jnp.asarray(v) for k, v in inputs.items()}
-    return np.asarray(predict(model.params, arrays), np.float64)
-
-
-def _rating_metrics_of(run: Run, test: Ratings) -> dict[str, float]:
-    """The ``test_*`` rating metrics of ``run``'s model on ``test`` (what the final
-    record holds for the run's own test part)."""
-    from recjax.evaluation import binary_metrics, rating_metrics
-    from recjax.models import MODELS
-
-    spec = MODELS[run.train_config.model]
-    if not spec.capabilities.pairs:
-        return {}
-    inputs = spec.inputs(test, **run._labels)
-    score = rating_metrics if run.train_config.task == "regression" else binary_metrics
-    return score(module_predictions(run.model(), inputs), np.asarray(inputs["label"], np.float64), "test_")

@@ -14,7 +14,7 @@ from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import RunConfig
 from recjax.data.jsonlines import PAD
 from recjax.models.dae import DAE, DAEConfig, bag_logits, build_dae, dae_inputs
-from recjax.models.softmax import make_softmax_evaluator
+from recjax.train.validation import bag_validator
 from recjax.train.loop import fit
 from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.train.step import Model
@@ -133,7 +133,7 @@ def test_learns_the_planted_preferences():
     cfg = DAEConfig(dims="16")
     inputs = dae_inputs(cfg, splits)
     model = Model.split(build_dae(cfg, splits["train"], seed=run.seed))
-    evaluate = make_softmax_evaluator(model, inputs)
+    evaluate = bag_validator(model, inputs)
     result = fit(model, inputs["train"], run, task="classification",
                  validate=lambda p: evaluate(p, "val", "val_"), monitor="val_loss")
     metrics = evaluate(result.params, "test", "test_")

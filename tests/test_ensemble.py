@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recjax.ensemble import BlendScorer, _standardise_rows, blend
+from recjax.evaluation.ensemble import BlendScorer, _standardise_rows, blend
 from recjax.models.baselines import EASE
-from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, evaluate_ranking
+from recjax.scoring import EmbeddingScorer, FunctionScorer
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.retrieval import topk
 
 
@@ -135,7 +136,7 @@ def test_blend_errors():
 
 
 def test_average_predictions():
-    from recjax.ensemble import average_predictions
+    from recjax.evaluation.ensemble import average_predictions
 
     a, b = np.array([3.0, 4.0, 1.0]), np.array([5.0, 2.0, 2.0])
     np.testing.assert_allclose(average_predictions([a, b]), [4.0, 3.0, 1.5])

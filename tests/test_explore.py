@@ -11,7 +11,8 @@ import pytest
 
 from _tiny_run import tiny_run
 from recjax.data import UnknownIdError
-from recjax.explore import evaluate_run, find_titles, load_run, neighbors, recommendations
+from recjax.evaluation.compare import evaluate_run
+from recjax.explore import find_titles, load_run, neighbors, recommendations
 from recjax.runs import Run, RunFolderError
 
 
@@ -204,7 +205,7 @@ def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run)
     import jax.numpy as jnp
 
     from recjax.models import MODELS
-    from recjax.ranking import FunctionScorer, as_scorer
+    from recjax.scoring import FunctionScorer, as_scorer
 
     spec = MODELS["dnn"]
     cfg = spec.config(embedding_dim=4, hidden_dims="6")
@@ -224,7 +225,7 @@ def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run)
 def test_evaluate_runs_share_one_table(run):
     import dataclasses
 
-    from recjax.explore import evaluate_runs
+    from recjax.evaluation.compare import evaluate_runs
 
     results = evaluate_runs([run, run], 5, baselines=False)
     assert list(results) == ["mf (run)", "mf (run, 2)"]
@@ -237,7 +238,7 @@ def test_evaluate_runs_share_one_table(run):
 
 
 def test_evaluate_runs_ensemble_row(run):
-    from recjax.explore import evaluate_runs
+    from recjax.evaluation.compare import evaluate_runs
 
     alone = evaluate_runs([run], 5, baselines=False)["mf"]
     # a run blended with itself ranks exactly as the run does
@@ -279,7 +280,7 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     from recjax.config import RunConfig
     from recjax.evaluation import mse, rmse
     from recjax.experiment import run as train_run
-    from recjax.explore import evaluate_runs
+    from recjax.evaluation.compare import evaluate_runs
     from recjax.models.mf import MFConfig
 
     predicted, labels = run.rating_predictions("test")
@@ -297,15 +298,15 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
 def test_ensemble_errors(run, monkeypatch):
     import dataclasses
 
-    import recjax.explore as explore
+    import recjax.evaluation.compare as compare
 
     def binary(threshold: float) -> Run:
         cfg = dataclasses.replace(run.train_config, task="binary", binary_threshold=threshold)
         return dataclasses.replace(run, train_config=cfg)
 
     with pytest.raises(ValueError, match="label the test part differently"):
-        explore.evaluate_runs([binary(3.0), binary(4.0)], 5, baselines=False, ensemble=0.0)
-    monkeypatch.setattr(explore, "EASE_MAX_ITEMS", 5)
+        compare.evaluate_runs([binary(3.0), binary(4.0)], 5, baselines=False, ensemble=0.0)
+    monkeypatch.setattr(compare, "EASE_MAX_ITEMS", 5)
     with pytest.raises(ValueError, match="EASE is not fitted above 5 items"):
-        explore.evaluate_runs([run], 5, ensemble=0.5)
-    assert "ensemble of 1 runs" in explore.evaluate_runs([run], 5, ensemble=0.0)  # runs alone still work
+        compare.evaluate_runs([run], 5, ensemble=0.5)
+    assert "ensemble of 1 runs" in compare.evaluate_runs([run], 5, ensemble=0.0)  # runs alone still work

@@ -14,7 +14,7 @@ import warnings
 import numpy as np
 import pytest
 
-from recjax.ranking import EmbeddingScorer
+from recjax.scoring import EmbeddingScorer
 from recjax.retrieval import kernel_available, recommend, similar_items, topk
 
 

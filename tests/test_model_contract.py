@@ -33,7 +33,7 @@ import pytest
 from recjax.config import RunConfig
 from recjax.data import Ratings, Vocabulary, split_ratings, synthetic_ratings
 from recjax.data.bags import bags_from_csr
-from recjax.ensemble import blend
+from recjax.evaluation.ensemble import blend
 from recjax.models import MODELS
 from recjax.models.base import (
     BagModel,
@@ -45,14 +45,9 @@ from recjax.models.base import (
     capabilities_of,
 )
 from recjax.models.baselines import MostPopular
-from recjax.ranking import (
-    EmbeddingScorer,
-    FunctionScorer,
-    RankingTask,
-    as_scorer,
-    compare,
-    evaluate_ranking,
-)
+from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.train.step import Model, TrainState, make_train_step
 
 FAMILIES = sorted(MODELS)
@@ -214,7 +209,7 @@ def test_one_epoch_trains_saves_and_reopens_identically(short_run):
     saved = opened.scorer("dot").topk(users, 10, opened.rated)
     assert np.array_equal(fresh.ids, saved.ids) and np.array_equal(fresh.scores, saved.scores)
     if caps.pairs:
-        from recjax.runs import module_predictions
+        from recjax.scoring import module_predictions
 
         spec = MODELS[family]
         inputs = spec.inputs(opened.splits["test"], task=opened.train_config.task)
@@ -230,14 +225,14 @@ def test_one_epoch_trains_saves_and_reopens_identically(short_run):
 def test_any_trained_model_is_ranked_blended_and_evaluated_alike(short_run):
     family, _, opened = short_run
     caps = MODELS[family].capabilities
-    task = opened.ranking_task()
+    task = RankingTask.from_run(opened)
     module = opened.model()
     scorer = as_scorer(module, bags=task.train)
     assert isinstance(scorer, (EmbeddingScorer, FunctionScorer)) and scorer.n_items == task.n_items
     metrics = evaluate_ranking(module, task, 5)
     assert {"precision@5", "ndcg@5", "coverage@5"} <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
-    table = compare({family: module, "most popular": MostPopular().fit(opened.splits["train"])}, task, 5)
+    table = compare_models({family: module, "most popular": MostPopular().fit(opened.splits["train"])}, task, 5)
     assert table[family] == metrics
     mixed = evaluate_ranking(blend([opened.scorer("dot"), MostPopular().fit(opened.splits["train"])]), task, 5)
     assert np.isfinite(mixed["ndcg@5"])
@@ -247,7 +242,7 @@ def test_any_trained_model_is_ranked_blended_and_evaluated_alike(short_run):
     else:
         top = task.rank(module, 5)
         assert np.array_equal(top.ids, as_scorer(module).topk(task.users, 5, task.train).ids)
-    assert np.isfinite(opened.evaluate(k=5)["ndcg@5"])
+    assert np.isfinite(evaluate_run(opened, k=5, baselines=False)[opened.name]["ndcg@5"])
 
 
 def test_ranking_vectors_order_items_as_the_model_scores_them(short_run):
@@ -256,7 +251,7 @@ def test_ranking_vectors_order_items_as_the_model_scores_them(short_run):
     module = opened.model()
     n_users, n_items = opened.data.n_users, opened.data.n_items
     if caps.bag:
-        bags = bags_from_csr(opened.ranking_task().train)
+        bags = bags_from_csr(RankingTask.from_run(opened).train)
         users, items = module.ranking_vectors(bags)
         own = np.asarray(module({"bag": jnp.asarray(bags)}))
     elif caps.ranks and module.ranking_vectors() is not None:

@@ -69,10 +69,10 @@ ROOT = Path(recjax.__file__).resolve().parent
 # names their public submodules export), none private. Every public module of these
 # packages is checked, new ones included.
 PUBLIC_MODULES = sorted(
-    [f"recjax.{package}" for package in ("data", "retrieval", "train")]
-    + [f"recjax.{package}.{path.stem}" for package in ("data", "retrieval", "train")
+    [f"recjax.{package}" for package in ("data", "evaluation", "retrieval", "train")]
+    + [f"recjax.{package}.{path.stem}" for package in ("data", "evaluation", "retrieval", "train")
        for path in (ROOT / package).glob("*.py") if not path.name.startswith("_")]
-    + ["recjax.ensemble", "recjax.evaluation", "recjax.plots", "recjax.predict", "recjax.report"]
+    + ["recjax.scoring", "recjax.plots", "recjax.predict", "recjax.report"]
 )
 
 HEAVY = ("jax", "jaxlib", "flax", "optax", "orbax", "recjax._ext")

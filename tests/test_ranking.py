@@ -10,14 +10,9 @@ import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
 from recjax.models.baselines import EASE, MostPopular
-from recjax.ranking import (
-    EmbeddingScorer,
-    FunctionScorer,
-    RankingTask,
-    as_scorer,
-    compare,
-    evaluate_ranking,
-)
+from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+from recjax.evaluation.compare import compare_models
 
 
 def random_split(seed: int, n_users: int = 40, n_items: int = 60, n: int = 700):
@@ -181,7 +176,7 @@ def test_ease_beats_popularity_on_clustered_data():
     test_rows = rng.random(len(data)) < 0.25
     train, test = data.subset(~test_rows), data.subset(test_rows)
     task = RankingTask.from_ratings(train, test)
-    results = compare({"pop": MostPopular().fit(train), "ease": EASE(5).fit(train)}, task, 5)
+    results = compare_models({"pop": MostPopular().fit(train), "ease": EASE(5).fit(train)}, task, 5)
     assert results["ease"]["ndcg@5"] > results["pop"]["ndcg@5"] + 0.1
     assert 0 < results["pop"]["coverage@5"] < results["ease"]["coverage@5"]
     assert results["pop"]["diversity@5"] == pytest.approx(0.0)  # 1-D vectors: all alike
@@ -236,7 +231,7 @@ def test_pair_vectors_rank_like_the_model(comparators, layers, activation, task,
     import jax.numpy as jnp
 
     from recjax.models.pair import PairConfig, build_pair
-    from recjax.ranking import FunctionScorer
+    from recjax.scoring import FunctionScorer
 
     train, _ = random_split(10, n_users=6, n_items=9, n=40)
     cfg = PairConfig(enc_dim=4, enc0_token_embedding_dim=3, enc1_token_embedding_dim=3, mlp_dim=5,
@@ -298,7 +293,7 @@ def test_a_runs_ranking_task_excludes_its_train_and_validation_parts(tmp_path_fa
     from recjax.explore import load_run
 
     run = load_run(tiny_run(tmp_path_factory))
-    pattern = run.ranking_task().train.tocoo()
+    pattern = RankingTask.from_run(run).train.tocoo()
     ranked_out = set(zip(pattern.row.tolist(), pattern.col.tolist()))
 
     def pairs(part):

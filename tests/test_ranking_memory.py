@@ -11,7 +11,8 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
-from recjax.ranking import EmbeddingScorer, FunctionScorer, RankingTask, batched_topk, evaluate_ranking
+from recjax.scoring import EmbeddingScorer, FunctionScorer, batched_topk
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.retrieval import TopK, dense_topk, topk
 
 
@@ -125,7 +126,7 @@ def test_k_above_the_catalogue_ranks_the_whole_catalogue_under_the_asked_key():
     top = task.rank(scorer, 5000)
     assert top.ids.shape == (len(task.users), task.n_items)
     assert np.array_equal(top.ids, task.rank(scorer, task.n_items).ids)
-    with pytest.raises(ValueError, match="k must be a positive integer"):
+    with pytest.raises(ValueError, match="k must be >= 1"):
         task.rank(scorer, 0)
     at_n = evaluate_ranking(scorer, task, task.n_items)
     at_big = evaluate_ranking(scorer, task, 5000)

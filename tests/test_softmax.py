@@ -15,12 +15,10 @@ from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import RunConfig
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.jsonlines import PAD
-from recjax.models.softmax import (
-    SoftmaxConfig, SoftmaxModel, _ranking_metrics, _sampled_logits, build_softmax, make_softmax_evaluator,
-    softmax_inputs,
-)
+from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, _sampled_logits, build_softmax, softmax_inputs
 from recjax.train.loop import fit
 from recjax.train.step import Model
+from recjax.train.validation import bag_ranking_stats, bag_validator
 
 GENRES = np.array([[0, -1], [1, 2], [0, -1], [2, -1], [1, -1], [0, 1]])
 YEARS = np.array([0, 0, 1, 1, 2, -1])
@@ -147,7 +145,7 @@ def test_ranking_metrics_by_hand():
     logits = jnp.array([[5.0, 4.0, 3.0, 2.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0]])
     bag = jnp.array([[0, PAD], [4, 3]])
     targets = jnp.array([[1, 4, PAD], [0, PAD, PAD]])
-    out = jax.device_get(_ranking_metrics(logits, bag, targets, k=2))
+    out = jax.device_get(bag_ranking_stats(logits, bag, targets, k=2))
     # user 0: top-2 unrated = [1, 2] -> 1 hit of 2 targets; user 1: top-2 unrated = [2, 1] -> 0 hits
     assert out["hits"].tolist() == [1, 0] and out["n_targets"].tolist() == [2, 1]
     lse0 = np.log(np.exp(3.0) + np.exp(2.0))  # unrated non-targets of user 0: movies 2, 3
@@ -206,7 +204,7 @@ def test_learns_the_planted_preferences(negatives):
     cfg = SoftmaxConfig(embedding_dim=16, hidden_dims="32", targets_per_user=4, negatives=negatives)
     inputs = softmax_inputs(cfg, splits)
     model = Model.split(build_softmax(cfg, splits["train"], seed=run.seed))
-    evaluate = make_softmax_evaluator(model, inputs)
+    evaluate = bag_validator(model, inputs)
     result = fit(model, inputs["train"], run, task="classification",
                  validate=lambda p: evaluate(p, "val", "val_"), monitor="val_loss")
     metrics = evaluate(result.params, "test", "test_")

@@ -6,8 +6,8 @@ standardises each model's scores for a user over that user's *candidate* items (
 items not excluded, i.e. not in the user's train set) to mean 0 and variance 1,
 then ranks by ``sum_j w_j z_j``. A model whose scores are constant for a user
 contributes 0 for that user. Excluded items enter neither the statistics nor the
-list. It is a :class:`recjax.ranking.Scorer`, so :class:`recjax.ranking.RankingTask`
-and :func:`recjax.ranking.evaluate_ranking` take it like any model.
+list. It is a :class:`recjax.evaluation.protocol.Scorer`, so :class:`recjax.evaluation.protocol.RankingTask`
+and :func:`recjax.evaluation.protocol.evaluate_ranking` take it like any model.
 
 Rating models are combined by :func:`average_predictions`: the mean predicted rating,
 or for the binary task the mean probability (returned as a logit).
@@ -16,7 +16,7 @@ Example
 -------
 >>> import numpy as np
 >>> import scipy.sparse as sp
->>> from recjax.ensemble import blend
+>>> from recjax.evaluation.ensemble import blend
 >>> users = np.eye(2)                                   # two users, 2-d vectors
 >>> a = (users, np.array([[3.0, 0.0], [2.0, 0.0], [0.0, 1.0]]))   # model a: item 0 first
 >>> b = (users, np.array([[0.0, 0.0], [9.0, 0.0], [0.0, 5.0]]))   # model b: item 1 first
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from recjax.ranking import as_scorer, batched_topk
+from recjax.scoring import as_scorer, batched_topk
 from recjax.retrieval import TopK
 
 __all__ = ["BlendScorer", "blend", "average_predictions"]
@@ -131,7 +131,7 @@ class BlendScorer:
 
 def blend(models: Sequence[Any], weights: Sequence[float] | None = None, *,
           metric: str = "dot") -> BlendScorer:
-    """A :class:`BlendScorer` of ``models`` (anything :func:`recjax.ranking.as_scorer`
+    """A :class:`BlendScorer` of ``models`` (anything :func:`recjax.evaluation.protocol.as_scorer`
     accepts: runs' scorers, ``(users, items)`` vector pairs, EASE, MF modules, ...).
 
     ``weights`` default to equal; ``metric`` applies to models given as vectors.

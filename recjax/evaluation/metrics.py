@@ -45,8 +45,12 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import pearsonr, rankdata, spearmanr
 
+from recjax._blocks import WORKING_MEMORY, block_rows, blocks
+from recjax._checks import positive_int
+
 __all__ = [
     "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
+    "task_metrics", "RATING_NAMES",
     "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
     "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
     "norm_popularity_correlation",
@@ -116,26 +120,21 @@ def binary_metrics(logits, labels, prefix: str = "") -> dict[str, float]:
             f"{prefix}log_loss": log_loss(logits, labels)}
 
 
+def task_metrics(task: str, predictions, labels, prefix: str = "") -> dict[str, float]:
+    """The metrics of a rating model's task: :func:`rating_metrics` of ratings
+    (``"regression"``) or :func:`binary_metrics` of logits (``"binary"``)."""
+    if task not in RATING_NAMES:
+        raise ValueError(f"unknown task {task!r}; choose one of {', '.join(RATING_NAMES)}")
+    score = rating_metrics if task == "regression" else binary_metrics
+    return score(predictions, labels, prefix)
+
+
+#: The metric names of :func:`task_metrics`, per task.
+RATING_NAMES = {"regression": ("mse", "rmse", "mae"), "binary": ("accuracy", "auc", "log_loss")}
+
+
 # ----------------------------------------------------------------------------- ranking
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
-
-#: Bytes of temporaries a blocked metric aims to hold at once (sklearn's working_memory).
-WORKING_MEMORY = 64 << 20
-
-
-def _block_rows(bytes_per_row: int, block_size: int | None = None) -> int:
-    """Rows per block: ``block_size`` when given, else as many as fit in :data:`WORKING_MEMORY`."""
-    if block_size is not None:
-        if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
-            raise ValueError(f"block_size must be a positive integer, got {block_size!r}")
-        return int(block_size)
-    return max(1, WORKING_MEMORY // max(int(bytes_per_row), 1))
-
-
-def _blocks(n: int, rows: int):
-    """Slices of ``rows`` consecutive rows covering ``range(n)``."""
-    return (slice(start, min(start + rows, n)) for start in range(0, n, rows))
-
 
 def _recommended(recommended: Any, k: int | None, n_items: int | None = None) -> np.ndarray:
     """The ids [U, k] of a TopK or an int array [U, K], cut to the first ``k`` columns (a
@@ -150,9 +149,8 @@ def _recommended(recommended: Any, k: int | None, n_items: int | None = None) ->
         raise ValueError(f"recommended ids must be integers, got dtype {ids.dtype}")
     if k is None:
         k = ids.shape[1]
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    used = int(k) if n_items is None else min(int(k), max(int(n_items), 1))
+    k = positive_int(k, "k")
+    used = k if n_items is None else min(k, max(int(n_items), 1))
     if used > ids.shape[1]:
         raise ValueError(f"k={k} exceeds the {ids.shape[1]} recommendations per user")
     return ids[:, :used]
@@ -235,7 +233,7 @@ def hits(recommended: Any, relevant: Any, k: int | None = None, *,
     rel = _Relevance(relevant, ids.shape[0], users)
     rel.check(ids)
     hit = np.zeros(ids.shape, bool)
-    for block in _blocks(ids.shape[0], _block_rows(_RANKING_BYTES * ids.shape[1], block_size)):
+    for block in blocks(ids.shape[0], block_rows(_RANKING_BYTES * ids.shape[1], block_size)):
         hit[block] = rel.hits(ids, block)
     return hit, rel.n_relevant
 
@@ -256,7 +254,7 @@ def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any,
     discount = 1.0 / np.log2(positions + 1.0)
     cumulative_discount = np.cumsum(discount)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in RANKING_METRICS}
-    for block in _blocks(ids.shape[0], _block_rows(_RANKING_BYTES * k, block_size)):
+    for block in blocks(ids.shape[0], block_rows(_RANKING_BYTES * k, block_size)):
         n_rel = rel.n_relevant[block]
         keep = n_rel > 0
         if not keep.any():
@@ -362,7 +360,7 @@ def catalogue_coverage(recommended, n_items: int, k: int | None = None, *,
     if ids.size and ids.max() >= n_items:
         raise ValueError(f"recommended ids must be below n_items={n_items}")
     seen = np.zeros(int(n_items), bool)
-    for block in _blocks(ids.shape[0], _block_rows(16 * ids.shape[1], block_size)):
+    for block in blocks(ids.shape[0], block_rows(16 * ids.shape[1], block_size)):
         part = ids[block]
         seen[part[part >= 0]] = True
     return float(seen.sum() / n_items)
@@ -405,7 +403,7 @@ def diversity(recommended, item_embeddings, k: int | None = None, *,
     # users (the count matrix, ~64 B per list entry as it is built, and the [users, d] sums) x items
     # (a float64 unit slice of the table, ~24 B per value)
     item_rows = max(1, WORKING_MEMORY // (24 * max(d, 1)))
-    rows = _block_rows(64 * width + 16 * max(d, 1), block_size)
+    rows = block_rows(64 * width + 16 * max(d, 1), block_size)
 
     def unit_rows(items: slice) -> tuple[np.ndarray, np.ndarray]:
         vectors = np.asarray(emb[items], np.float64)
@@ -415,7 +413,7 @@ def diversity(recommended, item_embeddings, k: int | None = None, *,
 
     whole = unit_rows(slice(0, n_items)) if item_rows >= n_items else None  # normalised once
     pair_sums, counts = [], []
-    for block in _blocks(n_users, rows):
+    for block in blocks(n_users, rows):
         part = ids[block]
         valid = part >= 0
         m = valid.sum(1)
@@ -425,7 +423,7 @@ def diversity(recommended, item_embeddings, k: int | None = None, *,
             total, squares = chosen @ whole[0], chosen @ whole[1]
         else:
             total, squares = np.zeros((part.shape[0], d)), np.zeros(part.shape[0])
-            for items in _blocks(n_items, item_rows):
+            for items in blocks(n_items, item_rows):
                 unit, unit_squares = unit_rows(items)
                 total += chosen[:, items] @ unit
                 squares += chosen[:, items] @ unit_squares
@@ -474,7 +472,7 @@ def novelty(recommended, item_counts, n_users: int, k: int | None = None, *,
         raise ValueError(f"recommended ids must be below len(item_counts)={counts.shape[0]}")
     sums: dict[str, list[np.ndarray]] = {"popularity": [], "self_information": [], "ratings": []}
     lengths = []
-    for block in _blocks(ids.shape[0], _block_rows(64 * ids.shape[1], block_size)):
+    for block in blocks(ids.shape[0], block_rows(64 * ids.shape[1], block_size)):
         part = ids[block].astype(np.int64, copy=False)
         valid = part >= 0
         c = counts[np.where(valid, part, 0)]

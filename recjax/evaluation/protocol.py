@@ -4,25 +4,17 @@ Train on a split's train part. For every test user, rank **all** items the user 
 not rated in the train part (validation included: it is part of the split's train
 set), keep the top ``k``, and count as relevant the user's test items, whatever
 their rating. On ml-100k's ``ua`` split (the reference protocol) every user has 10
-test items. Scores come from a :class:`Scorer`:
-
-* :class:`EmbeddingScorer`: user and item vectors, scored by the compiled top-k
-  kernel (:func:`recjax.retrieval.topk`, dot / cosine / L2) with the train set as
-  its per-user ``exclude`` CSR, batched over users;
-* :class:`FunctionScorer`: any function from a batch of user indices to a dense
-  ``[B, n_items]`` score matrix (a pair model's full comparator, EASE, ...);
-* :func:`as_scorer` turns models into scorers through the model contract
-  (:mod:`recjax.models.base`): any trained module of any family (its ranking
-  vectors, its user tower over each user's train items for a bag model, or its dense
-  scores), EASE and most-popular, an object with ``ranking_vectors() -> (users [U, d],
-  items [N, d])``, or a ``(users, items)`` pair of arrays.
+test items. Models are ranked through :func:`recjax.scoring.as_scorer` (any trained
+module of any family by what it declares, EASE and most-popular, an object with
+``ranking_vectors()``, or a ``(users, items)`` pair of vector tables), with the train
+set as each user's ``exclude`` list.
 
 ``k`` above the catalogue: a list holds at most ``n_items`` items, so
 :meth:`RankingTask.rank` returns ``min(k, n_items)`` columns and
 :func:`evaluate_ranking` reports the metrics at ``n_items`` under keys that carry the
 ``k`` asked for (``precision@5000`` on ml-100k is precision@1682). Memory: dense
 scores are computed a batch of users at a time, the batch sized from
-:data:`recjax.evaluation.WORKING_MEMORY`, and ranked by
+:data:`recjax._blocks.WORKING_MEMORY`, and ranked by
 :func:`recjax.retrieval.dense_topk` (the top-k reference's selection, in row blocks),
 so the temporaries stay bounded for any ``k``; only the answer (``[users, min(k,
 n_items)]``) grows with ``k``.
@@ -31,7 +23,7 @@ Example
 -------
 >>> import numpy as np
 >>> from recjax.data import Ratings
->>> from recjax.ranking import RankingTask, evaluate_ranking
+>>> from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 >>> from recjax.models.baselines import MostPopular
 >>> data = Ratings.from_raw([1, 1, 2, 3, 2, 3], [10, 20, 10, 10, 20, 30],
 ...                         [5.0, 4.0, 3.0, 4.0, 4.0, 2.0])
@@ -46,256 +38,20 @@ Example
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
-from recjax import evaluation as _evaluation
-from recjax.data.bags import bags_from_csr, user_item_pattern
+from recjax._checks import positive_int
+from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
-from recjax.evaluation import catalogue_coverage, diversity, novelty, ranking_metrics
-from recjax.retrieval import TopK, dense_topk, recommend
+from recjax.evaluation.metrics import catalogue_coverage, diversity, novelty, ranking_metrics
+from recjax.retrieval import TopK
+from recjax.scoring import EmbeddingScorer, as_scorer
 
-__all__ = ["RankingTask", "Scorer", "EmbeddingScorer", "FunctionScorer", "as_scorer", "evaluate_ranking",
-           "compare"]
-
-
-@runtime_checkable
-class Scorer(Protocol):
-    """Anything that ranks items for users: ``topk(users, k, exclude) -> TopK``.
-
-    ``users`` int64 [B] user indices; ``exclude`` a CSR matrix [n_users, n_items] of
-    items never to return (or None). Returns ids [B, k] best first, -1 padded.
-    """
-
-    n_items: int
-
-    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK: ...
-
-
-@dataclass(frozen=True, eq=False)
-class EmbeddingScorer:
-    """Scores ``user_vectors[u] . item_vectors[i]`` (or cosine / L2) with the top-k kernel.
-
-    Parameters
-    ----------
-    user_vectors : float array [n_users, d]
-    item_vectors : float array [n_items, d]
-    metric : {"dot", "cosine", "l2"}
-    batch_size : int
-        Users per kernel call (the kernel itself is multi-threaded over users).
-    """
-
-    user_vectors: np.ndarray
-    item_vectors: np.ndarray
-    metric: str = "dot"
-    batch_size: int = 65536
-
-    def __post_init__(self) -> None:
-        for name in ("user_vectors", "item_vectors"):
-            value = np.asarray(getattr(self, name))
-            if value.dtype not in (np.float32, np.float64):
-                value = value.astype(np.float32)
-            if value.ndim != 2:
-                raise ValueError(f"{name} must be 2-D [rows, d], got shape {value.shape}")
-            object.__setattr__(self, name, value)
-        if self.user_vectors.shape[1] != self.item_vectors.shape[1]:
-            raise ValueError(f"user_vectors have d={self.user_vectors.shape[1]} but item_vectors "
-                             f"have d={self.item_vectors.shape[1]}")
-
-    @property
-    def n_items(self) -> int:
-        return int(self.item_vectors.shape[0])
-
-    @functools.cached_property
-    def _dense_items(self) -> tuple[np.ndarray, np.ndarray]:
-        """(item vectors float64 [N, d], unit-normalised for cosine; squared norms [N]),
-        made once for :meth:`scores`."""
-        v = np.asarray(self.item_vectors, np.float64)
-        if self.metric == "cosine":
-            v = _unit_rows(v)
-        return v, np.einsum("ij,ij->i", v, v)
-
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        """Dense scores float64 [B, n_items] of ``users`` [B], higher is better: dot
-        product, cosine, or minus the squared Euclidean distance."""
-        u = np.asarray(self.user_vectors[np.asarray(users, np.int64)], np.float64)
-        v, v_sq = self._dense_items
-        if self.metric == "cosine":
-            u = _unit_rows(u)
-        dot = u @ v.T
-        if self.metric == "l2":
-            return 2.0 * dot - np.einsum("ij,ij->i", u, u)[:, None] - v_sq[None]
-        return dot
-
-    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
-        users = np.asarray(users, np.int64)
-        parts = [recommend(self.user_vectors, self.item_vectors, users[s:s + self.batch_size], k,
-                           exclude=exclude, metric=self.metric)
-                 for s in range(0, max(len(users), 1), self.batch_size)]
-        return TopK(np.concatenate([p.ids for p in parts]), np.concatenate([p.scores for p in parts]))
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
-    return int(k)
-
-
-# bytes of temporaries per score of recjax.retrieval.dense_topk (a batch of dense scores
-# is sized to keep them, and the scores themselves, within WORKING_MEMORY)
-_TOPK_BYTES = 64
-
-
-@dataclass(frozen=True, eq=False)
-class FunctionScorer:
-    """Scores from ``score_fn(users [B]) -> [B, n_items]``, ranked in NumPy per user batch.
-
-    Parameters
-    ----------
-    score_fn : callable
-        Dense scores of every item for a batch of user indices (higher is better).
-    n_items : int
-    batch_size : int, optional
-        Users per call; default keeps a batch's scores and ranking temporaries near
-        :data:`recjax.evaluation.WORKING_MEMORY` bytes.
-    """
-
-    score_fn: Callable[[np.ndarray], Any]
-    n_items: int
-    batch_size: int | None = None
-
-    def scores(self, users: np.ndarray) -> np.ndarray:
-        """``score_fn(users)`` as float64 [B, n_items], its shape checked."""
-        users = np.asarray(users, np.int64)
-        dense = np.asarray(self.score_fn(users), np.float64)
-        if dense.shape != (len(users), self.n_items):
-            raise ValueError(f"score_fn returned shape {dense.shape}, expected "
-                             f"({len(users)}, {self.n_items})")
-        return dense
-
-    def topk(self, users: np.ndarray, k: int, exclude: sp.csr_matrix | None) -> TopK:
-        return batched_topk(lambda batch, _: self.scores(batch), self.n_items, users, k, exclude,
-                            self.batch_size)
-
-
-def batched_topk(score_rows: Callable[[np.ndarray, sp.csr_matrix | None], np.ndarray], n_items: int,
-                 users: np.ndarray, k: int, exclude: sp.csr_matrix | None,
-                 batch_size: int | None = None) -> TopK:
-    """Top ``k`` of dense scores computed a batch of users at a time.
-
-    ``score_rows(batch [B], exclude_rows [B, n_items] or None) -> [B, n_items]``;
-    ``batch_size`` defaults to as many users as keep a batch's scores (as returned
-    and as float64) and its ranking temporaries within
-    :data:`recjax.evaluation.WORKING_MEMORY`. The answer is ``[len(users), min(k,
-    n_items)]``, filled in place.
-    """
-    users = np.asarray(users, np.int64)
-    width = min(_check_k(k), n_items)
-    step = batch_size or _evaluation._block_rows((16 + _TOPK_BYTES) * max(n_items, 1))
-    ids = np.empty((len(users), width), np.int64)
-    scores = np.empty((len(users), width), np.float64)
-    for s in range(0, len(users), step):
-        batch = users[s:s + step]
-        rows = None if exclude is None else exclude[batch]
-        dense = score_rows(batch, rows)
-        if np.shape(dense) != (len(batch), n_items):
-            raise ValueError(f"score_rows returned shape {np.shape(dense)}, expected ({len(batch)}, {n_items})")
-        res = dense_topk(dense, width, exclude=rows)
-        ids[s:s + step], scores[s:s + step] = res.ids, res.scores
-    return TopK(ids, scores)
-
-
-def as_scorer(model: Any, metric: str = "dot", *, bags: Any = None) -> Scorer:
-    """A :class:`Scorer` for ``model``.
-
-    Accepted: a :class:`Scorer` (as is); a ``(user_vectors, item_vectors)`` pair of
-    arrays; any model of the contract of :mod:`recjax.models.base`, by what it
-    declares: a bag model (softmax, Mult-DAE) by ``ranking_vectors(bags)``, a model that
-    ``ranks`` by ``ranking_vectors()`` (MF, a linear pair model, EASE, most popular), a
-    model of ``pairs`` without ranking vectors (DNN, a non-linear pair model) by its
-    dense scores of every item (:class:`FunctionScorer`); and any object with a
-    ``ranking_vectors()`` method (:class:`recjax.models.base.Ranker`).
-
-    Parameters
-    ----------
-    model
-    metric : {"dot", "cosine", "l2"}
-        For vectors; a model ranked by its dense scores takes ``"dot"`` only.
-    bags : int array [n_users, L] or sparse matrix [n_users, n_items], optional
-        Each user's items, for a bag model: PAD-padded rows of item indices, or a user
-        x item pattern (:meth:`RankingTask.rank` passes its train part).
-
-    Raises
-    ------
-    TypeError
-        ``model`` is none of the accepted kinds, or a bag model without ``bags``.
-    """
-    if isinstance(model, (EmbeddingScorer, FunctionScorer)):
-        return model
-    if isinstance(model, tuple) and len(model) == 2:
-        return EmbeddingScorer(model[0], model[1], metric)
-    if getattr(model, "capabilities", None) is None and not hasattr(model, "ranking_vectors"):
-        if isinstance(model, Scorer):
-            return model
-        raise _unrankable(model)
-    # a model: ask what it declares (recjax.models is imported only here, so that ranking
-    # vectors and scorers need no JAX)
-    from recjax.models.base import Ranker, capabilities_of
-
-    caps = capabilities_of(model)
-    if caps.bag:
-        if bags is None:
-            raise TypeError(f"a {type(model).__name__} ranks users from their bags of items: pass "
-                            f"bags= (RankingTask.rank and evaluate_ranking pass the task's train items)")
-        if sp.issparse(bags):
-            bags = bags_from_csr(bags)
-        return EmbeddingScorer(*model.ranking_vectors(np.asarray(bags)), metric)
-    if caps.ranks or (not caps.names() and isinstance(model, Ranker)):
-        vectors = model.ranking_vectors()
-        if vectors is not None:
-            return EmbeddingScorer(*vectors, metric)
-    if caps.pairs:
-        if metric != "dot":
-            raise ValueError(f"a {type(model).__name__} is ranked by its own scores; metric={metric!r} "
-                             f"needs user and item vectors")
-        return _pair_scorer(model)
-    if isinstance(model, Scorer):
-        return model
-    raise _unrankable(model)
-
-
-def _unrankable(model: Any) -> TypeError:
-    return TypeError(f"cannot rank with a {type(model).__name__}: pass a Scorer, a model of "
-                     f"recjax.models (or any object with ranking_vectors()) or a "
-                     f"(user_vectors, item_vectors) pair")
-
-
-def _pair_scorer(module: Any) -> FunctionScorer:
-    """A model of (user, item) pairs ranked by its predictions of every item for a batch
-    of users (its jitted forward pass)."""
-    from recjax.runs import module_predictions
-
-    n_items = module.n_items
-    if not n_items:
-        raise TypeError(f"this {type(module).__name__} has no catalogue of items to rank (a model of "
-                        f"Object2Vec tokens)")
-
-    def score(users: np.ndarray) -> np.ndarray:
-        u = np.repeat(users.astype(np.int32), n_items)
-        i = np.tile(np.arange(n_items, dtype=np.int32), len(users))
-        batch = {"user": u, "item": i, "label": np.zeros(len(u), np.float32)}
-        return module_predictions(module, batch).reshape(len(users), n_items)
-
-    return FunctionScorer(score, n_items, batch_size=max(1, 262144 // max(n_items, 1)))
+__all__ = ["RankingTask", "evaluate_ranking"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -344,6 +100,13 @@ class RankingTask:
         counts = np.diff(train_csr.tocsc().indptr).astype(np.int64)
         return cls(train_csr, test_csr, users, counts)
 
+    @classmethod
+    def from_run(cls, run: Any) -> "RankingTask":
+        """The task of a run folder's own split (a :class:`recjax.runs.Run`): train =
+        its fit and validation parts, test = its test part."""
+        run._need_vocabulary("ranking")
+        return cls.from_ratings([run.splits["train"], run.splits["val"]], run.splits["test"])
+
     @property
     def n_users(self) -> int:
         return int(self.train.shape[0])
@@ -357,9 +120,9 @@ class RankingTask:
         """Top ``k`` of every test user (or of ``users``), train items excluded: ids
         [users, min(k, n_items)] (a list cannot be longer than the catalogue).
 
-        ``model``: anything :func:`as_scorer` accepts; a bag model's users are the bags
+        ``model``: anything :func:`recjax.scoring.as_scorer` accepts; a bag model's users are the bags
         of their train items (this task's ``train``)."""
-        k = min(_check_k(k), self.n_items)
+        k = min(positive_int(k, "k"), self.n_items)
         scorer = as_scorer(model, metric, bags=self.train)
         if scorer.n_items != self.n_items:
             raise ValueError(f"the model scores {scorer.n_items} items, the split has {self.n_items}")
@@ -377,7 +140,7 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
 
     Parameters
     ----------
-    model : Scorer or anything :func:`as_scorer` accepts
+    model : anything :func:`recjax.scoring.as_scorer` accepts
     task : RankingTask
     k : int
         List length. Above ``task.n_items`` the lists hold the whole catalogue and
@@ -396,7 +159,7 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
         ``users``, ``coverage@k``, ``popularity@k``, ``self_information@k`` and, with
         embeddings, ``diversity@k``.
     """
-    k = _check_k(k)
+    k = positive_int(k, "k")
     scorer = as_scorer(model, metric, bags=task.train)
     top = task.rank(scorer, k)  # [users, min(k, n_items)]
     out = ranking_metrics(top, task.test, k, users=task.users, prefix=prefix)
@@ -409,10 +172,3 @@ def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str 
     if item_embeddings is not None and top.ids.shape[1] >= 2:
         out[f"{prefix}diversity@{k}"] = diversity(top, item_embeddings, k)
     return out
-
-
-def compare(models: dict[str, Any], task: RankingTask, k: int = 10, *,
-            item_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_ranking` of each named model on one task (same diversity space)."""
-    return {name: evaluate_ranking(m, task, k, item_embeddings=item_embeddings)
-            for name, m in models.items()}

@@ -14,19 +14,18 @@ from typing import Any, Callable
 import numpy as np
 from flax import nnx
 
-from recjax.config import RunConfig, from_dict
 from recjax.data.dataset import Ratings
-from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials, make_ials_evaluator
+from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials
 from recjax.models.base import Capabilities, capabilities_of, rating_inputs
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.mf import MF, MFConfig
 from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_splits, pair_inputs
-from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax, make_softmax_evaluator,
+from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax,
                                    softmax_inputs)
 
-__all__ = ["MODELS", "ModelSpec", "Capabilities", "recommended_configs", "MF", "MFConfig", "PairModel",
+__all__ = ["MODELS", "ModelSpec", "Capabilities", "MF", "MFConfig", "PairModel",
            "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",
            "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "IALS", "IALSConfig", "ALS", "ALSConfig"]
 
@@ -63,9 +62,12 @@ class ModelSpec:
     loss : str, optional
         The :data:`recjax.train.losses.TASK_LOSSES` entry trained with, instead
         of ``run_cfg.task``'s.
-    evaluator : callable, optional
-        ``evaluator(model, inputs) -> evaluate(params, part, prefix) -> metrics``:
-        replaces the task's rating or binary metrics.
+    validator : str, optional
+        The dotted name of the family's validation function,
+        ``validator(model, inputs) -> evaluate(params, part, prefix) -> metrics``
+        (e.g. :func:`recjax.train.validation.bag_validator`), replacing the task's
+        rating or binary metrics of its predictions; named, not imported, as
+        :attr:`trainer` is.
     monitor : (str, bool), optional
         Validation metric driving early stopping and whether higher is better,
         instead of the task's.
@@ -87,7 +89,7 @@ class ModelSpec:
     load: Callable[..., dict[str, Any] | None] | None = None
     prepare: Callable[[Any, dict[str, Any]], dict[str, dict[str, np.ndarray]]] | None = None
     loss: str | None = None
-    evaluator: Callable[..., Callable[[dict, str, str], dict[str, float]]] | None = None
+    validator: str | None = None
     monitor: tuple[str, bool] | None = None
     module: type | None = None
     trainer: str = "recjax.train.loop.fit"
@@ -99,6 +101,15 @@ class ModelSpec:
 
         module, name = self.trainer.rsplit(".", 1)
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    def make_validator(self, model: Any, inputs: dict[str, dict[str, np.ndarray]]) -> Any:
+        """The family's :attr:`validator` of ``model`` on ``inputs`` (None without one)."""
+        import importlib
+
+        if self.validator is None:
+            return None
+        module, name = self.validator.rsplit(".", 1)
+        return getattr(importlib.import_module(module), name)(model, inputs)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -139,38 +150,19 @@ MODELS: dict[str, ModelSpec] = {
         optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=60, patience=4)),
     # examples are users: a batch of 64 users trains on 64 x targets_per_user held-out movies
     "softmax": ModelSpec(SoftmaxConfig, build_softmax, ("regression",), prepare=softmax_inputs,
-                         loss="classification", evaluator=make_softmax_evaluator,
+                         loss="classification", validator="recjax.train.validation.bag_validator",
                          monitor=("val_loss", False), module=SoftmaxModel, train_defaults=dict(
                              optimizer="adam", learning_rate=3e-3, batch_size=64, epochs=200, patience=10)),
     # Mult-DAE: examples are users, each reconstructing its whole bag; its dropout and width
     # chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
     "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, loss="classification",
-                     evaluator=make_softmax_evaluator, monitor=("val_loss", False), module=DAE,
+                     validator="recjax.train.validation.bag_validator", monitor=("val_loss", False), module=DAE,
                      train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
     # alternating least squares: an epoch is one sweep (users, then items); no optimiser
-    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), evaluator=make_ials_evaluator,
+    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.models.als.make_ials_evaluator",
                       monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
                       train_defaults=dict(epochs=16, patience=3)),
     "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
                      train_defaults=dict(epochs=20, patience=3)),
 }
-
-
-def recommended_configs(
-    model: str = "mf", train: dict[str, Any] | None = None, model_values: dict[str, Any] | None = None
-) -> tuple[RunConfig, Any]:
-    """(RunConfig, model config) for ``model``: its recommended settings, then ``train``
-    and ``model_values`` overrides on top.
-
-    Example
-    -------
-    >>> train_cfg, mf_cfg = recommended_configs("mf", {"split": "u1"})
-    >>> train_cfg.optimizer, train_cfg.split, mf_cfg.embedding_dim
-    ('sgd', 'u1', 1024)
-    """
-    if model not in MODELS:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
-    spec = MODELS[model]
-    train_cfg = from_dict(RunConfig, {**spec.train_defaults, **(train or {}), "model": model})
-    return train_cfg, from_dict(spec.config, model_values or {})

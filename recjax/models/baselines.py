@@ -114,7 +114,7 @@ class MostPopular:
     """Ranking baseline: every user gets the items with the most training ratings.
 
     ``ranking_vectors()`` gives ``[1] . [count_i]``, so the ranking protocol
-    (:mod:`recjax.ranking`) scores it with the same top-k kernel as any embedding model.
+    (:mod:`recjax.evaluation.protocol`) scores it with the same top-k kernel as any embedding model.
     """
 
     capabilities = Capabilities(ranks=True)

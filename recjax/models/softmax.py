@@ -50,7 +50,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -307,70 +307,6 @@ class SoftmaxModel(BagUser, nnx.Module):
 def softmax_inputs(cfg: SoftmaxConfig, splits: dict[str, Ratings]) -> dict[str, dict[str, np.ndarray]]:
     """Per-user examples for each part: :func:`recjax.data.bags.bag_inputs` with ``cfg.max_bag``."""
     return bag_inputs(splits, cfg.max_bag)
-
-
-# ----------------------------------------------------------------------------- evaluation
-def _ranking_metrics(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: int = 10) -> dict[str, jax.Array]:
-    """Per-user ranking metrics of full logits [B, C] against held-out ``targets`` [B, T].
-
-    Movies in ``bag`` [B, L] are excluded from the ranking. Returns per-user
-    arrays [B]: ``hits`` in the top ``k``, ``n_targets``, ``loss_sum`` (sum over
-    targets of the cross-entropy of the target against the unrated, non-target
-    movies) and ``has`` (1 if the user has targets).
-    """
-    n_items = logits.shape[1]
-    rated = _positives(bag, n_items)
-    masked = jnp.where(rated, _NEG, logits)
-    _, top = jax.lax.top_k(masked, k)
-    valid = targets >= 0
-    hits = jnp.sum(jnp.any((top[:, :, None] == targets[:, None, :]) & valid[:, None, :], axis=2), axis=1)
-    n_targets = jnp.sum(valid, axis=1)
-    others = jnp.where(_positives(targets, n_items), _NEG, masked)
-    lse = jax.nn.logsumexp(others, axis=1)[:, None]
-    true = jnp.take_along_axis(logits, jnp.clip(targets, 0), axis=1)
-    loss = (jnp.logaddexp(lse, true) - true) * valid
-    return {"hits": hits, "n_targets": n_targets, "loss_sum": jnp.sum(loss, axis=1),
-            "has": (n_targets > 0).astype(jnp.float32)}
-
-
-def make_softmax_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
-                           k: int = 10, chunk: int = 256) -> Callable[[dict, str, str], dict[str, float]]:
-    """``evaluate(params, part, prefix) -> {prefix + "loss", "precision@10", "recall@10"}``.
-
-    Parts without ``targets`` give ``{}``. One jitted function, chunked over users.
-    """
-    device = {name: {key: jnp.asarray(arrays[key]) for key in ("bag", "targets")}
-              for name, arrays in inputs.items() if "targets" in arrays}
-
-    @jax.jit
-    def per_user(params: dict, bag: jax.Array, targets: jax.Array) -> dict[str, jax.Array]:
-        module = model.bind(params)
-        n = bag.shape[0]
-        n_chunks = -(-n // chunk)
-        pad = n_chunks * chunk - n
-        bag = jnp.pad(bag, ((0, pad), (0, 0)), constant_values=PAD).reshape(n_chunks, chunk, -1)
-        targets = jnp.pad(targets, ((0, pad), (0, 0)), constant_values=PAD).reshape(n_chunks, chunk, -1)
-
-        def one(xs):
-            b, t = xs
-            return _ranking_metrics(module({"bag": b}), b, t, k)
-
-        out = jax.lax.map(one, (bag, targets))
-        return {key: value.reshape(-1)[:n] for key, value in out.items()}
-
-    def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:
-        if part not in device:
-            return {}
-        stats = jax.device_get(per_user(params, device[part]["bag"], device[part]["targets"]))
-        has = stats["has"] > 0
-        users = max(int(has.sum()), 1)
-        return {
-            f"{prefix}loss": float(stats["loss_sum"].sum() / max(stats["n_targets"].sum(), 1)),
-            f"{prefix}precision@{k}": float((stats["hits"][has] / k).sum() / users),
-            f"{prefix}recall@{k}": float((stats["hits"][has] / stats["n_targets"][has]).sum() / users),
-        }
-
-    return evaluate
 
 
 def build_softmax(cfg: SoftmaxConfig, train: Ratings, task: str = "regression", seed: int = 0) -> SoftmaxModel:

@@ -55,6 +55,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from recjax._checks import positive_int
 from recjax.retrieval import _jax
 from recjax.retrieval._reference import l2_centre, order_rows
 from recjax.retrieval.topk import (
@@ -65,7 +66,6 @@ from recjax.retrieval.topk import (
     _csr,
     _item_mask,
     _matrix,
-    _positive_int,
     _self_ids,
 )
 
@@ -245,7 +245,7 @@ def sharded_topk(
                        else (None, None))
     mask = _item_mask(exclude_items, items.n_items)
     self_ids = _self_ids(exclude_self, n_q, items.n_items)
-    block = _positive_int(block_size, "block_size")
+    block = None if block_size is None else positive_int(block_size, "block_size")
     ids, scores = _search(q, items, k, metric, block, indptr, indices, mask, self_ids)
     return TopK(ids[0], scores[0]) if single else TopK(ids, scores)
 

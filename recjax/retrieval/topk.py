@@ -43,7 +43,6 @@ Example
 
 from __future__ import annotations
 
-import numbers
 import os
 import warnings
 from typing import Any, NamedTuple
@@ -51,6 +50,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import scipy.sparse as sp
 
+from recjax._checks import positive_int
 from recjax.retrieval import _reference
 from recjax.retrieval._reference import l2_centre, topk_reference
 
@@ -277,7 +277,7 @@ def dense_topk(scores: Any, k: int, *, exclude: Any = None, block_size: int | No
     indptr = indices = None
     if exclude is not None:
         indptr, indices = _csr(exclude, n_q, n_items, "exclude")
-    rows = _positive_int(block_size, "block_size") or max(
+    rows = (None if block_size is None else positive_int(block_size, "block_size")) or max(
         1, _DENSE_BYTES // (_DENSE_BYTES_PER_SCORE * max(n_items, 1)))
     ids = np.empty((n_q, k), np.int64)
     values = np.empty((n_q, k), np.float64)
@@ -310,8 +310,8 @@ def _search(queries, items, k, metric, exclude, exclude_items, exclude_self, bac
     indptr, indices = _csr(exclude, n_q, n_items, "exclude") if exclude is not None else (None, None)
     mask = _item_mask(exclude_items, n_items)
     self_ids = _self_ids(exclude_self, n_q, n_items)
-    threads = _positive_int(num_threads, "num_threads") or _cpu_count()
-    block = _positive_int(block_size, "block_size")
+    threads = _cpu_count() if num_threads is None else positive_int(num_threads, "num_threads")
+    block = None if block_size is None else positive_int(block_size, "block_size")
     out_dtype = np.result_type(q.dtype, x.dtype)
     excl = dict(exclude_indptr=indptr, exclude_indices=indices, item_mask=mask,
                 self_ids=self_ids)
@@ -396,11 +396,8 @@ def _check_shapes(q, x) -> tuple[int, int, int]:
 
 
 def _check_k(k: Any, n_items: int) -> int:
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, numbers.Integral):
-        raise TypeError(f"k must be an integer, got {type(k).__name__}")
-    if k < 1:
-        raise ValueError(f"k must be >= 1, got {k}")
-    return int(min(k, n_items))
+    """``k`` (a positive integer) clipped to the catalogue."""
+    return min(positive_int(k, "k"), n_items)
 
 
 def _check_magnitude(q, x, backend: str) -> None:
@@ -424,17 +421,6 @@ def _max_abs(a: np.ndarray, name: str) -> float:
     if not (np.isfinite(lo) and np.isfinite(hi)):
         raise ValueError(f"{name} holds NaN or infinite values")
     return max(-lo, hi)
-
-
-def _positive_int(v: Any, name: str) -> int | None:
-    """``v`` as an int >= 1 (None passes through)."""
-    if v is None:
-        return None
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(v).__name__}")
-    if v < 1:
-        raise ValueError(f"{name} must be >= 1, got {v}")
-    return int(v)
 
 
 def _int_array(a: Any, name: str) -> np.ndarray:

@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from recjax._checks import positive_int
 from recjax.serve import DEFAULTS
 from recjax.serve.batching import Batcher, grouped
 from recjax.serve.endpoints import (
@@ -83,8 +84,7 @@ def create_app(runs: Any, *, batch_window_ms: float = DEFAULTS["batch_window_ms"
         raise ValueError(f"batch_window_ms must be in 0..1000, got {batch_window_ms!r}")
     for name, value in (("max_batch", max_batch), ("max_body_bytes", max_body_bytes),
                         ("max_instances", max_instances), ("max_n", max_n), ("threads", threads)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        positive_int(value, name)
     limits = Limits(max_instances=max_instances, max_n=max_n)
     served = {name: ServedRun(name, run, limits) for name, run in named_runs(runs).items()}
     state = _Service(served, batch_window_ms / 1000.0, max_batch, max_body_bytes, threads)

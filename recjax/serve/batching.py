@@ -44,6 +44,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
+from recjax._checks import positive_int
+
 __all__ = ["BatchInfo", "Batcher", "Job", "grouped"]
 
 
@@ -100,8 +102,7 @@ class Batcher:
                  window_s: float, max_rows: int, executor: Executor) -> None:
         if not window_s >= 0:
             raise ValueError(f"window_s must be >= 0, got {window_s!r}")
-        if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
-            raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+        positive_int(max_rows, "max_rows")
         self.run_batch = run_batch
         self.window_s = float(window_s)
         self.max_rows = max_rows

@@ -27,6 +27,7 @@ from typing import Any
 
 import uvicorn
 
+from recjax._checks import positive_int
 from recjax.serve import DEFAULTS
 from recjax.serve.app import LOGGER, create_app, named_runs
 
@@ -74,8 +75,7 @@ def serve(runs: Sequence[str | os.PathLike], *, host: str = DEFAULTS["host"],
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from recjax.runs import Run
 
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    positive_int(workers, "workers")
     paths = named_runs([Path(p) for p in runs])
     opened = {}
     for name, path in paths.items():

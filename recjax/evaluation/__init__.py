@@ -1,0 +1,74 @@
+"""Evaluation: one package for every measurement recjax makes of a trained model.
+
+=====================  =================================================================
+module                 what it holds
+=====================  =================================================================
+``metrics``            rating (MSE, RMSE, MAE), binary (accuracy, AUC, log loss), ranking
+                       (precision, recall, NDCG, MAP, MRR, hit rate at k, coverage) and
+                       beyond-accuracy metrics (diversity, novelty) of NumPy arrays: a
+                       leaf (NumPy and SciPy only), also used to validate during training
+``protocol``           the ranking protocol: :class:`RankingTask` and
+                       :func:`evaluate_ranking` (models ranked through
+                       :func:`recjax.scoring.as_scorer`, by the model contract)
+``ensemble``           :func:`blend` (score-standardised rank blending) and
+                       :func:`average_predictions`
+``compare``            the comparison table: :func:`evaluate_runs` of run folders with
+                       their ensemble and baselines (fitted here, when evaluating), and
+                       :func:`compare_models` of in-memory models
+=====================  =================================================================
+
+Each name is imported from its module on first use, so ``recjax.evaluation.metrics``
+(imported by the training layer) pulls in nothing above it.
+
+Example
+-------
+>>> import numpy as np
+>>> from recjax.evaluation import rmse, ranking_metrics
+>>> rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
+0.7071067811865476
+>>> ranking_metrics(np.array([[2, 0]]), np.array([[0, 0, 1]]), k=1)["precision@1"]
+1.0
+"""
+
+import importlib as _importlib
+
+_MODULES: dict[str, tuple[str, ...]] = {
+    "recjax.evaluation.metrics": (
+        "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
+        "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k",
+        "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
+        "norm_popularity_correlation",
+    ),
+    "recjax.evaluation.protocol": (
+        "RankingTask", "evaluate_ranking",
+    ),
+    "recjax.evaluation.ensemble": ("BlendScorer", "blend", "average_predictions"),
+    "recjax.evaluation.compare": (
+        "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS",
+    ),
+}
+_MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
+
+__all__ = [
+    "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
+    "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k",
+    "ndcg_at_k", "map_at_k", "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage",
+    "diversity", "novelty", "norm_popularity_correlation", "RankingTask", "evaluate_ranking",
+    "BlendScorer",
+    "blend", "average_predictions", "compare_models", "evaluate_run", "evaluate_runs",
+    "rating_baselines", "EASE_MAX_ITEMS",
+]
+
+
+def __getattr__(name: str) -> object:
+    """Import a public name from its module on first use (PEP 562)."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'recjax.evaluation' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
