@@ -1,0 +1,219 @@
+"""The alternating-least-squares kernels and families (iALS, explicit ALS) against
+dense NumPy float64 references: each solve is the exact minimiser of its regularised
+weighted loss, CG converges to it, sweeps never increase the objective, planted
+low-rank structure is recovered, and fold-in reproduces a training user's factors."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from recjax.config import RunConfig
+from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig
+from recjax.models.als_solvers import row_plan, solve_side
+from recjax.train.alternating import fit
+from recjax.train.checkpoint import Checkpoints
+from recjax.train.step import Model
+
+
+def _pattern(seed: int = 0, users: int = 40, items: int = 30, density: float = 0.2) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.random((users, items)) < density
+    x[np.arange(users), rng.integers(0, items, users)] = True  # every user has an item
+    return x
+
+
+def _device(plan):
+    return [{k: jnp.asarray(v) for k, v in bucket.items()} for bucket in plan]
+
+
+def _ials_reference(x: np.ndarray, h: np.ndarray, a0: float, lam: float, nu: float) -> np.ndarray:
+    """argmin_w sum_obs (1 - w.h)^2 + a0 sum_all (w.h)^2 + lam (n_u + a0 n_items)^nu |w|^2, per user,
+    by the dense normal equations in float64."""
+    out = []
+    for row in x:
+        v = h[row]
+        reg = lam * (row.sum() + a0 * len(h)) ** nu
+        out.append(np.linalg.solve(v.T @ v + a0 * h.T @ h + reg * np.eye(h.shape[1]), v.sum(0)))
+    return np.array(out)
+
+
+@pytest.mark.parametrize("budget", [16, 41, 1 << 17])  # chunking never changes the answer
+def test_cholesky_solve_is_the_exact_minimiser(budget):
+    x = _pattern()
+    rng = np.random.default_rng(1)
+    h = rng.normal(size=(x.shape[1], 5))
+    a0, lam, nu = 0.3, 0.05, 0.7
+    users, items = np.nonzero(x)
+    reg = lam * (x.sum(1) + a0 * x.shape[1]) ** nu
+    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=budget))
+    got = solve_side(jnp.zeros((x.shape[0], 5)), jnp.asarray(h, jnp.float32),
+                     jnp.asarray(a0 * h.T @ h, jnp.float32), plan, jnp.asarray(reg, jnp.float32))
+    np.testing.assert_allclose(np.asarray(got), _ials_reference(x, h, a0, lam, nu), rtol=1e-4, atol=1e-5)
+
+
+def test_explicit_solve_with_offsets_is_the_ridge_minimiser():
+    """ALS's half-step: targets r - offset[col], no Gramian, lambda n_u."""
+    x = _pattern(2)
+    rng = np.random.default_rng(3)
+    q, offset = rng.normal(size=(x.shape[1], 4)), rng.normal(size=x.shape[1])
+    ratings = rng.uniform(1, 5, x.shape)
+    users, items = np.nonzero(x)
+    reg = 0.1 * x.sum(1)
+    plan = _device(row_plan(users, items, ratings[users, items], x.shape[0], budget=32))
+    got = solve_side(jnp.zeros((x.shape[0], 4)), jnp.asarray(q, jnp.float32), jnp.zeros((4, 4)), plan,
+                     jnp.asarray(reg, jnp.float32), fixed_offset=jnp.asarray(offset, jnp.float32))
+    want = [np.linalg.solve(q[r].T @ q[r] + reg[u] * np.eye(4), q[r].T @ (ratings[u, r] - offset[r]))
+            for u, r in enumerate(x)]
+    np.testing.assert_allclose(np.asarray(got), np.array(want), rtol=1e-4, atol=1e-5)
+
+
+def test_conjugate_gradient_converges_to_the_exact_solution():
+    x = _pattern(4)
+    rng = np.random.default_rng(5)
+    h = rng.normal(size=(x.shape[1], 6))
+    a0, lam = 0.2, 0.02
+    users, items = np.nonzero(x)
+    reg = jnp.asarray(lam * (x.sum(1) + a0 * x.shape[1]), jnp.float32)
+    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=64))
+    want = _ials_reference(x, h, a0, lam, 1.0)
+    w, errors = jnp.zeros((x.shape[0], 6)), []
+    solve = jax.jit(lambda w: solve_side(w, jnp.asarray(h, jnp.float32), jnp.asarray(a0 * h.T @ h, jnp.float32),
+                                         plan, reg, solver="cg", cg_steps=2))
+    for _ in range(6):  # warm-started: each call continues from the last solution
+        w = solve(w)
+        errors.append(float(np.abs(np.asarray(w) - want).max()))
+    assert all(b < a for a, b in zip(errors, errors[1:])), errors
+    assert errors[-1] < 1e-3 * np.abs(want).max()
+
+
+def _sweeps(module, train, n):
+    params = nnx.to_pure_dict(nnx.state(module, nnx.Param))
+    data = module.sweep_data(train)
+    sweep = jax.jit(module.sweep)
+    losses = []
+    for _ in range(n):
+        params, metrics = sweep(params, data)
+        losses.append(float(metrics["loss"]))
+    return params, losses
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+def test_ials_sweeps_never_increase_the_objective(solver):
+    x = _pattern(6, 60, 40)
+    users, items = np.nonzero(x)
+    module = IALS(IALSConfig(embedding_dim=6, unobserved_weight=0.2, regularization=0.01, solver=solver),
+                  60, 40, rngs=nnx.Rngs(0))
+    _, losses = _sweeps(module, {"user": users, "item": items}, 8)
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(losses, losses[1:])), losses
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_ials_loss_is_the_dense_objective():
+    x = _pattern(7, 20, 15)
+    users, items = np.nonzero(x)
+    cfg = IALSConfig(embedding_dim=3, unobserved_weight=0.3, regularization=0.02, reg_exponent=0.5)
+    params, losses = _sweeps(IALS(cfg, 20, 15, rngs=nnx.Rngs(1)), {"user": users, "item": items}, 1)
+    w, h = (np.asarray(params[k], np.float64) for k in ("user_factors", "item_factors"))
+    s = w @ h.T
+    reg_w = cfg.regularization * (x.sum(1) + cfg.unobserved_weight * 15) ** cfg.reg_exponent
+    reg_h = cfg.regularization * (x.sum(0) + cfg.unobserved_weight * 20) ** cfg.reg_exponent
+    dense = (((1 - s) ** 2)[x].sum() + cfg.unobserved_weight * (s ** 2).sum()
+             + (reg_w * (w ** 2).sum(1)).sum() + (reg_h * (h ** 2).sum(1)).sum())
+    np.testing.assert_allclose(losses[0], dense / x.sum(), rtol=1e-4)
+
+
+def _planted_ratings(seed: int = 0, users: int = 80, items: int = 60, rank: int = 3):
+    rng = np.random.default_rng(seed)
+    p, q = rng.normal(size=(users, rank)), rng.normal(size=(items, rank))
+    bu, bi = rng.normal(0, 0.3, users), rng.normal(0, 0.3, items)
+    full = 3.0 + bu[:, None] + bi[None, :] + 0.5 * p @ q.T
+    mask = rng.random((users, items)) < 0.5
+    return full, mask
+
+
+def test_als_recovers_planted_low_rank_ratings_and_never_increases_its_objective():
+    full, mask = _planted_ratings()
+    users, items = np.nonzero(mask)
+    module = ALS(ALSConfig(embedding_dim=3, regularization=1e-3), *full.shape, global_mean=full[mask].mean(),
+                 rngs=nnx.Rngs(0))
+    params, losses = _sweeps(module, {"user": users, "item": items, "label": full[mask]}, 25)
+    assert all(b <= a * (1 + 1e-5) for a, b in zip(losses, losses[1:])), losses
+    trained = Model.split(module).bind(params)
+    u, i = np.nonzero(~mask)  # held-out entries of the planted matrix
+    predicted = np.asarray(trained({"user": jnp.asarray(u), "item": jnp.asarray(i)}))
+    rmse = np.sqrt(np.mean((predicted - full[u, i]) ** 2))
+    assert rmse < 0.05 * full.std(), rmse
+
+
+def test_ials_recovers_a_planted_block_structure():
+    """Two user groups each interacting with their own half of the items: every user's
+    top items are their group's."""
+    rng = np.random.default_rng(0)
+    x = np.zeros((40, 30), bool)
+    for u in range(40):
+        own = np.arange(15) + 15 * (u >= 20)
+        x[u, rng.choice(own, 8, replace=False)] = True
+    users, items = np.nonzero(x)
+    module = IALS(IALSConfig(embedding_dim=4, regularization=1e-3, solver="cholesky"), 40, 30,
+                  rngs=nnx.Rngs(0))
+    params, _ = _sweeps(module, {"user": users, "item": items}, 10)
+    scores = np.asarray(params["user_factors"]) @ np.asarray(params["item_factors"]).T
+    scores[x] = -np.inf
+    top = np.argsort(-scores, 1)[:, :3]
+    assert ((top >= 15) == (np.arange(40) >= 20)[:, None]).all()
+
+
+@pytest.mark.parametrize("family", ["ials", "als"])
+def test_fold_in_of_a_training_user_reproduces_their_factors(family):
+    x = _pattern(8, 50, 40, 0.3)
+    users, items = np.nonzero(x)
+    rng = np.random.default_rng(9)
+    labels = rng.integers(1, 6, len(users)).astype(np.float32)
+    if family == "ials":
+        module = IALS(IALSConfig(embedding_dim=5, solver="cholesky"), 50, 40, rngs=nnx.Rngs(0))
+    else:
+        module = ALS(ALSConfig(embedding_dim=5, regularization=0.5), 50, 40, global_mean=float(labels.mean()),
+                     rngs=nnx.Rngs(0))
+    params, _ = _sweeps(module, {"user": users, "item": items, "label": labels}, 60)
+    nnx.update(module, params)
+    user_vectors, _ = module.ranking_vectors()
+    for u in (0, 7, 31):
+        mine = users == u
+        folded, _ = module.fold_in(items[mine], labels[mine])
+        np.testing.assert_allclose(folded, user_vectors[u], rtol=0, atol=3e-3)
+
+
+def test_als_fold_in_needs_ratings_and_configs_refuse_bad_values():
+    module = ALS(ALSConfig(embedding_dim=2), 3, 4, rngs=nnx.Rngs(0))
+    with pytest.raises(ValueError, match="ratings"):
+        module.fold_in(np.array([0, 1]))
+    with pytest.raises(ValueError, match="solver"):
+        IALSConfig(solver="lu")
+    with pytest.raises(ValueError, match="regularization"):
+        ALSConfig(regularization=0.0)
+    with pytest.raises(ValueError, match="row indices"):
+        row_plan(np.array([0, 5]), np.array([0, 1]), np.ones(2), n_rows=3)
+
+
+def test_fit_resumes_to_bitwise_the_same_parameters(tmp_path):
+    x = _pattern(10, 30, 20)
+    users, items = np.nonzero(x)
+    train = {"user": users, "item": items, "label": np.ones(len(users), np.float32)}
+    cfg = RunConfig(epochs=4, quiet=True, checkpoint_seconds=0.0)
+
+    def model():
+        return Model.split(IALS(IALSConfig(embedding_dim=3), 30, 20, rngs=nnx.Rngs(0)))
+
+    whole = fit(model(), train, cfg, task="regression", validate=None, monitor=None,
+                checkpoints=Checkpoints(tmp_path / "a"))
+    fit(model(), train, RunConfig(epochs=2, quiet=True, checkpoint_seconds=0.0), task="regression",
+        validate=None, monitor=None, checkpoints=Checkpoints(tmp_path / "b"))
+    resumed = fit(model(), train, cfg, task="regression", validate=None, monitor=None,
+                  checkpoints=Checkpoints(tmp_path / "b"), resume=True)
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
+    for name in ("user_factors", "item_factors"):
+        np.testing.assert_array_equal(whole.params[name], resumed.params[name])
