@@ -145,7 +145,7 @@ def train_configs(args: argparse.Namespace) -> tuple[RunConfig, Any]:
 
 
 _RUN_ONLY = ("func", "command", "config", "resume", "coordinator", "num_processes", "process_id",
-             "distributed")  # train flags that are not settings of the run
+             "distributed", "compilation_cache")  # train flags that are not settings of the run
 
 
 def start_distributed(args: argparse.Namespace) -> None:
@@ -172,11 +172,32 @@ def start_distributed(args: argparse.Namespace) -> None:
         raise CommandError(f"cannot start jax.distributed: {err}") from None
 
 
+def enable_compilation_cache(directory: str) -> None:
+    """JAX's persistent compilation cache in ``directory`` (created if missing): a later
+    run of the same programs (same model shapes, settings, JAX version and device) loads
+    them instead of compiling. Every program is kept, however quickly it compiled (JAX's
+    own default keeps only those over 1 s: most of a run's are faster)."""
+    import jax
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CommandError(f"--compilation-cache {directory}: cannot create the folder "
+                           f"({err.strerror}); give a writable folder") from None
+    compilation_cache.reset_cache()  # a cache set up before (without a folder) is dropped
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _train(args: argparse.Namespace) -> int:
     from recjax.experiment import run
     from recjax.report import print_run_summary
 
     train_cfg, model_cfg = train_configs(args)
+    if args.compilation_cache:
+        enable_compilation_cache(args.compilation_cache)
     start_distributed(args)
     result = run(train_cfg, model_cfg, resume=args.resume)
     if not train_cfg.quiet:
@@ -202,6 +223,10 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
                     f"families' flags: train --model NAME --help.")
     train.add_argument("--config", help="TOML file with [train] and [model] tables (flags override)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--compilation-cache", metavar="DIR",
+                       help="keep compiled programs in DIR (JAX's persistent compilation cache), so "
+                            "that a later run of the same model and data shapes skips compiling; "
+                            "default: off (JAX_COMPILATION_CACHE_DIR also turns it on)")
     hosts = train.add_argument_group(
         "several processes", "one process per host (or GPU group), all with the same flags and --out "
                              "on a shared file system; combine with --mesh")

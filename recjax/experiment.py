@@ -300,18 +300,33 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
     model = Model.split(module)
     mesh = make_mesh(*parse_mesh(cfg.mesh)) if cfg.mesh else None
     layout = Layout(mesh, model) if mesh is not None else None
-    predict = make_predict(model, out_sharding=layout and layout.replicated)
+    # predictions in blocks of one chunk, everything on one mesh (fit's own without one):
+    # predict compiles once for all parts and for host and device parameters alike
+    block, placement = 8192, layout or Layout(make_mesh(1, 1), model)
+    predict = make_predict(model, chunk=block, out_sharding=placement.replicated)
     inputs = spec.examples(model_cfg, splits, task=cfg.task, binary_threshold=cfg.binary_threshold)
     custom = spec.make_validator(model, inputs)
-    device_inputs: dict[str, dict[str, jax.Array]] = {}  # each part copied when first scored
+    device_inputs: dict[str, list[dict[str, jax.Array]]] = {}  # each part copied when first scored
+
+    def blocks(arrays: dict[str, np.ndarray]) -> list[dict[str, jax.Array]]:
+        """The part in blocks of exactly ``block`` rows (the last filled up with copies of
+        row 0, whose predictions are dropped), copied to every device of the mesh."""
+        n = len(arrays["label"])
+        filled = {name: np.concatenate([np.asarray(v), np.repeat(np.asarray(v)[:1], -n % block, 0)])
+                  for name, v in arrays.items()}
+        return [placement.replicate({name: v[start:start + block] for name, v in filled.items()})
+                for start in range(0, n, block)]
 
     def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
         if custom is not None:
             return custom(params, part, prefix)
         if part not in device_inputs:
-            device_inputs[part] = _to_devices(inputs[part], layout)
-        arrays = device_inputs[part]
-        predictions = np.asarray(predict(params, arrays))
+            device_inputs[part] = blocks(inputs[part])
+        padded = placement.pad(params)  # as fit lays them out (a no-op for fit's own)
+        padded = jax.device_put(padded, placement.shardings(padded))
+        n = len(inputs[part]["label"])
+        predictions = np.concatenate([np.zeros(0, np.float32)] + [
+            np.asarray(predict(padded, b)) for b in device_inputs[part]])[:n]
         return task_metrics(cfg.task, predictions, inputs[part]["label"], prefix)
 
     monitor, higher = spec.monitor or MONITOR[cfg.task]
@@ -331,7 +346,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         module = _build(spec, model_cfg, splits["train"], cfg)
         model = Model.split(module)
         layout = Layout(mesh, model) if mesh is not None else None
-        predict = make_predict(model, out_sharding=layout and layout.replicated)
+        predict = make_predict(model, chunk=block, out_sharding=placement.replicated)
         inputs["train"] = spec.inputs(splits["train"], task=cfg.task, binary_threshold=cfg.binary_threshold)
         device_inputs.pop("train", None)
         refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
