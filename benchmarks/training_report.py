@@ -75,7 +75,9 @@ def main(paths: list[str]) -> None:
     rows, machine = load(paths)
     updates = rows.pop(("table_updates", None), {})
     cpu = machine.get("cpu", {})
-    devices = sorted({f"{i.get('backend', 'unrecorded')} ({i.get('device', '-')})" for kinds in rows.values() for i in kinds.values()})
+    records = [i for kinds in rows.values() for i in kinds.values()]
+    records += [i for modes in updates.values() for i in modes.values()]
+    devices = sorted({f"{i.get('backend', 'unrecorded')} ({i.get('device', '-')})" for i in records})
     print(f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, "
           f"{cpu.get('count', '?')} cores, Python {machine.get('python_version', '?')}; "
           f"JAX on {', '.join(devices)}\n")
