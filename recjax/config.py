@@ -34,7 +34,8 @@ OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
 TABLE_UPDATES = ("auto", "sparse", "dense")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 TASKS = ("regression", "binary")
-SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal")
+SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal", "users",
+          "last_one")
 # settings a model family recommends (recjax.models.ModelSpec.train_defaults); these are
 # used where a family recommends none
 _FAMILY_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,

@@ -52,11 +52,17 @@ __all__ = [
     "per_user_split",
     "temporal_split",
     "kfold",
+    "PROTOCOL_SPLITS",
+    "user_split",
+    "last_one_split",
 ]
 
 PREDEFINED_SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5")
 COLD_POLICIES = ("keep", "drop", "error")
 SPLIT_METHODS = ("random", "per_user", "temporal", "kfold")
+#: The splits of the literature's ranking protocols (:mod:`recjax.evaluation.strong`):
+#: held-out users (strong generalisation) and leave-last-one-out with its validation.
+PROTOCOL_SPLITS = ("users", "last_one")
 
 
 class Split(NamedTuple):
@@ -209,6 +215,73 @@ def kfold(
         yield _apply_cold_policy(data.subset(fold != f), data.subset(fold == f), cold)
 
 
+def _user_count(share: float, n_users: int, name: str) -> int:
+    """Users a share stands for: a fraction in (0, 1) of ``n_users`` (rounded), or a
+    whole number of users >= 1; 0 is none."""
+    share = float(share)
+    if share == 0.0:
+        return 0
+    if 0.0 < share < 1.0:
+        return int(round(share * n_users))
+    if share >= 1.0 and share.is_integer():
+        return int(share)
+    raise ValueError(f"{name} must be a fraction in (0, 1) or a whole number of users, got {share:g}")
+
+
+def user_split(data: Ratings, test_users: float = 0.1, val_users: float = 0.0, *,
+               seed: int = 0) -> Splits:
+    """Strong generalisation (Liang et al. 2018): whole users held out.
+
+    The users with at least one rating are permuted (seeded); the first
+    ``test_users`` go to test, the next ``val_users`` to validation, the rest to
+    train. A user's ratings all go to one part; every item stays in the vocabulary.
+
+    Parameters
+    ----------
+    data : Ratings
+    test_users, val_users : float
+        A fraction in (0, 1) of the rated users (rounded to a whole number of users),
+        or a whole number of users (``10000`` for the paper's ML-20M split);
+        ``val_users`` may be 0 (an empty validation part).
+    seed : int
+
+    Raises
+    ------
+    ValueError
+        A share that is neither, or held-out users that leave no training user.
+    """
+    rated = np.flatnonzero(np.bincount(data.user, minlength=data.n_users) > 0)
+    n_test = _user_count(test_users, len(rated), "test_users")
+    n_val = _user_count(val_users, len(rated), "val_users")
+    if n_test < 1:
+        raise ValueError(f"test_users={test_users:g} holds out no user of {len(rated)}")
+    if n_test + n_val >= len(rated):
+        raise ValueError(f"{n_test} test + {n_val} validation users leave none of the {len(rated)} "
+                         f"rated users to train on; hold out fewer")
+    part = np.zeros(data.n_users, np.int8)  # 0 train, 1 val, 2 test
+    order = np.random.default_rng(seed).permutation(rated)
+    part[order[:n_test]] = 2
+    part[order[n_test:n_test + n_val]] = 1
+    of_row = part[data.user]
+    return Splits(data.subset(of_row == 0), data.subset(of_row == 1), data.subset(of_row == 2))
+
+
+def last_one_split(data: Ratings, *, validation: bool = False) -> Splits:
+    """Leave-last-one-out (the NCF protocol): each user's latest rating is the test
+    part and, with ``validation``, the one before it the validation part.
+
+    Latest by timestamp; equal timestamps are ordered by position in ``data`` (the
+    later row is the later rating), as in :func:`temporal_split`. A user keeps at
+    least one rating in train: users with one rating have no test item, users with
+    two no validation item.
+    """
+    rank, count = _rank_within_user(data.user, -data.timestamp, -np.arange(len(data)))  # 0 = latest
+    test_rows = (rank == 0) & (count > 1)
+    val_rows = (rank == 1) & (count > 2) if validation else np.zeros(len(data), bool)
+    train_rows = ~(test_rows | val_rows)
+    return Splits(data.subset(train_rows), data.subset(val_rows), data.subset(test_rows))
+
+
 # ----------------------------------------------------------------------------- train/val/test
 
 
@@ -321,19 +394,25 @@ def split_ratings(
     Parameters
     ----------
     data : Ratings
-    method : {"random", "per_user", "temporal", "kfold"}
+    method : {"random", "per_user", "temporal", "kfold", "users", "last_one"}
         How the test part is drawn: ``"random"``, a uniformly random
         ``test_fraction`` of all ratings (:func:`holdout_split`); ``"per_user"``,
         ``test_fraction`` of each user's ratings, every user keeping at least one in
         train (:func:`per_user_split`); ``"temporal"``, each user's latest rating
         (leave-last-one-out, :func:`temporal_split` with ``k=1``; ``test_fraction``
         is not used); ``"kfold"``, fold ``fold`` of ``folds`` random folds
-        (:func:`kfold`; ``test_fraction`` is not used).
+        (:func:`kfold`; ``test_fraction`` is not used); ``"users"``, whole users
+        held out (strong generalisation, :func:`user_split`: ``test_fraction`` and
+        ``val_fraction`` are shares of the users, or whole numbers of users);
+        ``"last_one"``, each user's latest rating to test and, when ``val_fraction >
+        0``, the one before it to validation (:func:`last_one_split`).
     test_fraction : float
-        In (0, 1), for "random" and "per_user".
+        In (0, 1), for "random", "per_user" and "users" (or a whole number of users).
     val_fraction : float
         In [0, 1): the share of the training part carved out, at random, as
-        validation (:func:`carve_validation`, whatever the method).
+        validation (:func:`carve_validation`), except for "users" (a share of the
+        users, or a number of them) and "last_one" (above 0: the second-latest
+        rating).
     seed : int
         Seeds the test draw (``seed``) and the validation carve (``seed + 1``).
     fold, folds : int
@@ -351,11 +430,18 @@ def split_ratings(
         train, test, _ = per_user_split(data, test_fraction, seed=seed)
     elif method == "temporal":
         train, test, _ = temporal_split(data, k=1)
+    elif method == "users":
+        return user_split(data, test_fraction, val_fraction, seed=seed)
+    elif method == "last_one":
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        return last_one_split(data, validation=val_fraction > 0)
     elif method == "kfold":
         if not 0 <= fold < folds:
             raise ValueError(f"fold must be in [0, folds) = [0, {folds}), got {fold}")
         train, test, _ = next(islice(kfold(data, folds, seed=seed), fold, None))
     else:
-        raise ValueError(f"unknown split method {method!r}; use one of {', '.join(SPLIT_METHODS)}")
+        raise ValueError(f"unknown split method {method!r}; use one of "
+                         f"{', '.join(SPLIT_METHODS + PROTOCOL_SPLITS)}")
     fit, val = carve_validation(train, val_fraction, seed)
     return Splits(fit, val, test)

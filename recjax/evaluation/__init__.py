@@ -10,6 +10,9 @@ module                 what it holds
 ``protocol``           the ranking protocol: :class:`RankingTask` and
                        :func:`evaluate_ranking` (models ranked through
                        :func:`recjax.scoring.as_scorer`, by the model contract)
+``strong``             strong generalisation (Liang et al. 2018): :class:`StrongTask`
+                       (held-out users, 80% folded in) and :func:`strong_generalization`
+``significance``       :func:`paired_bootstrap` over users of two models on one task
 ``ensemble``           :func:`blend` (score-standardised rank blending) and
                        :func:`average_predictions`
 ``compare``            the comparison table: :func:`evaluate_runs` of run folders with
@@ -37,14 +40,18 @@ _MODULES: dict[str, tuple[str, ...]] = {
         "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
         "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k",
         "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
-        "norm_popularity_correlation",
+        "norm_popularity_correlation", "per_user_ranking_metrics", "PER_USER_METRICS",
     ),
     "recjax.evaluation.protocol": (
         "RankingTask", "evaluate_ranking",
     ),
+    "recjax.evaluation.strong": ("StrongTask", "strong_generalization", "per_user_values",
+                                 "evaluate_runs_strong", "STRONG_KS"),
+    "recjax.evaluation.significance": ("paired_bootstrap", "per_user_metric", "compare_pair"),
     "recjax.evaluation.ensemble": ("BlendScorer", "blend", "average_predictions"),
     "recjax.evaluation.compare": (
         "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS",
+        "row_names", "bootstrap_runs",
     ),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
@@ -53,10 +60,12 @@ __all__ = [
     "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
     "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k",
     "ndcg_at_k", "map_at_k", "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage",
-    "diversity", "novelty", "norm_popularity_correlation", "RankingTask", "evaluate_ranking",
+    "diversity", "novelty", "norm_popularity_correlation", "per_user_ranking_metrics",
+    "PER_USER_METRICS", "RankingTask", "evaluate_ranking",
     "BlendScorer",
     "blend", "average_predictions", "compare_models", "evaluate_run", "evaluate_runs",
-    "rating_baselines", "EASE_MAX_ITEMS",
+    "rating_baselines", "EASE_MAX_ITEMS", "row_names", "bootstrap_runs", "StrongTask", "strong_generalization", "per_user_values",
+    "evaluate_runs_strong", "STRONG_KS", "paired_bootstrap", "per_user_metric", "compare_pair",
 ]
 
 

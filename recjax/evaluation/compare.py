@@ -23,7 +23,8 @@ from recjax.models import MODELS
 from recjax.models.baselines import EASE, GlobalMean, MostPopular, UserMean
 from recjax.runs import Run
 
-__all__ = ["compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS"]
+__all__ = ["compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS",
+           "row_names", "bootstrap_runs"]
 
 
 EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
@@ -97,13 +98,8 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
                              f"({other.dataset} {other.split!r} vs "
                              f"{first.dataset} {first.split!r}); evaluate them "
                              f"separately")
-    names = [r.name for r in runs]
     out: dict[str, dict[str, float]] = {}
-    for run, name in zip(runs, names):
-        if names.count(name) > 1:
-            name = f"{name} ({run.path.name})"
-            if name in out:
-                name = f"{name[:-1]}, {len(out) + 1})"
+    for run, name in zip(runs, row_names(runs)):
         out[name] = {**_rating_metrics(run), **evaluate_ranking(run.scorer("dot"), task, k,
                                                                item_embeddings=space)}
     fit_on = first.splits["train"].concat(first.splits["val"])
@@ -128,6 +124,38 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         if any(r.train_config.task == "regression" for r in runs):
             out.update(rating_baselines(fit_on, first.splits["test"]))
     return out
+
+
+def row_names(runs: Sequence[Run]) -> list[str]:
+    """The comparison table's row name of each run: :attr:`Run.name`, with the folder
+    name added where two runs share one."""
+    names = [r.name for r in runs]
+    out: list[str] = []
+    for run, name in zip(runs, names):
+        if names.count(name) > 1:
+            name = f"{name} ({run.path.name})"
+            if name in out:
+                name = f"{name[:-1]}, {len(out) + 1})"
+        out.append(name)
+    return out
+
+
+def bootstrap_runs(runs: Sequence[Run], task: Any, k: int, *, metric: str = "ndcg",
+                   n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
+    """Paired bootstrap over users (:func:`recjax.evaluation.significance.paired_bootstrap`)
+    of ``metric@k`` of each run after the first minus the first, on ``task`` (a
+    :class:`RankingTask`, the ua and leave-last-one-out protocols, or a
+    :class:`recjax.evaluation.strong.StrongTask`): ``{row name: result}``."""
+    from recjax.evaluation.significance import paired_bootstrap, per_user_metric
+    from recjax.evaluation.strong import StrongTask
+
+    if len(runs) < 2:
+        raise ValueError("a paired comparison needs at least two runs")
+    values = [per_user_metric(run if isinstance(task, StrongTask) else run.scorer("dot"), task, metric, k)
+              for run in runs]
+    names = row_names(runs)
+    return {name: paired_bootstrap(v, values[0], n_resamples=n_resamples, seed=seed)
+            for name, v in zip(names[1:], values[1:])}
 
 
 def rating_baselines(train: Ratings, test: Ratings) -> dict[str, dict[str, float]]:

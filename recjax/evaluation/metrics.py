@@ -52,8 +52,8 @@ __all__ = [
     "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
     "task_metrics", "RATING_NAMES",
     "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
-    "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
-    "norm_popularity_correlation",
+    "hit_rate", "ranking_metrics", "per_user_ranking_metrics", "catalogue_coverage", "diversity", "novelty",
+    "norm_popularity_correlation", "PER_USER_METRICS",
 ]
 
 
@@ -135,6 +135,9 @@ RATING_NAMES = {"regression": ("mse", "rmse", "mae"), "binary": ("accuracy", "au
 
 # ----------------------------------------------------------------------------- ranking
 RANKING_METRICS = ("precision", "recall", "ndcg", "map", "mrr", "hit_rate")
+#: The per-user values of :func:`per_user_ranking_metrics`: :data:`RANKING_METRICS` and
+#: ``capped_recall``, the recall of Liang et al. (2018): hits / min(k, |relevant|).
+PER_USER_METRICS = RANKING_METRICS + ("capped_recall",)
 
 def _recommended(recommended: Any, k: int | None, n_items: int | None = None) -> np.ndarray:
     """The ids [U, k] of a TopK or an int array [U, K], cut to the first ``k`` columns (a
@@ -253,7 +256,7 @@ def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any,
     positions = np.arange(1, k + 1, dtype=np.float64)
     discount = 1.0 / np.log2(positions + 1.0)
     cumulative_discount = np.cumsum(discount)
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in RANKING_METRICS}
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in PER_USER_METRICS}
     for block in blocks(ids.shape[0], block_rows(_RANKING_BYTES * k, block_size)):
         n_rel = rel.n_relevant[block]
         keep = n_rel > 0
@@ -271,6 +274,7 @@ def _per_user(recommended: Any, relevant: Any, k: int | None, users: Any,
             "map": (precision_at_j * hit).sum(1) / np.minimum(n_rel, k),
             "mrr": np.where(first > 0, 1.0 / np.maximum(first, 1), 0.0),
             "hit_rate": (n_hits > 0).astype(np.float64),
+            "capped_recall": n_hits / np.minimum(n_rel, k),
         }
         for name, value in values.items():
             parts[name].append(value)
@@ -345,9 +349,39 @@ def ranking_metrics(recommended, relevant, k: int | None = None, *, users=None,
     """
     per_user = _per_user(recommended, relevant, k, users, block_size)
     k = _recommended(recommended, None).shape[1] if k is None else int(k)
-    out = {f"{prefix}{name}@{k}": float(values.mean()) for name, values in per_user.items()}
+    out = {f"{prefix}{name}@{k}": float(per_user[name].mean()) for name in RANKING_METRICS}
     out[f"{prefix}users"] = int(len(per_user["precision"]))
     return out
+
+
+def per_user_ranking_metrics(recommended, relevant, k: int | None = None, *, users=None,
+                             block_size: int | None = None) -> dict[str, np.ndarray]:
+    """Every ranking metric at ``k`` of every user with a relevant item, unaveraged
+    (what :func:`ranking_metrics` averages; for paired comparisons such as
+    :func:`recjax.evaluation.significance.paired_bootstrap`).
+
+    Parameters
+    ----------
+    recommended, relevant, k, users, block_size
+        As in :func:`hits`.
+
+    Returns
+    -------
+    dict
+        ``{name: float64 [U']}`` for each name of :data:`PER_USER_METRICS`: the rows of
+        ``recommended`` whose user has at least one relevant item, in their order.
+        ``capped_recall`` is Liang et al.'s recall, hits / min(k, |relevant|).
+
+    Example
+    -------
+    >>> import numpy as np
+    >>> import scipy.sparse as sp
+    >>> relevant = sp.csr_array(([1, 1, 1], ([0, 0, 0], [0, 1, 2])), shape=(1, 4))
+    >>> m = per_user_ranking_metrics(np.array([[0, 3]]), relevant, k=2)
+    >>> m["recall"].tolist(), m["capped_recall"].tolist()
+    ([0.3333333333333333], [0.5])
+    """
+    return _per_user(recommended, relevant, k, users, block_size)
 
 
 def catalogue_coverage(recommended, n_items: int, k: int | None = None, *,
