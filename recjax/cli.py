@@ -282,23 +282,48 @@ _EVAL_COLUMNS = [  # (key prefix, header)
 ]
 
 
-def evaluation_table(results: dict[str, dict[str, float]], k: int, markdown: bool = False) -> str:
-    """The ``evaluate`` table: one row per model, the columns any of them has."""
+def evaluation_table(results: dict[str, dict[str, float]], k: int, markdown: bool = False,
+                     columns: Sequence[tuple[str, str]] | None = None) -> str:
+    """The ``evaluate`` table: one row per model, the columns any of them has
+    (``columns``: (key, header) pairs instead of the ua protocol's)."""
     from recjax.report import format_table
 
     def key(prefix: str) -> str:
         return f"{prefix}{k}" if prefix.endswith("@") else prefix
 
-    columns = [(key(p), h.format(k=k)) for p, h in _EVAL_COLUMNS
-               if any(key(p) in m for m in results.values())]
+    wanted = columns if columns is not None else [(key(p), h.format(k=k)) for p, h in _EVAL_COLUMNS]
+    columns = [(c, h) for c, h in wanted if any(c in m for m in results.values())]
     rows = [[name] + [m.get(c) for c, _ in columns] for name, m in results.items()]
     return format_table(["model"] + [h for _, h in columns], rows, markdown=markdown)
+
+
+#: ``evaluate --protocol``: the protocol a run's split implies, and the split each needs
+PROTOCOL_OF_SPLIT = {"users": "strong", "last_one": "loo"}
+_STRONG_COLUMNS = [("recall@20", "Recall@20"), ("recall@50", "Recall@50"), ("ndcg@100", "NDCG@100"),
+                   ("users", "users")]
+
+
+def _protocol(args: argparse.Namespace, runs: Sequence[Any]) -> str:
+    """The protocol asked for (or implied by the runs' split), checked against each run."""
+    for path, run in zip(args.run, runs):
+        implied = PROTOCOL_OF_SPLIT.get(run.split, "ua")
+        protocol = args.protocol or implied
+        if protocol != implied:
+            need = {"strong": "a 'users' split (train --split users)",
+                    "loo": "a 'last_one' split (train --split last_one)",
+                    "ua": "a split with test ratings of training users (ua, random, per_user, ...)"}
+            raise CommandError(f"--protocol {protocol} does not fit {path} (split {run.split!r}): it "
+                               f"needs {need[protocol]}; its split implies --protocol {implied}")
+    return args.protocol or PROTOCOL_OF_SPLIT.get(runs[0].split, "ua")
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from recjax.evaluation.compare import evaluate_runs
+    from recjax.evaluation.compare import bootstrap_runs, evaluate_runs, row_names
+    from recjax.evaluation.protocol import RankingTask
+    from recjax.evaluation.strong import STRONG_KS, evaluate_runs_strong
+    from recjax.report import format_table
 
     runs = [_load_run(path) for path in args.run]
     first = runs[0]
@@ -307,21 +332,52 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"{path} was trained on split {run.split!r}; evaluating it on "
                 f"{args.split!r} would score items it was trained on (train a run on {args.split!r})")
+    protocol = _protocol(args, runs)
     if args.ensemble_ease is not None and not args.ensemble:
         raise CommandError("--ensemble-ease needs --ensemble")
-    ensemble = (args.ensemble_ease or 0.0) if args.ensemble else None
-    results = evaluate_runs(runs, args.k, baselines=not args.no_baselines, ensemble=ensemble)
-    print(f"{first.dataset} split {first.split!r}: "
-          f"{next(iter(results.values()))['users']} test users, all unrated items ranked, "
-          f"relevant = the user's test items\n")
-    print(evaluation_table(results, args.k, markdown=args.markdown))
-    print(f"\nrating metrics on the test part; novelty@{args.k} = mean self-information "
-          f"-log2 p(item) in bits, pop@{args.k} = mean share of users who rated a recommended "
-          f"item; div@{args.k} measured in {first.name}'s item embedding space")
+    if args.bootstrap and len(runs) < 2:
+        raise CommandError("--bootstrap compares runs with the first: give at least two runs")
+    if protocol == "strong":
+        if args.ensemble:
+            raise CommandError("--ensemble is not available with --protocol strong")
+        results, task = evaluate_runs_strong(runs, threshold=args.threshold, seed=args.seed,
+                                             baselines=not args.no_baselines,
+                                             ease_lambda=args.ease_lambda)
+        k, columns = STRONG_KS[1], _STRONG_COLUMNS
+        print(f"{first.dataset} split {first.split!r} (strong generalisation): {len(task.users)} "
+              f"held-out test users with >= 5 positives (rating >= {args.threshold:g}); 80% of "
+              f"each user's positives folded in, the other 20% ranked against every training item\n")
+    else:
+        ensemble = (args.ensemble_ease or 0.0) if args.ensemble else None
+        results = evaluate_runs(runs, args.k, baselines=not args.no_baselines, ensemble=ensemble,
+                                ease_lambda=args.ease_lambda)
+        task = RankingTask.from_run(first) if args.bootstrap else None
+        k, columns = args.k, None
+        what = ("the user's latest rating (leave-last-one-out)" if protocol == "loo"
+                else "the user's test items")
+        print(f"{first.dataset} split {first.split!r}: "
+              f"{next(iter(results.values()))['users']} test users, all unrated items ranked, "
+              f"relevant = {what}\n")
+    print(evaluation_table(results, k, markdown=args.markdown, columns=columns))
+    if protocol != "strong":
+        print(f"\nrating metrics on the test part; novelty@{k} = mean self-information "
+              f"-log2 p(item) in bits, pop@{k} = mean share of users who rated a recommended "
+              f"item; div@{k} measured in {first.name}'s item embedding space")
+    significance = None
+    if args.bootstrap:
+        significance = bootstrap_runs(runs, task, k, n_resamples=args.bootstrap, seed=args.seed)
+        rows = [[name, r["difference"], r["low"], r["high"], r["share_a_better"]]
+                for name, r in significance.items()]
+        print(f"\npaired bootstrap over {next(iter(significance.values()))['users']} users "
+              f"({args.bootstrap} resamples, seed {args.seed}): NDCG@{k} of each run minus "
+              f"{row_names(runs)[0]}")
+        print(format_table(["model", f"ΔNDCG@{k}", "95% low", "95% high", "share better"], rows,
+                           markdown=args.markdown))
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"runs": [str(r.path) for r in runs], "dataset": first.dataset,
-             "split": first.split, "k": args.k, "results": results}, indent=2) + "\n")
+            {"runs": [str(r.path) for r in runs], "dataset": first.dataset, "split": first.split,
+             "protocol": protocol, "k": k, "results": results,
+             **({"bootstrap": significance} if significance else {})}, indent=2) + "\n")
         print(f"wrote {args.json}")
     return 0
 
@@ -333,6 +389,23 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                                     "metrics with the most-popular and EASE baselines.")
     ev.add_argument("run", nargs="+", help="run folder(s), all trained on one split")
     ev.add_argument("--split", help="must be the runs' own split (default: it)")
+    ev.add_argument("--protocol", choices=("ua", "strong", "loo"),
+                    help="ua: rank all unrated items for the test users (any split of ratings of "
+                         "training users); strong: strong generalisation (Liang et al. 2018: "
+                         "held-out users, 80%% of their positives folded in, Recall@20/50 and "
+                         "NDCG@100; needs a 'users' split); loo: leave-last-one-out, full ranking "
+                         "(needs a 'last_one' split; HR and NDCG at --k). Default: the one the "
+                         "runs' split implies")
+    ev.add_argument("--threshold", type=float, default=4.0,
+                    help="strong: ratings >= this are positives (default 4, as the paper on "
+                         "MovieLens)")
+    ev.add_argument("--bootstrap", type=_positive, metavar="N",
+                    help="paired bootstrap over users (N resamples) of each run's NDCG against the "
+                         "first run's, printed after the table")
+    ev.add_argument("--seed", type=int, default=0,
+                    help="seeds the strong protocol's 80/20 division and the bootstrap (default 0)")
+    ev.add_argument("--ease-lambda", type=float, default=250.0,
+                    help="the EASE baseline's L2 weight (default 250, tuned on ml-100k)")
     ev.add_argument("--k", type=_positive, default=10, help="ranking cut-off (default 10)")
     ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ev.add_argument("--markdown", action="store_true", help="print a markdown table")
