@@ -69,7 +69,7 @@ __all__ = ["run", "RunResult", "load_splits"]
 
 # task -> (metric monitored on validation, higher is better)
 MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}
-SPLIT_METHODS = ("random", "per_user", "temporal")  # any dataset; ml-100k also PREDEFINED_SPLITS
+SPLIT_METHODS = ("random", "per_user", "temporal", "users", "last_one")  # any dataset; ml-100k also PREDEFINED_SPLITS
 
 
 @dataclass
