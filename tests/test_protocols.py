@@ -1,0 +1,277 @@
+"""The literature's ranking protocols (issue #18): the users and last_one splits, strong
+generalisation (Liang et al. 2018), leave-last-one-out with full ranking, and the paired
+bootstrap over users; hand-made data, values computed by hand."""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from recjax.data import Ratings
+from recjax.data.splits import last_one_split, split_ratings, user_split
+from recjax.evaluation import (RankingTask, StrongTask, compare_pair, evaluate_ranking,
+                               paired_bootstrap, per_user_ranking_metrics, strong_generalization)
+from recjax.models.baselines import EASE, MostPopular
+
+
+def ratings(users, items, values, timestamps=None) -> Ratings:
+    return Ratings.from_raw(users, items, np.asarray(values, float), timestamps=timestamps)
+
+
+# ----------------------------------------------------------------------------- splits
+def test_user_split_holds_out_whole_users():
+    n_users, per_user = 20, 4
+    users = np.repeat(np.arange(n_users), per_user)
+    items = np.tile(np.arange(per_user), n_users) + users % 3
+    data = ratings(users, items, np.full(len(users), 5.0))
+    parts = user_split(data, 0.25, 3, seed=7)  # a fraction of users, and a number of them
+    owners = [set(data.users.ids[p.user].tolist()) for p in parts]
+    assert [len(o) for o in owners] == [12, 3, 5]
+    assert not (owners[0] & owners[1] or owners[0] & owners[2] or owners[1] & owners[2])
+    assert [len(p) for p in parts] == [12 * per_user, 3 * per_user, 5 * per_user]  # all their ratings
+    assert all(p.items is data.items and p.users is data.users for p in parts)  # all items stay
+    again = user_split(data, 0.25, 3, seed=7)
+    assert set(data.users.ids[again.test.user].tolist()) == owners[2]
+    other = user_split(data, 0.25, 3, seed=8)
+    assert set(data.users.ids[other.test.user].tolist()) != owners[2]
+    via = split_ratings(data, "users", test_fraction=5, val_fraction=0.15, seed=7)
+    assert [len(set(p.user.tolist())) for p in via] == [12, 3, 5]
+    with pytest.raises(ValueError, match="test_users must be a fraction"):
+        user_split(data, 2.5)
+    with pytest.raises(ValueError, match="leave none"):
+        user_split(data, 10, 10)
+
+
+def test_last_one_split_by_timestamp_ties_by_position():
+    # user 1: timestamps 3, 1, 2 -> test item 10 (t=3), validation item 30 (t=2)
+    # user 2: items 40 and 50 both at t=5: the later row (50) is the latest
+    # user 3: a single rating stays in train
+    data = ratings([1, 1, 1, 2, 2, 2, 3], [10, 20, 30, 60, 40, 50, 10], [5, 4, 3, 2, 1, 5, 4],
+                   [3, 1, 2, 1, 5, 5, 9])
+    parts = last_one_split(data, validation=True)
+
+    def raw(p):
+        return sorted(zip(p.users.ids[p.user].tolist(), p.items.ids[p.item].tolist()))
+
+    assert raw(parts.test) == [(1, 10), (2, 50)]
+    assert raw(parts.val) == [(1, 30), (2, 40)]
+    assert raw(parts.train) == [(1, 20), (2, 60), (3, 10)]
+    no_val = split_ratings(data, "last_one", val_fraction=0.0)
+    assert len(no_val.val) == 0 and raw(no_val.test) == [(1, 10), (2, 50)]
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_capped_recall_is_liangs_normalisation():
+    # one user, 3 relevant items (0, 1, 2); the top 2 are [0, 3]: 1 hit
+    relevant = sp.csr_array(([1, 1, 1], ([0, 0, 0], [0, 1, 2])), shape=(1, 5))
+    m = per_user_ranking_metrics(np.array([[0, 3]]), relevant, k=2)
+    assert m["recall"][0] == pytest.approx(1 / 3)  # hits / |relevant|
+    assert m["capped_recall"][0] == pytest.approx(1 / 2)  # hits / min(k, |relevant|)
+    assert m["ndcg"][0] == pytest.approx(1.0 / (1.0 + 1.0 / math.log2(3)))
+    # with k above |relevant| both agree: top 4 [0, 3, 1, 4] -> 2 hits of 3
+    m = per_user_ranking_metrics(np.array([[0, 3, 1, 4]]), relevant, k=4)
+    assert m["recall"][0] == m["capped_recall"][0] == pytest.approx(2 / 3)
+
+
+# ----------------------------------------------------------------------------- strong
+TRAIN = ([1, 1, 1, 2, 2, 2, 2, 3, 3], [10, 20, 30, 20, 30, 40, 50, 10, 40],
+         [5.0, 5, 5, 4, 4, 5, 5, 5, 2])
+
+
+def strong_data():
+    """Users 1-3 train; user 8 (6 positives, one below the threshold, one cold item) and
+    user 9 (4 positives: below min_positives) held out; item 60 has no training rating,
+    item 70 only a rating below the threshold."""
+    u = TRAIN[0] + [3] + [8] * 8 + [9] * 4
+    i = TRAIN[1] + [70] + [10, 20, 30, 40, 50, 60, 70, 80] + [10, 20, 30, 40]
+    r = TRAIN[2] + [3.0] + [5, 5, 5, 4, 4, 5, 5, 3] + [5, 5, 5, 5]
+    data = ratings(u, i, r)
+    n_train = len(TRAIN[0]) + 1
+    return data.subset(slice(0, n_train)), data.subset(slice(n_train, len(u))), data
+
+
+def test_strong_task_holds_out_users_and_folds_in_80_percent():
+    train, held, data = strong_data()
+    task = StrongTask.from_ratings(train, held, threshold=4.0, seed=0)
+    items = data.items.ids
+    assert data.users.ids[task.users].tolist() == [8]  # user 9 has 4 positives: dropped
+    # catalogue: items with a training rating >= 4 (60 none, 70 only a 3, 80 none)
+    assert sorted(items[task.catalogue].tolist()) == [10, 20, 30, 40, 50]
+    fold = set(items[task.fold.indices].tolist())
+    test = set(items[task.test.indices].tolist())
+    # user 8's positives of catalogue items: 10, 20, 30, 40, 50; floor(0.2 * 5) = 1 held out
+    assert len(test) == 1 and len(fold) == 4 and fold | test == {10, 20, 30, 40, 50}
+    assert np.all(task.fold_ratings >= 4.0)
+    again = StrongTask.from_ratings(train, held, seed=0)
+    assert (again.test != task.test).nnz == 0
+    draws = {tuple(items[StrongTask.from_ratings(train, held, seed=s).test.indices]) for s in range(12)}
+    assert len(draws) > 1  # the division follows the seed
+
+
+class FixedScores:
+    """A fold-in model whose every folded-in user scores items by ``scores``."""
+
+    def __init__(self, scores):
+        self.scores = np.asarray(scores, np.float64)
+        self.calls = []
+
+    def fold_in(self, items, ratings=None, *, binary_threshold=3.0):
+        self.calls.append((np.asarray(items).tolist(), np.asarray(ratings).tolist()))
+        return np.ones(1), self.scores[:, None]
+
+
+def test_strong_metrics_by_hand():
+    train, held, data = strong_data()
+    task = StrongTask.from_ratings(train, held, seed=0)
+    index = {raw: i for i, raw in enumerate(data.items.ids.tolist())}
+    (target,) = data.items.ids[task.test.indices].tolist()
+    # the items outside the catalogue (60, 70, 80) score highest but are never ranked, and
+    # the 4 folded-in items are excluded: the held-out item is the one candidate left
+    scores = np.zeros(data.n_items)
+    for raw in (60, 70, 80):
+        scores[index[raw]] = 10.0
+    model = FixedScores(scores)
+    m = strong_generalization(model, task, ks=(1, 2), ndcg_k=2)
+    assert m == {"recall@1": 1.0, "recall@2": 1.0, "ndcg@2": 1.0, "users": 1}
+    folded, rating = model.calls[0]
+    assert sorted(data.items.ids[folded].tolist()) == sorted({10, 20, 30, 40, 50} - {target})
+    assert len(rating) == 4 and min(rating) >= 4.0
+
+
+def test_strong_metrics_two_users_by_hand():
+    # 12 items; training user 0 rates all of them 5; held-out users 1 and 2 rate items 0..9
+    n = 12
+    u = [0] * n + [1] * 10 + [2] * 10
+    i = list(range(n)) + list(range(10)) + list(range(10))
+    data = ratings(u, i, [5.0] * len(u))
+    train, held = data.subset(slice(0, n)), data.subset(slice(n, len(u)))
+    task = StrongTask.from_ratings(train, held, seed=3)
+    assert task.test.getnnz(axis=1).tolist() == [2, 2]  # floor(0.2 * 10)
+    # a ranking that puts items 10, 11 (never relevant) first, then ascending ids
+    scores = np.r_[-np.arange(10.0), 100.0, 99.0]
+    top = task.rank(FixedScores(scores), 4)
+    m = strong_generalization(FixedScores(scores), task, ks=(3,), ndcg_k=4)
+    want_recall, want_ndcg = [], []
+    for r in range(2):
+        held_out = set(task.test[[r]].indices.tolist())
+        ranked = top.ids[r].tolist()
+        assert ranked[:2] == [10, 11] and not set(ranked) & set(task.fold[[r]].indices.tolist())
+        hits = [x in held_out for x in ranked]
+        want_recall.append(sum(hits[:3]) / min(3, 2))
+        want_ndcg.append(sum(h / math.log2(j + 2) for j, h in enumerate(hits))
+                         / (1 + 1 / math.log2(3)))
+    assert m["recall@3"] == pytest.approx(np.mean(want_recall))
+    assert m["ndcg@4"] == pytest.approx(np.mean(want_ndcg))
+
+
+def test_strong_needs_a_model_that_folds_in():
+    train, held, _ = strong_data()
+    task = StrongTask.from_ratings(train, held, seed=0)
+    with pytest.raises(ValueError, match="cannot fold in held-out users.*dae"):
+        strong_generalization(MostPopular().fit(train), task)
+    with pytest.raises(ValueError, match="whole users held out"):
+        StrongTask.from_ratings(train, train)
+
+
+# ----------------------------------------------------------------------------- leave-last-one-out
+def test_leave_last_one_out_hit_rate_and_ndcg_by_hand():
+    # 2 users, 5 items; train: user 0 rated items 0, 1 (t 1, 2), latest item 2 (t 3);
+    # user 1 rated item 3 (t 1), latest item 4 (t 2)
+    data = ratings([0, 0, 0, 1, 1], [0, 1, 2, 3, 4], [5, 5, 5, 5, 5], [1, 2, 3, 1, 2])
+    parts = last_one_split(data)
+    task = RankingTask.from_ratings([parts.train, parts.val], parts.test)
+    # item scores identical for both users: 3 > 2 > 4 > 0 > 1
+    users = np.ones((2, 1))
+    items = np.array([[1.0], [0.0], [4.0], [5.0], [3.0]])
+    m = evaluate_ranking((users, items), task, k=10)
+    # user 0 candidates (0, 1 excluded): 3, 2, 4 -> its item 2 at rank 2
+    # user 1 candidates (3 excluded): 2, 4, 0, 1 -> its item 4 at rank 2
+    assert m["hit_rate@10"] == 1.0
+    assert m["ndcg@10"] == pytest.approx(1 / math.log2(3))
+    m1 = evaluate_ranking((users, items), task, k=1)
+    assert m1["hit_rate@1"] == 0.0 and m1["ndcg@1"] == 0.0
+
+
+# ----------------------------------------------------------------------------- bootstrap
+def bootstrap_task(seed=0, n_users=200, n_items=50):
+    rng = np.random.default_rng(seed)
+    test = sp.csr_matrix((rng.random((n_users, n_items)) < 0.1).astype(np.float32))
+    test[np.arange(n_users), rng.integers(0, n_items, n_users)] = 1.0
+    test = sp.csr_matrix(test)
+    train = sp.csr_matrix((n_users, n_items), dtype=np.float32)
+    users = np.arange(n_users, dtype=np.int64)
+    return RankingTask(train, test, users, np.zeros(n_items, np.int64)), rng
+
+
+def test_bootstrap_of_identical_scorers_is_exactly_zero():
+    task, rng = bootstrap_task()
+    model = (rng.normal(size=(task.n_users, 4)), rng.normal(size=(task.n_items, 4)))
+    r = compare_pair(model, model, task, "ndcg", 10, n_resamples=300, seed=1)
+    assert (r["difference"], r["low"], r["high"], r["share_a_better"]) == (0.0, 0.0, 0.0, 0.0)
+    assert r["users"] == task.n_users
+
+
+def test_bootstrap_finds_a_planted_better_scorer():
+    task, rng = bootstrap_task()
+    dense = task.test.toarray()
+    noise = rng.normal(size=dense.shape)
+    better = (np.hstack([dense + 0.8 * noise, np.ones((task.n_users, 0))]), np.eye(task.n_items))
+    worse = (noise, np.eye(task.n_items))
+    r = compare_pair(better, worse, task, "ndcg", 10, n_resamples=500, seed=0)
+    a = per_user_ranking_metrics(task.rank(better, 10), task.test, 10)["ndcg"]
+    b = per_user_ranking_metrics(task.rank(worse, 10), task.test, 10)["ndcg"]
+    assert r["difference"] == pytest.approx(float(np.mean(a - b)))
+    assert 0.0 < r["low"] < r["difference"] < r["high"]
+    assert r["share_a_better"] == 1.0
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_bootstrap(a, b[:-1])
+
+
+# ----------------------------------------------------------------------------- end to end
+def _recjax(*args, cwd):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.run([sys.executable, "-m", "recjax", *args], capture_output=True, text=True,
+                          cwd=cwd, env=env)
+
+
+@pytest.mark.slow
+def test_strong_protocol_end_to_end_on_ml_latest_small(tmp_path):
+    folder = os.environ.get("RECJAX_DATA")
+    if not folder or not os.path.isdir(os.path.join(folder, "ml-latest-small")):
+        pytest.skip("ml-latest-small is not in $RECJAX_DATA")
+    out = str(tmp_path / "dae")
+    done = _recjax("train", "--model", "dae", "--dataset", "ml-latest-small", "--split", "users",
+                   "--epochs", "2", "--out", out, "--quiet", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _recjax("evaluate", out, "--json", str(tmp_path / "r.json"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    import json
+
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["protocol"] == "strong"
+    for row in report["results"].values():
+        assert set(row) == {"recall@20", "recall@50", "ndcg@100", "users"}
+        assert 0.0 < row["recall@20"] <= row["recall@50"] <= 1.0 and row["users"] > 20
+    wrong = _recjax("evaluate", out, "--protocol", "loo", cwd=tmp_path)
+    assert wrong.returncode == 2 and "does not fit" in wrong.stderr
+    assert len(wrong.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_strong_protocol_on_synthetic_data_with_ease():
+    from recjax.data.synthetic import synthetic_ratings
+
+    data, _ = synthetic_ratings(n_users=2000, n_items=300, n_ratings=60_000, seed=0)
+    parts = split_ratings(data, "users", test_fraction=0.1, val_fraction=0.1, seed=0)
+    task = StrongTask.from_ratings(parts.train, parts.test, threshold=4.0)
+    m = strong_generalization(EASE(100.0).fit(parts.train), task)
+    pop = np.bincount(parts.train.item[parts.train.rating >= 4], minlength=data.n_items)
+    popular = strong_generalization(FixedScores(pop.astype(float)), task)
+    assert m["users"] == popular["users"] == len(task.users) > 100
+    assert m["ndcg@100"] > popular["ndcg@100"]
