@@ -71,9 +71,12 @@ CHECKERBOARD: dict[str, dict[str, Any]] = {
     "softmax": dict(epochs=60, learning_rate=0.02, batch_size=8),
     "dae": dict(epochs=60, learning_rate=0.02, batch_size=8),
 }
+# families that learn from which items each user chose, whatever the rating: their
+# checkerboard has no ratings of the other group (an interaction would be a positive)
+IMPLICIT_FEEDBACK = {"ials"}
 CHECKERBOARD_CONFIG: dict[str, dict[str, Any]] = {  # on top of SMALL
     "pair": dict(dropout=0.0), "dnn": dict(dropout=0.0, input_dropout=0.0), "dae": dict(dropout=0.3),
-    "softmax": dict(targets_per_user=2),
+    "softmax": dict(targets_per_user=2), "ials": dict(embedding_dim=2),
 }
 
 # hyper-parameters: field -> changed value, or (changed value, {field: value} both
@@ -296,17 +299,15 @@ def test_a_new_user_is_folded_in_or_refused(short_run):
 def checkerboard(request):
     """Each family trained on the checkerboard (its own epochs and learning rate):
     (family, parts, trained module)."""
-    from recjax.train.loop import fit
-
     family = request.param
     spec = MODELS[family]
-    parts = _checkerboard(implicit=not spec.capabilities.pairs)
+    parts = _checkerboard(implicit=not spec.capabilities.pairs or family in IMPLICIT_FEEDBACK)
     cfg = RunConfig(model=family, task=spec.tasks[0], optimizer="adam", quiet=True,
                       **CHECKERBOARD.get(family, dict(epochs=40, learning_rate=0.01)))
     model_cfg = spec.config(**{**SMALL.get(family, {}), **CHECKERBOARD_CONFIG.get(family, {})})
     model = Model.split(spec.build(model_cfg, parts["train"], task=cfg.task, seed=0))
     inputs = spec.examples(model_cfg, parts, task=cfg.task)
-    result = fit(model, inputs["train"], cfg, task=spec.loss or cfg.task, validate=None, monitor=None)
+    result = spec.fit(model, inputs["train"], cfg, task=spec.loss or cfg.task, validate=None, monitor=None)
     return family, parts, model.bind(result.params)
 
 
