@@ -27,7 +27,7 @@ def _pattern(seed: int = 0, users: int = 40, items: int = 30, density: float = 0
 
 
 def _device(plan):
-    return [{k: jnp.asarray(v) for k, v in bucket.items()} for bucket in plan]
+    return {k: jnp.asarray(v) for k, v in plan.items()}
 
 
 def _ials_reference(x: np.ndarray, h: np.ndarray, a0: float, lam: float, nu: float) -> np.ndarray:
@@ -41,15 +41,16 @@ def _ials_reference(x: np.ndarray, h: np.ndarray, a0: float, lam: float, nu: flo
     return np.array(out)
 
 
+@pytest.mark.parametrize("width", [2, 3, None])  # rows cut into many segments, or few
 @pytest.mark.parametrize("budget", [16, 41, 1 << 17])  # chunking never changes the answer
-def test_cholesky_solve_is_the_exact_minimiser(budget):
+def test_cholesky_solve_is_the_exact_minimiser(budget, width):
     x = _pattern()
     rng = np.random.default_rng(1)
     h = rng.normal(size=(x.shape[1], 5))
     a0, lam, nu = 0.3, 0.05, 0.7
     users, items = np.nonzero(x)
     reg = lam * (x.sum(1) + a0 * x.shape[1]) ** nu
-    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=budget))
+    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=budget, width=width))
     got = solve_side(jnp.zeros((x.shape[0], 5)), jnp.asarray(h, jnp.float32),
                      jnp.asarray(a0 * h.T @ h, jnp.float32), plan, jnp.asarray(reg, jnp.float32))
     np.testing.assert_allclose(np.asarray(got), _ials_reference(x, h, a0, lam, nu), rtol=1e-4, atol=1e-5)
@@ -78,7 +79,7 @@ def test_conjugate_gradient_converges_to_the_exact_solution():
     a0, lam = 0.2, 0.02
     users, items = np.nonzero(x)
     reg = jnp.asarray(lam * (x.sum(1) + a0 * x.shape[1]), jnp.float32)
-    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=64))
+    plan = _device(row_plan(users, items, np.ones(len(users)), x.shape[0], budget=64, width=4))
     want = _ials_reference(x, h, a0, lam, 1.0)
     w, errors = jnp.zeros((x.shape[0], 6)), []
     solve = jax.jit(lambda w: solve_side(w, jnp.asarray(h, jnp.float32), jnp.asarray(a0 * h.T @ h, jnp.float32),
@@ -217,3 +218,25 @@ def test_fit_resumes_to_bitwise_the_same_parameters(tmp_path):
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3, 4]
     for name in ("user_factors", "item_factors"):
         np.testing.assert_array_equal(whole.params[name], resumed.params[name])
+
+
+def test_a_plan_has_one_chunk_shape_and_places_every_entry_once():
+    """Rows from 1 to 300 entries: one [C, S, W] shape (one compiled loop body per side,
+    not one per length bucket), every row in one slot, every entry in one segment."""
+    rng = np.random.default_rng(11)
+    lengths = np.array([0, 1, 3, 8, 9, 40, 300])
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    items = np.concatenate([rng.choice(400, n, replace=False) for n in lengths])
+    plan = row_plan(users, items, np.arange(len(users), dtype=np.float32), len(lengths), budget=64)
+    chunks, size, width = plan["cols"].shape
+    assert width == 64 and size == 5 and chunks == 3  # mean length 51.6 -> W 64; 300 entries: 5 segments
+    assert plan["rows"].shape == plan["slots"].shape == plan["counts"].shape == (chunks, size)
+    assert sorted(plan["rows"][plan["rows"] < 1000].tolist()) == list(range(len(lengths)))
+    assert plan["counts"].sum() == len(users)
+    got = {}
+    for c in range(chunks):
+        for s in range(size):
+            row = plan["rows"][c, plan["slots"][c, s]]
+            for e in range(plan["counts"][c, s]):
+                got[int(plan["values"][c, s, e])] = (int(row), int(plan["cols"][c, s, e]))
+    assert got == {e: (int(u), int(i)) for e, (u, i) in enumerate(zip(users, items))}

@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from recjax.data.dataset import Ratings
-from recjax.models.als_solvers import SOLVERS, observed_residuals, plan_entries, row_plan, solve_rows, solve_side
+from recjax.models.als_solvers import SOLVERS, observed_residuals, row_plan, solve_side
 from recjax.models.base import Capabilities, table
 
 __all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als", "make_ials_evaluator"]
@@ -114,6 +114,16 @@ def _side_data(user: np.ndarray, item: np.ndarray, values: np.ndarray, n_users: 
     return {"users": row_plan(user, item, values, n_users), "items": row_plan(item, user, values, n_items),
             "user_counts": np.bincount(user, minlength=n_users).astype(np.float32),
             "item_counts": np.bincount(item, minlength=n_items).astype(np.float32)}
+
+
+def _solve_one(fixed: jax.Array, gram: jax.Array, items: np.ndarray, targets: np.ndarray,
+               reg: float | jax.Array) -> np.ndarray:
+    """One row's exact solve against ``fixed`` [n, k] (its entries ``items`` with
+    ``targets``): the half-sweep's kernel on a one-row plan; float32 [k]."""
+    plan = jax.tree.map(jnp.asarray, row_plan(np.zeros(len(items), np.int64), items, targets, 1))
+    k = fixed.shape[1]
+    x = solve_side(jnp.zeros((1, k), jnp.float32), fixed, gram, plan, jnp.reshape(jnp.float32(reg), (1,)))
+    return np.asarray(x[0], np.float32)
 
 
 def _init(rngs: nnx.Rngs, rows: int, cfg: Any) -> jax.Array:
@@ -205,10 +215,8 @@ class IALS(nnx.Module):
         index = np.asarray(items, np.int64).reshape(-1)
         h = jnp.asarray(self.item_factors[...], jnp.float32)
         reg = self._reg(jnp.float32(len(index)), self.n_items)
-        user = solve_rows(h, self.cfg.unobserved_weight * (h.T @ h), jnp.asarray(index[None], jnp.int32),
-                          jnp.ones((1, len(index)), jnp.float32), jnp.array([len(index)], jnp.int32),
-                          jnp.reshape(reg, (1,)), jnp.zeros((1, h.shape[1]), jnp.float32))
-        return np.asarray(user[0], np.float32), np.asarray(h, np.float32)
+        user = _solve_one(h, self.cfg.unobserved_weight * (h.T @ h), index, np.ones(len(index)), reg)
+        return user, np.asarray(h, np.float32)
 
 
 class ALS(nnx.Module):
@@ -347,11 +355,9 @@ class ALS(nnx.Module):
         fixed = q if self.user_bias is None else jnp.hstack([q, jnp.ones((len(q), 1), jnp.float32)])
         targets = rating - self.offset - (0.0 if bq is None else np.asarray(bq)[index])
         k = fixed.shape[1]
-        x = solve_rows(fixed, jnp.zeros((k, k), jnp.float32), jnp.asarray(index[None], jnp.int32),
-                       jnp.asarray(targets[None], jnp.float32), jnp.array([len(index)], jnp.int32),
-                       jnp.array([self.cfg.regularization * max(len(index), 1)], jnp.float32),
-                       jnp.zeros((1, k), jnp.float32))
-        user = np.asarray(x[0, : q.shape[1]], np.float32)
+        x = _solve_one(fixed, jnp.zeros((k, k), jnp.float32), index, targets,
+                       self.cfg.regularization * max(len(index), 1))
+        user = x[: q.shape[1]]
         _, item_vectors = self.ranking_vectors()
         if self.item_bias is not None:
             user = np.append(user, np.float32(1.0))

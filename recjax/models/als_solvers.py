@@ -13,21 +13,27 @@ item matrix), targets ``y = 1`` and ``reg_u = lambda (|N(u)| + alpha0 n_fixed)^n
 explicit ALS (ALS-WR, Zhou et al. 2008) has ``G = 0``, the residual ratings as
 targets and ``reg_u = lambda |N(u)|``.
 
-The interactions are held as a :func:`row_plan`: rows grouped by their number of
-observed entries into buckets of padded width ``L`` (powers of two), each cut into
-chunks of ``B`` rows with ``B * L`` bounded by a budget, so a chunk gathers at most
-``budget x k`` values whatever the row lengths (ml-20m's users range from 20 to
-9,000 ratings). :func:`solve_rows` solves one chunk exactly (batched Cholesky) or by
-a few warm-started conjugate-gradient steps, matrix-free (``A x`` as ``G x +
-F_u^T (F_u x) + reg x``: O(L k) per step instead of the O(L k^2) of forming ``A``),
-as implicit's ``cg`` solver does. :func:`solve_side` runs every chunk of a plan
-(``lax.map``: one chunk's memory at a time) and writes the rows into the table.
+The interactions are held as a :func:`row_plan` of **one chunk shape per side**: each
+row's entries are cut into segments of ``W`` entries (one width per side, from its
+mean row length), and the segments are packed, whole rows at a time, into chunks of
+``S`` segments (``S x W`` bounded by a budget, so a chunk gathers at most ``budget x
+k`` values whatever the row lengths: ml-20m's users range from 20 to 9,000 ratings).
+A chunk's rows sit in its ``S`` slots; each segment names its slot, and the per-row
+sums of the normal equations are segment sums. Every chunk of a side has the same
+shape, so a half-sweep is one compiled loop body (:func:`solve_side`: ``lax.map``
+over the chunks, one chunk's memory at a time), whatever the spread of row lengths.
+:func:`solve_rows` solves one chunk exactly (batched Cholesky) or by a few
+warm-started conjugate-gradient steps, matrix-free (``A x`` as ``G x + F_u^T (F_u
+x) + reg x``: O(L k) per step instead of the O(L k^2) of forming ``A``), as
+implicit's ``cg`` solver does.
 
 Example
 -------
 >>> import numpy as np, jax.numpy as jnp
 >>> from recjax.models.als_solvers import row_plan, solve_side
 >>> plan = row_plan(np.array([0, 0, 1]), np.array([0, 2, 1]), np.ones(3), n_rows=2)
+>>> plan["cols"].shape                         # [chunks, segments, width]
+(1, 2, 8)
 >>> fixed = jnp.eye(3)[:, :2]                  # 3 items, k = 2
 >>> x = solve_side(jnp.zeros((2, 2)), fixed, jnp.zeros((2, 2)), plan, jnp.full(2, 1.0))
 >>> np.round(np.asarray(x), 3).tolist()        # (1 + 1) x = 1 on the observed columns
@@ -46,15 +52,24 @@ __all__ = ["SOLVERS", "row_plan", "solve_rows", "solve_side", "observed_residual
 
 SOLVERS = ("cholesky", "cg")
 
-#: gathered entries per chunk (B x L); times k x 4 bytes is a chunk's working memory
+#: gathered entries per chunk (S x W); times k x 4 bytes is a chunk's working memory
 DEFAULT_BUDGET = 1 << 17
-_MIN_WIDTH = 8  # the narrowest bucket: rows shorter than this share it
-NO_ROW = np.iinfo(np.int32).max  # a chunk's padding row: dropped when the solutions are written
+_WIDTHS = (8, 128)  # the segment width: the mean row length's power of two, clipped to this range
+NO_ROW = np.iinfo(np.int32).max  # a chunk's empty slot: dropped when the solutions are written
+
+
+def segment_width(counts: np.ndarray) -> int:
+    """The segment width ``W`` of a side whose rows hold ``counts`` entries: the power of
+    two nearest the mean row length, within [8, 128] (a row wastes under ``W`` gathered
+    entries; shorter segments mean more of them to sum)."""
+    mean = float(np.mean(counts)) if len(counts) else 1.0
+    return int(np.clip(2 ** np.round(np.log2(max(mean, 1.0))), *_WIDTHS))
 
 
 def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, *,
-             budget: int = DEFAULT_BUDGET) -> list[dict[str, np.ndarray]]:
-    """Group the entries ``(rows[e], cols[e], values[e])`` by row into padded chunks.
+             budget: int = DEFAULT_BUDGET, width: int | None = None) -> dict[str, np.ndarray]:
+    """Cut the entries ``(rows[e], cols[e], values[e])`` into segments of whole rows,
+    packed into chunks of one shape.
 
     Parameters
     ----------
@@ -63,61 +78,87 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
     values : float array [nnz]
         The entries' values (ratings; ones for interactions).
     n_rows : int
-        Rows of the side being solved; every row appears in exactly one chunk (rows
-        without entries too: their solve uses ``G`` and ``reg`` alone).
+        Rows of the side being solved; every row sits in exactly one chunk slot (rows
+        without entries too, with one empty segment: their solve uses ``G`` and ``reg``
+        alone).
     budget : int
-        Entries gathered per chunk, ``B x L`` (at least ``L``: a row is never split).
+        Entries gathered per chunk, ``S x W``; raised to the longest row's segments
+        when that row needs more (a row is never split over chunks).
+    width : int, optional
+        The segment width ``W`` (default :func:`segment_width` of the row lengths).
 
     Returns
     -------
-    list of dict
-        One bucket per width ``L``: ``rows`` int32 [C, B] (padding: :data:`NO_ROW`, out
-        of any table), ``cols`` int32 [C, B, L] (padding: 0), ``values`` float32
-        [C, B, L] (padding: 0) and ``counts`` int32 [C, B] (entries of each row).
+    dict
+        ``rows`` int32 [C, S]: the row in each slot (empty: :data:`NO_ROW`, out of any
+        table); ``slots`` int32 [C, S]: each segment's slot; ``cols`` int32 [C, S, W]
+        (padding: 0); ``values`` float32 [C, S, W] (padding: 0); ``counts`` int32 [C, S]:
+        each segment's real entries.
     """
-    rows, cols = np.asarray(rows, np.int64), np.asarray(cols, np.int64)
-    values = np.asarray(values, np.float32)
+    rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
+    values = np.asarray(values, np.float32).reshape(-1)
     if not (len(rows) == len(cols) == len(values)):
         raise ValueError(f"rows, cols and values must have one length, got {len(rows)}, {len(cols)}, "
                          f"{len(values)}")
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
     if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
         raise ValueError(f"row indices must lie in [0, {n_rows}); got {rows.min()}..{rows.max()}")
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
+    counts = np.bincount(rows, minlength=n_rows)
+    width = segment_width(counts) if width is None else int(width)
+    if width < 1:
+        raise ValueError(f"width must be >= 1, got {width}")
     order = np.argsort(rows, kind="stable")
     cols, values = cols[order], values[order]
-    counts = np.bincount(rows, minlength=n_rows)
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    widths = np.maximum(_MIN_WIDTH, 2 ** np.ceil(np.log2(np.maximum(counts, 1)))).astype(np.int64)
-    plan = []
-    for width in np.unique(widths):
-        members = np.flatnonzero(widths == width)
-        size = int(min(max(budget // width, 1), len(members)))
-        n_chunks = -(-len(members) // size)
-        padded = np.full(n_chunks * size, NO_ROW, np.int64)
-        padded[: len(members)] = members
-        count = np.where(padded < n_rows, counts[np.minimum(padded, n_rows - 1)], 0)
-        offset = np.arange(width)[None, :]
-        take = (starts[np.minimum(padded, n_rows - 1)][:, None] + offset)
-        valid = offset < count[:, None]
-        take = np.where(valid, take, 0)
-        bucket_cols = np.where(valid, cols[take] if len(cols) else 0, 0)
-        bucket_values = np.where(valid, values[take] if len(values) else 0, 0)
-        plan.append({"rows": padded.reshape(n_chunks, size).astype(np.int32),
-                     "cols": bucket_cols.reshape(n_chunks, size, width).astype(np.int32),
-                     "values": bucket_values.reshape(n_chunks, size, width).astype(np.float32),
-                     "counts": count.reshape(n_chunks, size).astype(np.int32)})
+    n_segments = np.maximum(-(-counts // width), 1)            # per row
+    size = int(max(budget // width, n_segments.max(), 1))      # S: segments (and slots) per chunk
+    # rows longest first, packed greedily: a chunk takes rows while their segments fit
+    by_length = np.argsort(-n_segments, kind="stable")
+    chunk_of, first_of = np.empty(n_rows, np.int64), np.empty(n_rows, np.int64)
+    chunk, used = 0, 0
+    for row, need in zip(by_length.tolist(), n_segments[by_length].tolist()):
+        if used + need > size:
+            chunk, used = chunk + 1, 0
+        chunk_of[row], first_of[row] = chunk, used
+        used += need
+    n_chunks = chunk + 1
+    slot_of = np.empty(n_rows, np.int64)                     # the row's slot: its rank in its chunk
+    chunk_sorted = chunk_of[by_length]
+    chunk_start = np.searchsorted(chunk_sorted, np.arange(n_chunks))
+    slot_of[by_length] = np.arange(n_rows) - chunk_start[chunk_sorted]
+    slot_rows = np.full((n_chunks, size), NO_ROW, np.int64)
+    slot_rows[chunk_of, slot_of] = np.arange(n_rows)
+    # segments: (row, index t within the row) -> chunk position first_of[row] + t
+    seg_row = np.repeat(np.arange(n_rows), n_segments)
+    seg_t = np.arange(len(seg_row)) - np.repeat(np.cumsum(n_segments) - n_segments, n_segments)
+    offset = seg_t[:, None] * width + np.arange(width)[None, :]
+    valid = offset < counts[seg_row][:, None]
+    take = np.where(valid, starts[seg_row][:, None] + offset, 0)
+    shape = (n_chunks, size)
+    plan = {"rows": slot_rows.astype(np.int32),
+            "slots": np.zeros(shape, np.int32), "counts": np.zeros(shape, np.int32),
+            "cols": np.zeros(shape + (width,), np.int32), "values": np.zeros(shape + (width,), np.float32)}
+    at = (chunk_of[seg_row], first_of[seg_row] + seg_t)
+    plan["slots"][at] = slot_of[seg_row]
+    plan["counts"][at] = valid.sum(1)
+    if len(cols):
+        plan["cols"][at] = np.where(valid, cols[take], 0)
+        plan["values"][at] = np.where(valid, values[take], 0)
     return plan
 
 
-def plan_entries(plan: list[dict[str, Any]]) -> int:
+def plan_entries(plan: dict[str, Any]) -> int:
     """The number of real entries a plan holds."""
-    return int(sum(np.asarray(bucket["counts"]).sum() for bucket in plan))
+    return int(np.asarray(plan["counts"]).sum())
 
 
 def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.Array, counts: jax.Array,
-               reg: jax.Array, x0: jax.Array, *, solver: str = "cholesky", cg_steps: int = 3) -> jax.Array:
-    """Solve ``(G + F_u^T F_u + reg_u I) x_u = F_u^T y_u`` for a chunk of rows.
+               slots: jax.Array, reg: jax.Array, x0: jax.Array, *, solver: str = "cholesky",
+               cg_steps: int = 3) -> jax.Array:
+    """Solve ``(G + F_u^T F_u + reg_u I) x_u = F_u^T y_u`` for the rows of one chunk.
 
     Parameters
     ----------
@@ -125,12 +166,14 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
         The fixed side's vectors ``F``.
     gram : float [k, k]
         ``G``, shared by every row (``alpha0 F^T F`` for iALS, zeros for ALS).
-    cols : int [B, L]
-        Each row's observed columns (entries past ``counts`` are padding).
-    targets : float [B, L]
+    cols : int [S, W]
+        Each segment's observed columns (entries past ``counts`` are padding).
+    targets : float [S, W]
         ``y`` of each entry.
-    counts : int [B]
-        Real entries per row.
+    counts : int [S]
+        Real entries per segment.
+    slots : int [S]
+        The row (slot in [0, B)) each segment belongs to.
     reg : float [B]
         Each row's ridge weight.
     x0 : float [B, k]
@@ -142,20 +185,26 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
     -------
     float [B, k]
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    n_slots, k = x0.shape
     mask = (jnp.arange(cols.shape[1])[None, :] < counts[:, None]).astype(fixed.dtype)
-    f = fixed[cols] * mask[..., None]                              # [B, L, k]
-    b = jnp.einsum("bl,blk->bk", targets * mask, f)
-    k = fixed.shape[1]
+    f = fixed[cols] * mask[..., None]                              # [S, W, k]
+
+    def per_row(x: jax.Array) -> jax.Array:
+        return jax.ops.segment_sum(x, slots, num_segments=n_slots)
+
+    b = per_row(jnp.einsum("sw,swk->sk", targets * mask, f))
     if solver == "cholesky":
-        a = gram[None] + jnp.einsum("blk,blj->bkj", f, f) + reg[:, None, None] * jnp.eye(k, dtype=fixed.dtype)
+        a = (gram[None] + per_row(jnp.einsum("swk,swj->skj", f, f))
+             + reg[:, None, None] * jnp.eye(k, dtype=fixed.dtype))
         chol = jnp.linalg.cholesky(a)
         y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
         return jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
-    if solver != "cg":
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
 
     def matvec(x: jax.Array) -> jax.Array:
-        return x @ gram + jnp.einsum("blk,bl->bk", f, jnp.einsum("blk,bk->bl", f, x)) + reg[:, None] * x
+        inner = jnp.einsum("swk,sk->sw", f, x[slots])
+        return x @ gram + per_row(jnp.einsum("swk,sw->sk", f, inner)) + reg[:, None] * x
 
     def step(carry: tuple, _: None) -> tuple:
         x, r, p, rs = carry
@@ -173,7 +222,11 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
     return x
 
 
-def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: list[dict[str, jax.Array]],
+def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
+    return plan["rows"], plan["slots"], plan["cols"], plan["values"], plan["counts"]
+
+
+def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[str, jax.Array],
                reg: jax.Array, *, fixed_offset: jax.Array | None = None, solver: str = "cholesky",
                cg_steps: int = 3) -> jax.Array:
     """Every row of ``table`` [n_rows(+padding), k] solved against ``fixed`` (one half-sweep).
@@ -183,34 +236,31 @@ def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: list[d
     weight. Rows of ``table`` outside the plan (mesh padding) keep their values.
     """
     n_rows = reg.shape[0]
-    for bucket in plan:
-        def one(chunk: tuple) -> jax.Array:
-            rows, cols, values, counts = chunk
-            targets = values if fixed_offset is None else values - fixed_offset[cols]
-            x0 = table[jnp.minimum(rows, n_rows - 1)]
-            return solve_rows(fixed, gram, cols, targets, counts, reg[jnp.minimum(rows, n_rows - 1)], x0,
-                              solver=solver, cg_steps=cg_steps)
 
-        x = jax.lax.map(one, (bucket["rows"], bucket["cols"], bucket["values"], bucket["counts"]))
-        table = table.at[bucket["rows"].reshape(-1)].set(x.reshape(-1, table.shape[1]).astype(table.dtype),
-                                                         mode="drop")
-    return table
+    def one(chunk: tuple) -> jax.Array:
+        rows, slots, cols, values, counts = chunk
+        targets = values if fixed_offset is None else values - fixed_offset[cols]
+        row = jnp.minimum(rows, n_rows - 1)
+        return solve_rows(fixed, gram, cols, targets, counts, slots, reg[row], table[row],
+                          solver=solver, cg_steps=cg_steps)
+
+    x = jax.lax.map(one, _chunks(plan))
+    return table.at[plan["rows"].reshape(-1)].set(x.reshape(-1, table.shape[1]).astype(table.dtype),
+                                                  mode="drop")
 
 
-def observed_residuals(own: jax.Array, other: jax.Array, plan: list[dict[str, jax.Array]],
+def observed_residuals(own: jax.Array, other: jax.Array, plan: dict[str, jax.Array],
                        offset: float | jax.Array = 0.0) -> tuple[jax.Array, jax.Array]:
     """(sum of squared residuals, sum of predictions squared) over the plan's entries,
     a residual being ``value - offset - <own[row], other[col]>``."""
     n_rows = own.shape[0]
-    residual, square = jnp.zeros((), own.dtype), jnp.zeros((), own.dtype)
-    for bucket in plan:
-        def one(chunk: tuple) -> tuple[jax.Array, jax.Array]:
-            rows, cols, values, counts = chunk
-            mask = jnp.arange(cols.shape[1])[None, :] < counts[:, None]
-            score = jnp.einsum("bk,blk->bl", own[jnp.minimum(rows, n_rows - 1)], other[cols])
-            return (jnp.sum(jnp.where(mask, (values - offset - score) ** 2, 0.0)),
-                    jnp.sum(jnp.where(mask, score ** 2, 0.0)))
 
-        r, s = jax.lax.map(one, (bucket["rows"], bucket["cols"], bucket["values"], bucket["counts"]))
-        residual, square = residual + r.sum(), square + s.sum()
-    return residual, square
+    def one(chunk: tuple) -> tuple[jax.Array, jax.Array]:
+        rows, slots, cols, values, counts = chunk
+        mask = jnp.arange(cols.shape[1])[None, :] < counts[:, None]
+        score = jnp.einsum("sk,swk->sw", own[jnp.minimum(rows, n_rows - 1)][slots], other[cols])
+        return (jnp.sum(jnp.where(mask, (values - offset - score) ** 2, 0.0)),
+                jnp.sum(jnp.where(mask, score ** 2, 0.0)))
+
+    residual, square = jax.lax.map(one, _chunks(plan))
+    return residual.sum(), square.sum()
