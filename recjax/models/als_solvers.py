@@ -114,7 +114,8 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
     cols, values = cols[order], values[order]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     n_segments = np.maximum(-(-counts // width), 1)            # per row
-    size = int(max(budget // width, n_segments.max(), 1))      # S: segments (and slots) per chunk
+    # S: segments (and slots) per chunk; no more than the side needs, at least its longest row
+    size = int(max(min(budget // width, n_segments.sum()), n_segments.max()))
     # rows longest first, packed greedily: a chunk takes rows while their segments fit
     by_length = np.argsort(-n_segments, kind="stable")
     chunk_of, first_of = np.empty(n_rows, np.int64), np.empty(n_rows, np.int64)
