@@ -240,3 +240,40 @@ def test_a_plan_has_one_chunk_shape_and_places_every_entry_once():
             for e in range(plan["counts"][c, s]):
                 got[int(plan["values"][c, s, e])] = (int(row), int(plan["cols"][c, s, e]))
     assert got == {e: (int(u), int(i)) for e, (u, i) in enumerate(zip(users, items))}
+
+
+def test_ranking_validator_gives_the_ranking_protocols_metrics():
+    """recjax.train.validation.ranking_validator of a trained iALS on val (train excluded)
+    and test (train and val excluded) equals evaluate_ranking of the same parts."""
+    from recjax.data.dataset import Ratings
+    from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+    from recjax.train.validation import ranking_validator
+
+    rng = np.random.default_rng(12)
+    x = _pattern(12, 80, 50, density=0.25)
+    users, items = np.nonzero(x)
+    part = rng.choice(3, len(users), p=[0.7, 0.15, 0.15])
+    parts = {name: Ratings.from_raw(users[part == p], items[part == p], np.ones((part == p).sum()),
+                                    users=_vocab(80, "user"), items=_vocab(50, "item"))
+             for p, name in enumerate(("train", "val", "test"))}
+    inputs = {name: {"user": r.user, "item": r.item, "label": r.rating} for name, r in parts.items()}
+    module = IALS(IALSConfig(embedding_dim=4), 80, 50, rngs=nnx.Rngs(0))
+    params, _ = _sweeps(module, inputs["train"], 3)
+    model = Model.split(module)
+    evaluate = ranking_validator(model, inputs, k=10)
+    trained = model.bind(params)
+    val = evaluate(params, "val", "val_")
+    test = evaluate(params, "test", "test_")
+    want_val = evaluate_ranking(trained, RankingTask.from_ratings(parts["train"], parts["val"]), 10)
+    want_test = evaluate_ranking(trained, RankingTask.from_ratings([parts["train"], parts["val"]],
+                                                                   parts["test"]), 10)
+    for got, want, prefix in ((val, want_val, "val_"), (test, want_test, "test_")):
+        for name in ("ndcg@10", "recall@10", "precision@10", "map@10", "users"):
+            assert got[prefix + name] == pytest.approx(want[name], abs=1e-12), name
+    assert 0.05 < val["val_ndcg@10"] < 1 and evaluate(params, "train", "train_") == {}
+
+
+def _vocab(n, kind):
+    from recjax.data.dataset import Vocabulary
+
+    return Vocabulary(np.arange(n, dtype=np.int64), kind)

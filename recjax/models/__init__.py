@@ -160,7 +160,7 @@ MODELS: dict[str, ModelSpec] = {
                      train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
     # alternating least squares: an epoch is one sweep (users, then items); no optimiser
-    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.models.als.make_ials_evaluator",
+    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
                       monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
                       train_defaults=dict(epochs=16, patience=3)),
     "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",

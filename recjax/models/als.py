@@ -38,7 +38,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -49,7 +49,7 @@ from recjax.data.dataset import Ratings
 from recjax.models.als_solvers import SOLVERS, observed_residuals, row_plan, solve_side
 from recjax.models.base import Capabilities, table
 
-__all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als", "make_ials_evaluator"]
+__all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als"]
 
 
 def _check_solver(cfg: Any) -> None:
@@ -373,46 +373,3 @@ def build_als(cfg: ALSConfig, train: Ratings, task: str = "regression", seed: in
     """The ALS module for a training part (its vocabularies and mean rating)."""
     return ALS(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)),
                rngs=nnx.Rngs(seed))
-
-
-def make_ials_evaluator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *, k: int = 10,
-                        chunk: int = 2048) -> Callable[[dict, str, str], dict[str, float]]:
-    """``evaluate(params, part, prefix)``: the ranking metrics at ``k`` of the part's
-    users (their items in that part are the relevant ones; training items, and for
-    ``test`` the validation items too, are never recommended); ``{}`` for ``train``.
-
-    ``model`` is a split :class:`IALS` (:class:`recjax.train.step.Model`).
-    """
-    import scipy.sparse as sp
-
-    from recjax.evaluation.metrics import ranking_metrics
-
-    initial = model.bind(model.params)
-    n_users, n_items = initial.n_users, initial.n_items
-
-    def pattern(*names: str) -> sp.csr_matrix:
-        user = np.concatenate([inputs[n]["user"] for n in names])
-        item = np.concatenate([inputs[n]["item"] for n in names])
-        m = sp.csr_matrix((np.ones(len(user), np.float32), (user, item)), shape=(n_users, n_items))
-        m.sum_duplicates()
-        m.data[:] = 1.0
-        return m
-
-    def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:
-        if part == "train" or part not in inputs or len(inputs[part]["user"]) == 0:
-            return {}
-        seen = pattern("train") if part != "test" or "val" not in inputs else pattern("train", "val")
-        relevant = pattern(part)
-        users = np.flatnonzero(np.diff(relevant.indptr) > 0)
-        w, h = (np.asarray(t, np.float32) for t in model.bind(params).ranking_vectors())
-        top = np.empty((len(users), min(k, n_items)), np.int64)
-        for start in range(0, len(users), chunk):
-            rows = users[start: start + chunk]
-            scores = w[rows] @ h.T
-            scores[seen[rows].nonzero()] = -np.inf
-            best = np.argpartition(-scores, top.shape[1] - 1, axis=1)[:, : top.shape[1]]
-            order = np.argsort(-np.take_along_axis(scores, best, 1), axis=1, kind="stable")
-            top[start: start + len(rows)] = np.take_along_axis(best, order, 1)
-        return ranking_metrics(top, relevant[users], k, prefix=prefix)
-
-    return evaluate

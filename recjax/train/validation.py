@@ -1,11 +1,13 @@
-"""Validation during training for families with their own measure: bag models.
+"""Validation during training for families with their own measure: bag and ranking models.
 
 Rating models are validated by their task's metrics
 (:func:`recjax.evaluation.metrics.task_metrics`) of their predictions; a bag model
 (softmax, Mult-DAE) has no per-rating predictions and is validated by ranking: its
 held-out loss and precision / recall at ``k`` of each user's held-out movies, computed
-on the device in one jitted call per epoch (:func:`bag_validator`). A family names
-its validator in its :class:`recjax.models.ModelSpec` (``validator``).
+on the device in one jitted call per epoch (:func:`bag_validator`). A family trained
+for ranking (iALS, EASE: anything that ``ranks``, :class:`recjax.models.base.Ranker`)
+is validated by the ranking protocol's own metrics (:func:`ranking_validator`). A
+family names its validator in its :class:`recjax.models.ModelSpec` (``validator``).
 
 Example
 -------
@@ -25,10 +27,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from recjax.data.bags import user_item_pattern
+from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PAD
+from recjax.evaluation.metrics import ranking_metrics
+from recjax.models.base import capabilities_of
 from recjax.models.softmax import _NEG, _positives
+from recjax.retrieval import recommend
 
-__all__ = ["bag_validator", "bag_ranking_stats"]
+__all__ = ["bag_validator", "bag_ranking_stats", "ranking_validator"]
 
 
 def bag_ranking_stats(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: int = 10) -> dict[str, jax.Array]:
@@ -98,3 +105,64 @@ def bag_validator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
         }
 
     return evaluate
+
+
+def ranking_validator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
+                      k: int = 10) -> Callable[[dict, str, str], dict[str, float]]:
+    """``evaluate(params, part, prefix)``: the ranking metrics at ``k``
+    (:func:`recjax.evaluation.metrics.ranking_metrics`: ``ndcg@k``, ``recall@k``, ...)
+    of a model that ranks, as the ranking protocol scores a run
+    (:func:`recjax.evaluation.protocol.evaluate_ranking`; a test checks they agree).
+
+    The part's users are those with an item in it, their items in it the relevant ones;
+    the training items (for ``test``, the validation items too) are never recommended.
+    Lists come from :func:`recjax.retrieval.recommend` over the model's
+    ``ranking_vectors()``. ``train`` (and an empty or missing part) gives ``{}``.
+
+    Parameters
+    ----------
+    model : recjax.train.step.Model
+        A split module whose family declares ``ranks``.
+    inputs : dict
+        Examples per part, each with ``user`` and ``item`` index arrays [n].
+    k : int
+        List length.
+
+    Raises
+    ------
+    TypeError
+        The family does not rank, or this instance gives no ranking vectors.
+    """
+    initial = model.bind(model.params)
+    if not capabilities_of(initial).ranks:
+        raise TypeError(f"{type(initial).__name__} does not rank (no ranking_vectors()): "
+                        f"validate it by its task's metrics instead")
+    users, items = _vectors(initial)
+    vocabularies = (Vocabulary(np.arange(len(users), dtype=np.int64), "user"),
+                    Vocabulary(np.arange(len(items), dtype=np.int64), "item"))
+
+    def pattern(*names: str) -> Any:
+        parts = [Ratings(np.asarray(inputs[n]["user"]), np.asarray(inputs[n]["item"]),
+                         np.ones(len(inputs[n]["user"]), np.float32), np.zeros(len(inputs[n]["user"]), np.int64),
+                         *vocabularies) for n in names]
+        return user_item_pattern(parts)
+
+    def evaluate(params: dict, part: str, prefix: str) -> dict[str, float]:
+        if part == "train" or part not in inputs or len(inputs[part]["user"]) == 0:
+            return {}
+        seen = pattern("train", "val") if part == "test" and "val" in inputs else pattern("train")
+        relevant = pattern(part)
+        who = np.flatnonzero(np.diff(relevant.indptr) > 0)
+        user_vectors, item_vectors = _vectors(model.bind(params))
+        top = recommend(user_vectors, item_vectors, who, min(k, len(item_vectors)), exclude=seen)
+        return ranking_metrics(top.ids, relevant, k, users=who, prefix=prefix)
+
+    return evaluate
+
+
+def _vectors(module: Any) -> tuple[np.ndarray, np.ndarray]:
+    vectors = module.ranking_vectors()
+    if vectors is None:
+        raise TypeError(f"this {type(module).__name__} gives no ranking vectors (its settings): "
+                        f"it cannot be validated by ranking")
+    return vectors
