@@ -43,7 +43,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.stats import pearsonr, rankdata, spearmanr
 
 from recjax._blocks import WORKING_MEMORY, block_rows, blocks
 from recjax._checks import positive_int
@@ -97,6 +96,8 @@ def auc(scores, labels) -> float:
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    from scipy.stats import rankdata  # scipy.stats costs ~1 s to import: only where used
+
     ranks = rankdata(s)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
@@ -547,5 +548,7 @@ def norm_popularity_correlation(item_embeddings, item_counts) -> dict[str, float
     counts = counts[rated]
     if np.ptp(norms) == 0 or np.ptp(counts) == 0:
         return {"spearman": float("nan"), "pearson_log": float("nan")}
+    from scipy.stats import pearsonr, spearmanr
+
     return {"spearman": float(spearmanr(norms, counts).statistic),
             "pearson_log": float(pearsonr(norms, np.log1p(counts)).statistic)}
