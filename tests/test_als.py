@@ -159,7 +159,7 @@ def test_ials_recovers_a_planted_block_structure():
         own = np.arange(15) + 15 * (u >= 20)
         x[u, rng.choice(own, 8, replace=False)] = True
     users, items = np.nonzero(x)
-    module = IALS(IALSConfig(embedding_dim=4, regularization=1e-3, solver="cholesky"), 40, 30,
+    module = IALS(IALSConfig(embedding_dim=4, unobserved_weight=0.1, regularization=1e-3, solver="cholesky"), 40, 30,
                   rngs=nnx.Rngs(0))
     params, _ = _sweeps(module, {"user": users, "item": items}, 10)
     scores = np.asarray(params["user_factors"]) @ np.asarray(params["item_factors"]).T

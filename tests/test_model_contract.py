@@ -61,6 +61,7 @@ SMALL: dict[str, dict[str, Any]] = {
     "dae": dict(dims="8"),
     "ials": dict(embedding_dim=8),
     "als": dict(embedding_dim=8),
+    "ease": dict(l2=10.0),
 }
 
 # the checkerboard: epochs, learning rate and batch size that learn it (adam)
@@ -70,13 +71,14 @@ CHECKERBOARD: dict[str, dict[str, Any]] = {
     "pair": dict(epochs=40, learning_rate=0.02, batch_size=64),
     "softmax": dict(epochs=60, learning_rate=0.02, batch_size=8),
     "dae": dict(epochs=60, learning_rate=0.02, batch_size=8),
+    "ease": dict(epochs=1),  # its closed form: one exact "sweep"
 }
 # families that learn from which items each user chose, whatever the rating: their
 # checkerboard has no ratings of the other group (an interaction would be a positive)
-IMPLICIT_FEEDBACK = {"ials"}
+IMPLICIT_FEEDBACK = {"ials", "ease"}
 CHECKERBOARD_CONFIG: dict[str, dict[str, Any]] = {  # on top of SMALL
     "pair": dict(dropout=0.0), "dnn": dict(dropout=0.0, input_dropout=0.0), "dae": dict(dropout=0.3),
-    "softmax": dict(targets_per_user=2), "ials": dict(embedding_dim=2),
+    "softmax": dict(targets_per_user=2), "ials": dict(embedding_dim=2), "ease": dict(l2=1.0),
 }
 
 # hyper-parameters: field -> changed value, or (changed value, {field: value} both

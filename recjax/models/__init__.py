@@ -20,6 +20,7 @@ from recjax.models.base import Capabilities, capabilities_of, rating_inputs
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
+from recjax.models.ease import EASEConfig, EASEModel, build_ease
 from recjax.models.mf import MF, MFConfig
 from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_splits, pair_inputs
 from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax,
@@ -27,7 +28,8 @@ from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax,
 
 __all__ = ["MODELS", "ModelSpec", "Capabilities", "MF", "MFConfig", "PairModel",
            "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",
-           "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "IALS", "IALSConfig", "ALS", "ALSConfig"]
+           "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "IALS", "IALSConfig", "ALS", "ALSConfig",
+           "EASEModel", "EASEConfig"]
 
 
 @dataclass(frozen=True)
@@ -163,6 +165,11 @@ MODELS: dict[str, ModelSpec] = {
     "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
                       monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
                       train_defaults=dict(epochs=16, patience=3)),
+    # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 8th
     "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
                      train_defaults=dict(epochs=20, patience=3)),
+    # EASE's closed form is one "sweep": B solved exactly from the training pattern
+    "ease": ModelSpec(EASEConfig, build_ease, ("regression",), validator="recjax.train.validation.ranking_validator",
+                      monitor=("val_ndcg@10", True), module=EASEModel, trainer="recjax.train.alternating.fit",
+                      train_defaults=dict(epochs=1, patience=1)),
 }

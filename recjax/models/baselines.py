@@ -21,13 +21,15 @@ Example
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities
 
-__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE"]
+__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "ease_weights"]
 
 
 def _group_mean(index: np.ndarray, values: np.ndarray, size: int, fallback: float) -> np.ndarray:
@@ -133,6 +135,23 @@ class MostPopular:
         return (np.ones((self.n_users_, 1), np.float32), self.counts_[:, None].astype(np.float32))
 
 
+def ease_weights(pattern: Any, lam: float) -> np.ndarray:
+    """EASE's closed form (Steck, 2019), float64 [n_items, n_items]: ``B = I - P
+    diag(1 / diag(P))`` with ``P = (X^T X + lam I)^-1`` for the users x items 0/1
+    ``pattern`` ``X`` (scipy.sparse or dense), which makes ``diag(B) = 0``; the one place
+    it is computed (the :class:`EASE` baseline and the trained family
+    :mod:`recjax.models.ease`)."""
+    if not lam > 0:
+        raise ValueError(f"the EASE L2 weight must be > 0, got {lam}")
+    gram = pattern.T @ pattern
+    gram = np.asarray(gram.toarray() if hasattr(gram, "toarray") else gram, np.float64)
+    gram[np.diag_indices_from(gram)] += lam
+    p = np.linalg.inv(gram)
+    b = -p / np.diag(p)[None, :]
+    b[np.diag_indices_from(b)] = 0.0
+    return b
+
+
 class EASE:
     """EASE (Steck, 2019): a closed-form item-item linear model on the binary rating matrix.
 
@@ -156,12 +175,7 @@ class EASE:
 
     def fit(self, train: Ratings) -> "EASE":
         x = user_item_pattern(train)
-        gram = (x.T @ x).toarray().astype(np.float64)
-        gram[np.diag_indices_from(gram)] += self.lam
-        p = np.linalg.inv(gram)
-        b = -p / np.diag(p)[None, :]
-        b[np.diag_indices_from(b)] = 0.0
-        self.x_, self.b_ = x.astype(np.float32), b.astype(np.float32)
+        self.x_, self.b_ = x.astype(np.float32), ease_weights(x, self.lam).astype(np.float32)
         return self
 
     def predict(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
