@@ -71,7 +71,7 @@ def restored_shards(run_dir: Path, result, mesh: tuple[int, int]) -> dict[str, l
     cfg, splits = RunConfig(batch_size=128, learning_rate=0.01), result.splits
     model = Model.split(MODELS["mf"].build(CONFIGS["mf"], splits["train"], task=cfg.task, seed=cfg.seed))
     layout = Layout(make_mesh(*mesh), model)
-    template, _ = initial_state(model, make_optimizer(cfg, 1), 0, layout)
+    template, _ = initial_state(model, make_optimizer(cfg, 1, frozenset(model.row_lookups)), 0, layout)
     # the unpadded shapes vouch that only mesh padding differs
     state, _, _ = Checkpoints(run_dir / "checkpoints").restore_last(
         template, {"param_shapes": param_shapes(model.params)})
