@@ -491,7 +491,8 @@ def _failing_save(monkeypatch, nth: int) -> None:
 @pytest.mark.parametrize("nth", [3, 1], ids=["during_epoch_2", "first_save"])
 def test_full_disk_then_resume(synthetic_run, tmp_path, capsys, monkeypatch, nth):
     run_dir = tmp_path / "run"
-    argv = [*SYNTHETIC, "--epochs", 2, "--out", run_dir]
+    # a checkpoint after every epoch, so that the nth save falls where the case says
+    argv = [*SYNTHETIC, "--epochs", 2, "--out", run_dir, "--checkpoint-seconds", 0]
     with monkeypatch.context() as patch:
         _failing_save(patch, nth)
         try:

@@ -62,7 +62,7 @@ def test_model_settings_that_contradict_the_task(tmp_path, no_training, train, m
 
 
 def test_unknown_split_and_split_of_another_dataset(tmp_path, no_training):
-    with pytest.raises(ValueError, match="unknown split 'u9'; use random, per_user, temporal or one of ua, ub, u1"):
+    with pytest.raises(ValueError, match="unknown split 'u9'; use random, per_user, temporal, users, last_one or one of ua, ub, u1"):
         run(_synthetic(tmp_path, split="u9"), MFConfig())
     with pytest.raises(ValueError, match="split 'u1' exists for ml-100k only; use --split random or"):
         run(RunConfig(dataset="synthetic", split="u1", out=str(tmp_path / "run")), MFConfig())
