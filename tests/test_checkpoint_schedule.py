@@ -220,7 +220,7 @@ def programs():
     jax.monitoring.unregister_event_duration_listener(listen)
 
 
-@pytest.mark.parametrize("refit", [False, True])
+@pytest.mark.parametrize("refit", [False, pytest.param(True, marks=pytest.mark.slow)])  # refit: ~15 s
 def test_each_function_of_a_run_is_compiled_once(parts, tmp_path, programs, refit):
     """A run of 4 epochs on shapes no other test uses (nor the other case): the epoch, validation and final
     predictions (val, train and test: one program), the best-parameter copy and the
