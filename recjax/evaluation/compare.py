@@ -90,7 +90,7 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
     first = runs[0]
     task = RankingTask.from_run(first)
-    space = first.item_embeddings
+    space = first.item_embeddings if first.item_embeddings.size else None  # none saved: no diversity
     for other in runs[1:]:
         t = RankingTask.from_run(other)
         if t.train.shape != task.train.shape or (t.train != task.train).nnz or (t.test != task.test).nnz:
