@@ -171,7 +171,7 @@ def _identity(cfg: RunConfig, model_cfg: Any) -> dict[str, Any]:
     return {"train_config": train, "model_config": dataclasses.asdict(model_cfg)}
 
 
-_NOT_IDENTITY = ("out", "quiet", "epochs", "mesh", "data_dir")
+_NOT_IDENTITY = ("out", "quiet", "epochs", "mesh", "data_dir", "checkpoint_seconds")
 
 
 def _settings_differences(saved: dict[str, Any], cfg: RunConfig, model_cfg: Any) -> list[str]:
@@ -188,13 +188,6 @@ def _settings_differences(saved: dict[str, Any], cfg: RunConfig, model_cfg: Any)
             if a != b:
                 out.append(f"{key} ({a!r} -> {b!r})")
     return out
-
-
-def _to_devices(arrays: dict[str, np.ndarray], layout: Layout | None) -> dict[str, jax.Array]:
-    """Evaluation inputs: on the default device, or copied to every device of the mesh."""
-    if layout is None:
-        return {k: jnp.asarray(v) for k, v in arrays.items()}
-    return layout.replicate(arrays)
 
 
 def _build(spec: Any, model_cfg: Any, train: Any, cfg: RunConfig) -> Any:

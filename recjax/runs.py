@@ -384,12 +384,16 @@ class RunWriter:
         self._write_metrics()
 
     def log(self, record: dict[str, Any]) -> None:
-        """Add one epoch's record (replacing an earlier record of the same phase and
-        epoch, from before a resume) and rewrite metrics.jsonl atomically."""
+        """Add one epoch's record and rewrite metrics.jsonl atomically.
+
+        Epochs are logged in order, so records of the same phase from this epoch on
+        are from before a resume (which restarts at its last checkpoint, possibly
+        several epochs back): they are replaced, never left beside the new ones."""
         if not self.primary:
             return
-        key = (record.get("phase"), record.get("epoch"))
-        self.records = [r for r in self.records if (r.get("phase"), r.get("epoch")) != key]
+        phase, epoch = record.get("phase"), record.get("epoch")
+        self.records = [r for r in self.records
+                        if r.get("phase") != phase or "epoch" not in r or r["epoch"] < epoch]
         self.records.append(record)
         self._write_metrics()
 

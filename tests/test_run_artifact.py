@@ -598,3 +598,19 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
     for key in ("user_embeddings", "item_embeddings"):
         assert np.array_equal(a[key], b[key]), key
     assert [r.get("epoch") for r in _lines(killed / "metrics.jsonl") if "epoch" in r] == [1, 2, 3, 4, 5, 6]
+
+
+def test_a_resumed_epoch_replaces_every_later_record_of_its_phase(tmp_path):
+    """A resume restarts at its last checkpoint, possibly several epochs back: the
+    records logged after it, from before the interruption, are dropped as it re-logs."""
+    from recjax.runs import RunWriter
+
+    writer = RunWriter(tmp_path / "run")
+    writer.records = [{"epoch": e, "train_loss": 1.0} for e in (1, 2, 3, 4)]
+    writer.records += [{"phase": "refit", "epoch": 1, "train_loss": 2.0}]
+    (tmp_path / "run").mkdir()
+    writer.log({"epoch": 2, "train_loss": 0.5})  # resumed from the checkpoint of epoch 1
+    assert [(r.get("phase"), r["epoch"], r["train_loss"]) for r in writer.records] == [
+        (None, 1, 1.0), ("refit", 1, 2.0), (None, 2, 0.5)]
+    logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in logged] == [1, 1, 2]
