@@ -29,7 +29,7 @@ from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities
 
-__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "ease_weights"]
+__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "interaction_row", "ease_weights"]
 
 
 def _group_mean(index: np.ndarray, values: np.ndarray, size: int, fallback: float) -> np.ndarray:
@@ -166,7 +166,7 @@ class EASE:
         L2 weight lambda (250 is the tuned value on ml-100k's ub split).
     """
 
-    capabilities = Capabilities(ranks=True)
+    capabilities = Capabilities(ranks=True, fold_in=True)
 
     def __init__(self, lam: float = 250.0) -> None:
         if lam <= 0:
@@ -187,6 +187,37 @@ class EASE:
     def ranking_vectors(self) -> tuple[np.ndarray, np.ndarray]:
         """(X dense [n_users, n_items], B^T [n_items, n_items]): ``X_u . B^T_i = (X B)_ui``."""
         return self.x_.toarray(), np.ascontiguousarray(self.b_.T)
+
+    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
+        """A new user: (their 0/1 row [n_items] (:func:`interaction_row`), B^T [n_items,
+        n_items]) float32; their scores are ``B^T @ row``."""
+        row = interaction_row(items, ratings, self.b_.shape[0], binary_threshold=binary_threshold)
+        return row, np.ascontiguousarray(self.b_.T)
+
+
+def interaction_row(items: np.ndarray, ratings: np.ndarray | None, n_items: int, *,
+                    binary_threshold: float = 3.0) -> np.ndarray:
+    """A user's 0/1 row over the catalogue, float32 [n_items]: EASE's input for a user
+    folded in. It holds every given item index; with ``ratings``, only the items rated
+    above ``binary_threshold`` (a rating given at fold-in says which items the user liked).
+
+    Raises
+    ------
+    ValueError
+        An index outside ``[0, n_items)``, or as many ratings as items not given.
+    """
+    index = np.asarray(items, np.int64).reshape(-1)
+    if len(index) and (index.min() < 0 or index.max() >= n_items):
+        raise ValueError(f"fold_in: item indices must lie in [0, {n_items})")
+    if ratings is not None:
+        rating = np.asarray(ratings, np.float64).reshape(-1)
+        if len(rating) != len(index):
+            raise ValueError(f"fold_in: {len(index)} items but {len(rating)} ratings")
+        index = index[rating > binary_threshold]
+    row = np.zeros(n_items, np.float32)
+    row[index] = 1.0
+    return row
 
 
 RANKING_BASELINES = {"most_popular": MostPopular, "ease": EASE}

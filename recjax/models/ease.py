@@ -50,7 +50,7 @@ from recjax.data.bags import bags_from_csr, user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.base import Capabilities, Constant
-from recjax.models.baselines import ease_weights
+from recjax.models.baselines import ease_weights, interaction_row
 
 __all__ = ["EASEConfig", "EASEModel", "build_ease"]
 
@@ -125,16 +125,7 @@ class EASEModel(nnx.Module):
         -------
         (user row [n_items], B^T [n_items, n_items]) float32.
         """
-        index = np.asarray(items, np.int64).reshape(-1)
-        if len(index) and (index.min() < 0 or index.max() >= self.n_items):
-            raise ValueError(f"fold_in: item indices must lie in [0, {self.n_items})")
-        if ratings is not None:
-            rating = np.asarray(ratings, np.float64).reshape(-1)
-            if len(rating) != len(index):
-                raise ValueError(f"fold_in: {len(index)} items but {len(rating)} ratings")
-            index = index[rating > binary_threshold]
-        row = np.zeros(self.n_items, np.float32)
-        row[index] = 1.0
+        row = interaction_row(items, ratings, self.n_items, binary_threshold=binary_threshold)
         return row, np.ascontiguousarray(np.asarray(self.weights[...], np.float32).T)
 
     # ------------------------------------------------------------------------- training
