@@ -53,7 +53,7 @@ True
 1.4142135623730951
 """
 
-import importlib as _importlib
+from recjax._lazy import lazy_getattr as _lazy_getattr
 
 TYPE_CHECKING = False  # as type checkers read it; importing typing would cost more than recjax
 
@@ -106,14 +106,8 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import a public name from its module on first use (PEP 562), then keep it here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recjax' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+#: Import a public name from its module on first use (PEP 562), then keep it here.
+__getattr__ = _lazy_getattr(__name__, _MODULE_OF, globals())
 
 
 def __dir__() -> list[str]:

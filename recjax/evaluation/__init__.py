@@ -33,7 +33,7 @@ Example
 1.0
 """
 
-import importlib as _importlib
+from recjax._lazy import lazy_getattr as _lazy_getattr
 
 _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.evaluation.metrics": (
@@ -61,22 +61,16 @@ __all__ = [
     "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k",
     "ndcg_at_k", "map_at_k", "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage",
     "diversity", "novelty", "norm_popularity_correlation", "per_user_ranking_metrics",
-    "PER_USER_METRICS", "RankingTask", "evaluate_ranking",
-    "BlendScorer",
-    "blend", "average_predictions", "compare_models", "evaluate_run", "evaluate_runs",
-    "rating_baselines", "EASE_MAX_ITEMS", "row_names", "bootstrap_runs", "StrongTask", "strong_generalization", "per_user_values",
-    "evaluate_runs_strong", "STRONG_KS", "paired_bootstrap", "per_user_metric", "compare_pair",
+    "PER_USER_METRICS", "RankingTask", "evaluate_ranking", "BlendScorer", "blend",
+    "average_predictions", "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines",
+    "EASE_MAX_ITEMS", "row_names", "bootstrap_runs", "StrongTask", "strong_generalization",
+    "per_user_values", "evaluate_runs_strong", "STRONG_KS", "paired_bootstrap",
+    "per_user_metric", "compare_pair",
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Import a public name from its module on first use (PEP 562)."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'recjax.evaluation' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
+#: Import a public name from its module on first use (PEP 562), then keep it here.
+__getattr__ = _lazy_getattr(__name__, _MODULE_OF, globals())
 
 
 def __dir__() -> list[str]:
