@@ -19,14 +19,17 @@ Data
 Training
     :class:`RunConfig` and one config per model family (:class:`MFConfig`,
     :class:`PairConfig`, :class:`DNNConfig`, :class:`SoftmaxConfig`,
-    :class:`DAEConfig`); :func:`run` trains into a run folder and returns a
+    :class:`DAEConfig`, :class:`ALSConfig`, :class:`IALSConfig`, :class:`EASEConfig`);
+    :func:`run` trains into a run folder and returns a
     :class:`RunResult`; :class:`Run` opens a folder (:class:`RunFolderError` if it is
     unusable) and answers queries with raw ids; :class:`Embeddings`.
 Retrieval
     :func:`topk` (exact, blocked, the compiled kernel on CPU) returning
     :class:`TopK`, and :func:`similar_items`.
 Evaluation
-    The ranking protocol (:class:`RankingTask`, :func:`evaluate_ranking`); rating
+    The ranking protocol (:class:`RankingTask`, :func:`evaluate_ranking`), strong
+    generalisation (:func:`strong_generalization`), paired significance
+    (:func:`paired_bootstrap`); rating
     metrics (:func:`rmse`, :func:`mae`, :func:`mse`); ranking metrics
     (:func:`precision_at_k`, :func:`recall_at_k`, :func:`ndcg_at_k`,
     :func:`map_at_k`, :func:`mrr`, :func:`hit_rate`); beyond accuracy
@@ -72,10 +75,14 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.models.dnn": ("DNNConfig",),
     "recjax.models.softmax": ("SoftmaxConfig",),
     "recjax.models.dae": ("DAEConfig",),
+    "recjax.models.als": ("ALSConfig", "IALSConfig"),
+    "recjax.models.ease": ("EASEConfig",),
     "recjax.experiment": ("run", "RunResult"),
     "recjax.runs": ("Run", "Embeddings", "RunFolderError"),
     "recjax.retrieval": ("topk", "TopK", "similar_items"),
     "recjax.evaluation.protocol": ("RankingTask", "evaluate_ranking"),
+    "recjax.evaluation.strong": ("strong_generalization",),
+    "recjax.evaluation.significance": ("paired_bootstrap",),
     "recjax.evaluation.metrics": (
         "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
         "hit_rate", "catalogue_coverage", "diversity", "novelty",
@@ -91,13 +98,14 @@ __all__ = [
     "ratings_from_pandas", "load_movielens", "predefined_split", "synthetic_ratings",
     "PREDEFINED_SPLITS",
     # configurations
-    "RunConfig", "MFConfig", "PairConfig", "DNNConfig", "SoftmaxConfig", "DAEConfig",
+    "RunConfig", "MFConfig", "PairConfig", "DNNConfig", "SoftmaxConfig", "DAEConfig", "ALSConfig",
+    "IALSConfig", "EASEConfig",
     # running and run folders
     "run", "RunResult", "Run", "Embeddings", "RunFolderError",
     # retrieval
     "topk", "TopK", "similar_items",
-    # the ranking protocol
-    "RankingTask", "evaluate_ranking",
+    # the ranking protocols
+    "RankingTask", "evaluate_ranking", "strong_generalization", "paired_bootstrap",
     # metrics
     "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
     "hit_rate", "catalogue_coverage", "diversity", "novelty",
@@ -147,11 +155,15 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
     )
     from recjax.experiment import RunResult, run
     from recjax.models.baselines import EASE, MostPopular
+    from recjax.models.als import ALSConfig, IALSConfig
     from recjax.models.dae import DAEConfig
     from recjax.models.dnn import DNNConfig
+    from recjax.models.ease import EASEConfig
     from recjax.models.mf import MFConfig
     from recjax.models.pair import PairConfig
     from recjax.models.softmax import SoftmaxConfig
     from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+    from recjax.evaluation.significance import paired_bootstrap
+    from recjax.evaluation.strong import strong_generalization
     from recjax.retrieval import TopK, similar_items, topk
     from recjax.runs import Embeddings, Run, RunFolderError

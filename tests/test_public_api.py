@@ -18,10 +18,13 @@ import recjax
 
 # The curated namespace, pinned: adding or removing a name is a decision, made here.
 PUBLIC_API = [
+    "ALSConfig",
     "DAEConfig",
     "DNNConfig",
     "EASE",
+    "EASEConfig",
     "Embeddings",
+    "IALSConfig",
     "MFConfig",
     "MostPopular",
     "PREDEFINED_SPLITS",
@@ -50,6 +53,7 @@ PUBLIC_API = [
     "mse",
     "ndcg_at_k",
     "novelty",
+    "paired_bootstrap",
     "precision_at_k",
     "predefined_split",
     "ratings_from_pandas",
@@ -59,6 +63,7 @@ PUBLIC_API = [
     "run",
     "similar_items",
     "split_ratings",
+    "strong_generalization",
     "synthetic_ratings",
     "topk",
 ]
