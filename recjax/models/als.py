@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from recjax.data.dataset import Ratings
-from recjax.models.als_solvers import SOLVERS, observed_residuals, row_plan, solve_side
+from recjax.models.als_solvers import SOLVERS, row_plan, solve_side
 from recjax.models.base import Capabilities, table
 
 __all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als"]
@@ -203,8 +203,8 @@ class IALS(nnx.Module):
         reg_users = self._reg(data["user_counts"], self.n_items)
         reg_items = self._reg(data["item_counts"], self.n_users)
         w = solve_side(w, h, a0 * (h.T @ h), data["users"], reg_users, **solve)
-        h = solve_side(h, w, a0 * (w.T @ w), data["items"], reg_items, **solve)
-        residual, _ = observed_residuals(w, h, data["users"])
+        # the observed squared residuals at (w, h), summed by the item half-sweep from its gathered rows
+        h, residual = solve_side(h, w, a0 * (w.T @ w), data["items"], reg_items, residual=True, **solve)
         data_loss = residual + a0 * jnp.sum((w.T @ w) * (h.T @ h))
         norms_w, norms_h = jnp.sum(w[: self.n_users] ** 2, 1), jnp.sum(h[: self.n_items] ** 2, 1)
         loss = data_loss + jnp.sum(reg_users * norms_w) + jnp.sum(reg_items * norms_h)
@@ -296,24 +296,16 @@ class ALS(nnx.Module):
 
     @staticmethod
     def _solve_side(own: jax.Array, own_bias: jax.Array | None, other: jax.Array, other_bias: jax.Array | None,
-                    plan: list, reg: jax.Array, solve: dict) -> tuple[jax.Array, jax.Array | None]:
-        """Solve one side's factors (and bias, as an extra coordinate against a constant 1)."""
+                    plan: list, reg: jax.Array, solve: dict
+                    ) -> tuple[tuple[jax.Array, jax.Array | None], jax.Array]:
+        """Solve one side's factors (and bias, as an extra coordinate against a constant 1);
+        ((factors, bias), the squared residuals of the plan's ratings at the new solution)."""
         fixed = other if own_bias is None else jnp.hstack([other, jnp.ones((len(other), 1), other.dtype)])
         table_ = own if own_bias is None else jnp.hstack([own, own_bias[:, None]])
         k = fixed.shape[1]
-        x = solve_side(table_, fixed, jnp.zeros((k, k), fixed.dtype), plan, reg, fixed_offset=other_bias,
-                       **solve)
-        return (x, None) if own_bias is None else (x[:, :-1], x[:, -1])
-
-    def _augmented(self, p: jax.Array, bp: jax.Array | None, q: jax.Array, bq: jax.Array | None
-                   ) -> tuple[jax.Array, jax.Array]:
-        """Vectors whose dot products are ``b_u + b_i + <p_u, q_i>``."""
-        users, items = [p], [q]
-        if bp is not None:
-            users, items = users + [bp[:, None]], items + [jnp.ones((len(q), 1), q.dtype)]
-        if bq is not None:
-            users, items = users + [jnp.ones((len(p), 1), p.dtype)], items + [bq[:, None]]
-        return jnp.hstack(users), jnp.hstack(items)
+        x, squared = solve_side(table_, fixed, jnp.zeros((k, k), fixed.dtype), plan, reg,
+                                fixed_offset=other_bias, residual=True, **solve)
+        return ((x, None) if own_bias is None else (x[:, :-1], x[:, -1])), squared
 
     def sweep(self, params: dict, data: dict[str, Any]) -> tuple[dict, dict[str, jax.Array]]:
         """One sweep, pure: users, then items; (params, ``loss`` (objective) and
@@ -325,10 +317,9 @@ class ALS(nnx.Module):
         bp, bq = params.get("user_bias"), params.get("item_bias")
         reg_users = cfg.regularization * jnp.maximum(data["user_counts"], 1.0)
         reg_items = cfg.regularization * jnp.maximum(data["item_counts"], 1.0)
-        p, bp = self._solve_side(p, bp, q, bq, data["users"], reg_users, solve)
-        q, bq = self._solve_side(q, bq, p, bp, data["items"], reg_items, solve)
-        users, items = self._augmented(p, bp, q, bq)
-        squared, _ = observed_residuals(users, items, data["users"])
+        (p, bp), _ = self._solve_side(p, bp, q, bq, data["users"], reg_users, solve)
+        # the residuals r - mu - b_u - b_i - <p_u, q_i> at the end of the sweep: the item half-sweep's
+        (q, bq), squared = self._solve_side(q, bq, p, bp, data["items"], reg_items, solve)
         penalty = (jnp.sum(reg_users * jnp.sum(p[: self.n_users] ** 2, 1))
                    + jnp.sum(reg_items * jnp.sum(q[: self.n_items] ** 2, 1)))
         if bp is not None:

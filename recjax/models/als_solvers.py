@@ -114,18 +114,22 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
     cols, values = cols[order], values[order]
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
     n_segments = np.maximum(-(-counts // width), 1)            # per row
-    # S: segments (and slots) per chunk; no more than the side needs, at least its longest row
-    size = int(max(min(budget // width, n_segments.sum()), n_segments.max()))
+    # S: segments (and slots) per chunk; no more than the side needs, at least its longest row;
+    # then shrunk so that the chunks are evenly full (a last chunk mostly padding would be
+    # gathered and solved all the same)
+    total, longest = int(n_segments.sum()), int(n_segments.max())
+    size = max(min(budget // width, total), longest)
+    target = -(-total // size)
+    size = max(-(-total // target), longest)
     # rows longest first, packed greedily: a chunk takes rows while their segments fit
     by_length = np.argsort(-n_segments, kind="stable")
-    chunk_of, first_of = np.empty(n_rows, np.int64), np.empty(n_rows, np.int64)
-    chunk, used = 0, 0
-    for row, need in zip(by_length.tolist(), n_segments[by_length].tolist()):
-        if used + need > size:
-            chunk, used = chunk + 1, 0
-        chunk_of[row], first_of[row] = chunk, used
-        used += need
-    n_chunks = chunk + 1
+    needs = n_segments[by_length]
+    while True:
+        chunk_of, first_of, n_chunks = _pack(needs, size)
+        if n_chunks <= target:
+            break
+        size += max(1, size // 64)  # the greedy packing left gaps: a little more room per chunk
+    chunk_of[by_length], first_of[by_length] = chunk_of.copy(), first_of.copy()
     slot_of = np.empty(n_rows, np.int64)                     # the row's slot: its rank in its chunk
     chunk_sorted = chunk_of[by_length]
     chunk_start = np.searchsorted(chunk_sorted, np.arange(n_chunks))
@@ -143,12 +147,28 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
             "slots": np.zeros(shape, np.int32), "counts": np.zeros(shape, np.int32),
             "cols": np.zeros(shape + (width,), np.int32), "values": np.zeros(shape + (width,), np.float32)}
     at = (chunk_of[seg_row], first_of[seg_row] + seg_t)
+    plan["slots"][:] = size - 1  # empty segments (no entries) name the last slot: slots stay sorted
     plan["slots"][at] = slot_of[seg_row]
     plan["counts"][at] = valid.sum(1)
     if len(cols):
         plan["cols"][at] = np.where(valid, cols[take], 0)
         plan["values"][at] = np.where(valid, values[take], 0)
     return plan
+
+
+def _pack(needs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """Next-fit packing of rows needing ``needs`` segments (in this order) into chunks of
+    ``size``: (each row's chunk, its first segment there, the number of chunks)."""
+    ends = np.cumsum(needs)
+    chunk_of, first_of = np.empty(len(needs), np.int64), np.empty(len(needs), np.int64)
+    start, chunk, i = 0, 0, 0
+    while i < len(needs):
+        # the rows from i on that fit in one chunk: a run of the cumulative sum
+        j = int(np.searchsorted(ends, start + size, side="right"))
+        chunk_of[i:j] = chunk
+        first_of[i:j] = ends[i:j] - needs[i:j] - start
+        start, chunk, i = int(ends[j - 1]), chunk + 1, j
+    return chunk_of, first_of, chunk
 
 
 def plan_entries(plan: dict[str, Any]) -> int:
@@ -158,7 +178,7 @@ def plan_entries(plan: dict[str, Any]) -> int:
 
 def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.Array, counts: jax.Array,
                slots: jax.Array, reg: jax.Array, x0: jax.Array, *, solver: str = "cholesky",
-               cg_steps: int = 3) -> jax.Array:
+               cg_steps: int = 3, residual: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Solve ``(G + F_u^T F_u + reg_u I) x_u = F_u^T y_u`` for the rows of one chunk.
 
     Parameters
@@ -174,53 +194,61 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
     counts : int [S]
         Real entries per segment.
     slots : int [S]
-        The row (slot in [0, B)) each segment belongs to.
+        The row (slot in [0, B)) each segment belongs to, in increasing order.
     reg : float [B]
         Each row's ridge weight.
     x0 : float [B, k]
         The current solution: the start of conjugate gradient (ignored by Cholesky).
     solver : {"cholesky", "cg"}
         Exact, or ``cg_steps`` of conjugate gradient from ``x0``.
+    residual : bool
+        Also return the chunk's sum of squared residuals ``(y - <f, x>)^2`` over its
+        entries at the solution (from the gathered ``F_u`` already in hand: no second gather).
 
     Returns
     -------
-    float [B, k]
+    float [B, k] (and, with ``residual``, a float scalar)
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     n_slots, k = x0.shape
     mask = (jnp.arange(cols.shape[1])[None, :] < counts[:, None]).astype(fixed.dtype)
-    f = fixed[cols] * mask[..., None]                              # [S, W, k]
+    f = fixed[cols] * mask[..., None]                              # [S, W, k], gathered once
+    targets = targets * mask
 
     def per_row(x: jax.Array) -> jax.Array:
-        return jax.ops.segment_sum(x, slots, num_segments=n_slots)
+        return jax.ops.segment_sum(x, slots, num_segments=n_slots, indices_are_sorted=True)
 
-    b = per_row(jnp.einsum("sw,swk->sk", targets * mask, f))
+    def scores(x: jax.Array) -> jax.Array:                          # <f, x_row> per entry [S, W]
+        return jnp.einsum("swk,sk->sw", f, x[slots])
+
+    b = per_row(jnp.einsum("sw,swk->sk", targets, f))
     if solver == "cholesky":
         a = (gram[None] + per_row(jnp.einsum("swk,swj->skj", f, f))
              + reg[:, None, None] * jnp.eye(k, dtype=fixed.dtype))
         chol = jnp.linalg.cholesky(a)
         y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
-        return jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
+        x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
+    else:
+        def matvec(x: jax.Array) -> jax.Array:
+            return x @ gram + per_row(jnp.einsum("swk,sw->sk", f, scores(x))) + reg[:, None] * x
 
-    def matvec(x: jax.Array) -> jax.Array:
-        inner = jnp.einsum("swk,sk->sw", f, x[slots])
-        return x @ gram + per_row(jnp.einsum("swk,sw->sk", f, inner)) + reg[:, None] * x
+        def step(carry: tuple, _: None) -> tuple:
+            x, r, p, rs = carry
+            ap = matvec(p)
+            curvature = jnp.sum(p * ap, axis=1)
+            alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1.0), 0.0)
+            x = x + alpha[:, None] * p
+            r = r - alpha[:, None] * ap
+            rs_new = jnp.sum(r * r, axis=1)
+            beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
+            return (x, r, r + beta[:, None] * p, rs_new), None
 
-    def step(carry: tuple, _: None) -> tuple:
-        x, r, p, rs = carry
-        ap = matvec(p)
-        curvature = jnp.sum(p * ap, axis=1)
-        alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1.0), 0.0)
-        x = x + alpha[:, None] * p
-        r = r - alpha[:, None] * ap
-        rs_new = jnp.sum(r * r, axis=1)
-        beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
-        return (x, r, r + beta[:, None] * p, rs_new), None
-
-    r = b - matvec(x0)
-    (x, *_), _ = jax.lax.scan(step, (x0, r, r, jnp.sum(r * r, axis=1)), None, length=cg_steps)
-    return x
+        r = b - matvec(x0)
+        (x, *_), _ = jax.lax.scan(step, (x0, r, r, jnp.sum(r * r, axis=1)), None, length=cg_steps)
+    if not residual:
+        return x
+    return x, jnp.sum(((targets - scores(x)) * mask) ** 2)
 
 
 def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
@@ -229,25 +257,30 @@ def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
 
 def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[str, jax.Array],
                reg: jax.Array, *, fixed_offset: jax.Array | None = None, solver: str = "cholesky",
-               cg_steps: int = 3) -> jax.Array:
+               cg_steps: int = 3, residual: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Every row of ``table`` [n_rows(+padding), k] solved against ``fixed`` (one half-sweep).
 
     Targets are the plan's values minus ``fixed_offset[col]`` (the fixed side's
     biases, for explicit ALS; none: the values). ``reg`` [n_rows] is each row's ridge
-    weight. Rows of ``table`` outside the plan (mesh padding) keep their values.
+    weight. Rows of ``table`` outside the plan (mesh padding) keep their values. With
+    ``residual``, also the sum over the plan's entries of ``(target - <fixed[col],
+    x[row]>)^2`` at the new solutions (what :func:`observed_residuals` would give after
+    this half-sweep, without gathering ``fixed`` again).
     """
     n_rows = reg.shape[0]
 
-    def one(chunk: tuple) -> jax.Array:
+    def one(chunk: tuple) -> tuple[jax.Array, jax.Array]:
         rows, slots, cols, values, counts = chunk
         targets = values if fixed_offset is None else values - fixed_offset[cols]
         row = jnp.minimum(rows, n_rows - 1)
-        return solve_rows(fixed, gram, cols, targets, counts, slots, reg[row], table[row],
-                          solver=solver, cg_steps=cg_steps)
+        out = solve_rows(fixed, gram, cols, targets, counts, slots, reg[row], table[row],
+                         solver=solver, cg_steps=cg_steps, residual=residual)
+        return out if residual else (out, jnp.zeros((), fixed.dtype))
 
-    x = jax.lax.map(one, _chunks(plan))
-    return table.at[plan["rows"].reshape(-1)].set(x.reshape(-1, table.shape[1]).astype(table.dtype),
-                                                  mode="drop")
+    x, squares = jax.lax.map(one, _chunks(plan))
+    table = table.at[plan["rows"].reshape(-1)].set(x.reshape(-1, table.shape[1]).astype(table.dtype),
+                                                   mode="drop")
+    return (table, jnp.sum(squares)) if residual else table
 
 
 def observed_residuals(own: jax.Array, other: jax.Array, plan: dict[str, jax.Array],
