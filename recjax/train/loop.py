@@ -8,6 +8,10 @@ writes its ``last`` checkpoint (state and best parameters) on a schedule
 (:class:`~recjax.train.checkpoint.CheckpointSchedule`: at most every
 ``cfg.checkpoint_seconds``) and ``best`` and ``last`` at the end, from which
 ``resume=True`` continues to bitwise the same parameters as an uninterrupted run.
+
+That loop, :func:`start_epochs` then :func:`run_epochs`, takes any compiled
+``epoch(state, number) -> (state, metrics)``: :func:`fit`'s is a pass of optimiser
+steps, :func:`recjax.train.alternating.fit`'s a sweep of row solves.
 """
 
 from __future__ import annotations
@@ -31,7 +35,8 @@ from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
 
-__all__ = ["fit", "FitResult", "EarlyStopping", "initial_state"]
+__all__ = ["fit", "FitResult", "EarlyStopping", "initial_state", "count_examples", "Progress",
+           "start_epochs", "run_epochs"]
 
 # fold_in tags separating the run key's uses (model init uses nnx.Rngs(seed) directly)
 _STEPS, _EPOCHS = 1, 2
@@ -208,6 +213,170 @@ def _check_divergence(epoch: int, record: dict[str, Any], untrained_loss: float,
                 f"(training diverged: {advice}) or the validation part cannot measure {key}")
 
 
+def count_examples(train: Batch) -> int:
+    """The number of training examples (``len(train["label"])``); ValueError when none."""
+    n = len(train["label"])
+    if n == 0:
+        raise ValueError("no training examples: the train part is empty")
+    return n
+
+
+@dataclass
+class Progress:
+    """Where a run stands before its next epoch: made by :func:`start_epochs` (fresh, or
+    from a ``last`` checkpoint), run on from by :func:`run_epochs`.
+
+    Attributes
+    ----------
+    result : FitResult
+        The result so far: ``history`` of every epoch run (those before a resume
+        included); ``params`` the model's initial (unpadded) parameters until the end.
+    stopper : EarlyStopping
+        The early-stopping state after the last epoch run.
+    best : dict or None
+        The best parameters so far, laid out on the mesh (tables padded); None before
+        the first epoch.
+    first_epoch : int
+        The next epoch to run (1-based); ``cfg.epochs + 1`` when none is left.
+    identity : dict
+        What the run's checkpoints record and a resume must match: the caller's
+        identity and the unpadded parameter shapes.
+    """
+
+    result: FitResult
+    stopper: EarlyStopping
+    best: dict | None
+    first_epoch: int
+    identity: dict[str, Any]
+
+
+def start_epochs(state: TrainState, params: dict, cfg: RunConfig, *, higher_is_better: bool,
+                 checkpoints: Checkpoints | None, resume: bool,
+                 identity: dict[str, Any] | None) -> tuple[TrainState, Progress]:
+    """The state and :class:`Progress` a run's next epoch starts from: ``state`` before
+    epoch 1 or, with ``resume``, those of ``checkpoints``' ``last`` (none written yet:
+    the run was interrupted before its first checkpoint and starts over, which gives
+    the same result).
+
+    ``state`` is the initial state laid out on the mesh, also the template a checkpoint
+    restores into; ``params`` the model's unpadded initial parameters (their shapes join
+    ``identity``). The other parameters are :func:`fit`'s. Called before the epoch is
+    compiled, so that a resumed run holds one state, not the initial one beside it.
+    """
+    identity = {**(identity or {}), "param_shapes": param_shapes(params)}
+    progress = Progress(FitResult(params=params), EarlyStopping(cfg.patience, cfg.tolerance, higher_is_better),
+                        best=None, first_epoch=1, identity=identity)
+    if resume and checkpoints is None:
+        raise ValueError("resume needs the run's checkpoints")
+    if resume and checkpoints.has_last():  # else interrupted before its first checkpoint: start over
+        state, progress.best, meta = checkpoints.restore_last(state, identity)
+        progress.result.history = meta["history"]
+        for name in ("best", "best_epoch", "bad_epochs"):
+            setattr(progress.stopper, name, meta["early_stopping"][name])
+        progress.first_epoch = meta["epoch"] + 1
+        if meta["epoch"] > cfg.epochs:
+            raise ValueError(f"resume: the run has already trained {meta['epoch']} epochs; "
+                             f"the settings differ: epochs={cfg.epochs} (it may grow, not shrink)")
+        if progress.stopper.should_stop:  # stopped early: nothing left to run (a larger
+            progress.first_epoch = cfg.epochs + 1  # cfg.epochs only extends a run that ran out of epochs)
+            progress.result.stopped_early = True
+    return state, progress
+
+
+def run_epochs(
+    epoch: Callable[[TrainState, int], tuple[TrainState, dict[str, jax.Array]]],
+    state: TrainState,
+    progress: Progress,
+    cfg: RunConfig,
+    *,
+    n_examples: int,
+    validate: Callable[[dict], dict[str, float]] | None,
+    monitor: str | None,
+    checkpoints: Checkpoints | None,
+    on_epoch: Callable[[dict[str, Any]], None] | None,
+    to_host: Callable[[dict], dict],
+    compile_seconds: float,
+    untrained_loss: float = float("nan"),
+    unit: str = "epoch",
+) -> FitResult:
+    """Run epochs ``progress.first_epoch`` to ``cfg.epochs`` from ``state``: validation,
+    early stopping, the divergence check, checkpoints on their schedule, the progress bar.
+
+    Parameters
+    ----------
+    epoch : callable
+        ``epoch(state, number) -> (state, {"loss": ..., "data_loss": ...})``: one
+        compiled epoch (``number`` 1-based; scalar losses), donating ``state``.
+    state, progress : TrainState, Progress
+        What :func:`start_epochs` returned; ``state`` is consumed (donated to the first epoch).
+    n_examples : int
+        Training examples per epoch (for ``examples_per_second``).
+    validate, monitor, checkpoints, on_epoch
+        As in :func:`fit`; ``higher_is_better`` is ``progress.stopper``'s.
+    to_host : callable
+        The best parameters on the mesh -> NumPy, unpadded (:meth:`Layout.to_host`).
+    compile_seconds : float
+        Time the caller took to compile ``epoch``, reported in the result.
+    untrained_loss : float
+        The untrained model's training loss, the divergence check's scale; NaN checks
+        only that the loss is finite.
+    unit : str
+        What one epoch is called on the progress bar ("epoch", "sweep").
+
+    Returns
+    -------
+    FitResult
+        ``progress.result``, completed.
+    """
+    result, stopper, best, start = progress.result, progress.stopper, progress.best, progress.first_epoch
+    result.compile_seconds = compile_seconds
+    bar = tqdm(range(start, cfg.epochs + 1), desc=f"{unit}s", unit=unit, disable=cfg.quiet,
+               initial=start - 1, total=cfg.epochs)
+    schedule = CheckpointSchedule(cfg.checkpoint_seconds)
+    for number in bar:
+        tic = time.perf_counter()
+        state, metrics = epoch(state, number)
+        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        seconds = time.perf_counter() - tic
+        result.train_seconds += seconds
+        record = {"epoch": number, "train_loss": metrics["loss"],
+                  "train_data_loss": metrics["data_loss"],
+                  **(validate(state.params) if validate is not None else {}),
+                  "seconds": seconds}
+        _check_divergence(number, record, untrained_loss, monitor if validate is not None else None)
+        result.history.append(record)
+        if validate is None:  # no validation: the last epoch is the result
+            improved, stopper.best_epoch = True, number
+        else:
+            improved = stopper.update(number, record[monitor])
+        if improved:
+            best = _copy_tree(state.params)  # the next epoch donates state.params
+        finished = stopper.should_stop or number == cfg.epochs
+        if on_epoch is not None:  # logged before its checkpoint: a re-run epoch replaces it
+            on_epoch(record)
+        if checkpoints is not None and schedule.due(finished):
+            meta = {**progress.identity, "epoch": number, "history": result.history, "finished": finished,
+                    "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
+                                       "bad_epochs": stopper.bad_epochs}}
+            if finished:  # best first: a resume from the previous last re-runs to here
+                checkpoints.save_best(stopper.best_epoch, best, meta)
+            checkpoints.save_last(number, state, best, meta)
+            schedule.written()
+        shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
+        bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
+        if stopper.should_stop:
+            result.stopped_early = True
+            break
+    bar.close()
+    if best is not None:
+        result.params = to_host(best)
+    result.best_epoch = stopper.best_epoch
+    epochs_run = max(len(result.history) - (start - 1), 0)
+    if result.train_seconds > 0:
+        result.examples_per_second = epochs_run * n_examples / result.train_seconds
+    return result
+
+
 def fit(
     model: Model,
     train: Batch,
@@ -250,89 +419,30 @@ def fit(
         parameters ``validate`` receives are the mesh's (tables padded; ``model.bind``
         drops the padding); those returned are NumPy, unpadded.
     """
-    n = len(train["label"])
-    if n == 0:
-        raise ValueError("no training examples: the train part is empty")
+    n = count_examples(train)
     _, steps_per_epoch = batch_layout(n, cfg.batch_size)
     tx = make_optimizer(cfg, steps_per_epoch, frozenset(model.row_lookups))
     layout = layout or Layout(make_mesh(1, 1), model)
     _check_state_fits(model, tx, layout, train, cfg.optimizer)  # before anything is allocated
     state, state_sharding = initial_state(model, tx, cfg.seed, layout)
-    epoch_keys = jax.random.fold_in(jax.random.key(cfg.seed), _EPOCHS)
-    # the unpadded table sizes: a checkpoint of a model of other sizes is refused
-    identity = {**(identity or {}), "param_shapes": param_shapes(model.params)}
-    stopper = EarlyStopping(cfg.patience, cfg.tolerance, higher_is_better)
-    result, best = FitResult(params=model.params), None
-    start = 1
-    if resume and checkpoints is None:
-        raise ValueError("resume needs the run's checkpoints")
-    if resume and checkpoints.has_last():  # else interrupted before its first checkpoint: start over
-        state, best, meta = checkpoints.restore_last(state, identity)
-        result.history = meta["history"]
-        for name in ("best", "best_epoch", "bad_epochs"):
-            setattr(stopper, name, meta["early_stopping"][name])
-        start = meta["epoch"] + 1
-        if meta["epoch"] > cfg.epochs:
-            raise ValueError(f"resume: the run has already trained {meta['epoch']} epochs; "
-                             f"the settings differ: epochs={cfg.epochs} (it may grow, not shrink)")
-        if stopper.should_stop:  # stopped early: nothing left to run (a larger cfg.epochs
-            start = cfg.epochs + 1  # only extends a run that ran out of epochs)
-            result.stopped_early = True
+    state, progress = start_epochs(state, model.params, cfg, higher_is_better=higher_is_better,
+                                   checkpoints=checkpoints, resume=resume, identity=identity)
 
     data = layout.place_data(train)
+    epoch_keys = jax.random.fold_in(jax.random.key(cfg.seed), _EPOCHS)
     epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size,
                           state_sharding=state_sharding, batch_sharding=layout.batch)
     tic = time.perf_counter()
     compiled = epoch_fn.lower(state, data, epoch_keys).compile()
-    result.compile_seconds = time.perf_counter() - tic
+    compile_seconds = time.perf_counter() - tic
     device, sharing = _memory_device(layout)
     check_epoch_memory(compiled, batch_size=cfg.batch_size, n_examples=n, n_devices=sharing,
                        available=available_memory(device))
     untrained_loss = _untrained_loss(model, task, train, cfg)
 
-    bar = tqdm(range(start, cfg.epochs + 1), desc="epochs", unit="epoch", disable=cfg.quiet,
-               initial=start - 1, total=cfg.epochs)
-    finished = False
-    schedule = CheckpointSchedule(cfg.checkpoint_seconds)
-    for epoch in bar:
-        tic = time.perf_counter()
-        state, metrics = compiled(state, data, jax.random.fold_in(epoch_keys, epoch))
-        metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        seconds = time.perf_counter() - tic
-        result.train_seconds += seconds
-        record = {"epoch": epoch, "train_loss": metrics["loss"],
-                  "train_data_loss": metrics["data_loss"],
-                  **(validate(state.params) if validate is not None else {}),
-                  "seconds": seconds}
-        _check_divergence(epoch, record, untrained_loss, monitor if validate is not None else None)
-        result.history.append(record)
-        if validate is None:  # no validation: the last epoch is the result
-            improved, stopper.best_epoch = True, epoch
-        else:
-            improved = stopper.update(epoch, record[monitor])
-        if improved:
-            best = _copy_tree(state.params)  # the next epoch donates state.params
-        finished = stopper.should_stop or epoch == cfg.epochs
-        if on_epoch is not None:  # logged before its checkpoint: a re-run epoch replaces it
-            on_epoch(record)
-        if checkpoints is not None and schedule.due(finished):
-            meta = {**identity, "epoch": epoch, "history": result.history, "finished": finished,
-                    "early_stopping": {"best": stopper.best, "best_epoch": stopper.best_epoch,
-                                       "bad_epochs": stopper.bad_epochs}}
-            if finished:  # best first: a resume from the previous last re-runs to here
-                checkpoints.save_best(stopper.best_epoch, best, meta)
-            checkpoints.save_last(epoch, state, best, meta)
-            schedule.written()
-        shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
-        bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
-        if stopper.should_stop:
-            result.stopped_early = True
-            break
-    bar.close()
-    if best is not None:
-        result.params = layout.to_host(best)
-    result.best_epoch = stopper.best_epoch
-    epochs_run = max(len(result.history) - (start - 1), 0)
-    if result.train_seconds > 0:
-        result.examples_per_second = epochs_run * n / result.train_seconds
-    return result
+    def epoch(state: TrainState, number: int) -> tuple[TrainState, dict[str, jax.Array]]:
+        return compiled(state, data, jax.random.fold_in(epoch_keys, number))
+
+    return run_epochs(epoch, state, progress, cfg, n_examples=n, validate=validate, monitor=monitor,
+                      checkpoints=checkpoints, on_epoch=on_epoch, to_host=layout.to_host,
+                      compile_seconds=compile_seconds, untrained_loss=untrained_loss)
