@@ -70,21 +70,24 @@ class IALSConfig:
     ml-100k's ub split by validation NDCG@10, benchmarks/als_tuning.py)."""
 
     embedding_dim: int = field(default=128, metadata={
-        "help": "factors per user and item (with alpha0 1.0 and lambda 0.003: the best of dims 64/128 x "
-                "alpha0 0.1/0.3/1 x lambda 0.003/0.01/0.03 by validation NDCG@10 on ml-100k's ub split)"})
+        "help": "factors per user and item (with alpha0 3 and lambda 0.003, nu 1, the exact solver: the "
+                "best by validation NDCG@10 on ml-100k's ub split of alpha0 0.3/1/3/10 x lambda "
+                "0.003/0.01/0.03 at d 128, then lambda 0.0015/0.006 and alpha0 1.5/6 around it; "
+                "benchmarks/als_tuning.py; larger d and other nu not searched)"})
     unobserved_weight: float = field(
-        default=1.0, metadata={"help": "alpha0: weight of every unobserved (user, item) entry, target 0; "
+        default=3.0, metadata={"help": "alpha0: weight of every unobserved (user, item) entry, target 0; "
                                        "chosen with embedding_dim"})
     regularization: float = field(
         default=0.003, metadata={"help": "lambda, scaled per row by (count + alpha0 * other side's size)^nu; "
                                          "chosen with embedding_dim"})
     reg_exponent: float = field(
-        default=1.0, metadata={"help": "nu: the exponent of that frequency scaling (0: plain lambda)"})
+        default=1.0, metadata={"help": "nu: the exponent of that frequency scaling (0: plain lambda; "
+                                       "1 as in Rendle et al. 2021, the only value searched)"})
     init_std: float = field(
         default=0.1, metadata={"help": "std of the normal initialisation, divided by sqrt(embedding_dim)"})
     solver: str = field(
-        default="cg", metadata={"help": "row solves: 'cholesky' (exact) or 'cg' (conjugate gradient, "
-                                        "warm-started)"})
+        default="cholesky", metadata={"help": "row solves: 'cholesky' (exact; the search used it) or 'cg' "
+                                              "(conjugate gradient, warm-started)"})
     cg_steps: int = field(default=3, metadata={"help": "conjugate-gradient steps per row and sweep"})
 
     def __post_init__(self) -> None:
@@ -98,12 +101,13 @@ class IALSConfig:
 class ALSConfig:
     """Explicit ALS hyper-parameters (embedding_dim, regularization: chosen on ml-100k's ub split, validation RMSE)."""
 
-    embedding_dim: int = field(default=32, metadata={
-        "help": "factors per user and item (32 and lambda 0.12: the best of dims 4/8/32 x lambda "
-                "0.05/0.08/0.12/0.2 by validation RMSE on ml-100k's ub split, benchmarks/als_tuning.py)"})
+    embedding_dim: int = field(default=128, metadata={
+        "help": "factors per user and item (128 and lambda 0.1: the best by validation RMSE on ml-100k's "
+                "ub split of dims 16/32/64/128 x lambda 0.03/0.1/0.3, then lambda 0.06/0.16, biases on, "
+                "benchmarks/als_tuning.py; 64 was within 0.0001)"})
     regularization: float = field(
-        default=0.12, metadata={"help": "lambda, times each user's (item's) number of ratings (ALS-WR); "
-                                        "chosen with embedding_dim"})
+        default=0.1, metadata={"help": "lambda, times each user's (item's) number of ratings (ALS-WR); "
+                                       "chosen with embedding_dim"})
     user_bias: bool = field(default=True, metadata={"help": "learn b_u"})
     item_bias: bool = field(default=True, metadata={"help": "learn b_i"})
     init_std: float = field(
