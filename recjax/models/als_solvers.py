@@ -53,7 +53,7 @@ __all__ = ["SOLVERS", "row_plan", "solve_rows", "solve_side", "observed_residual
 SOLVERS = ("cholesky", "cg")
 
 #: gathered entries per chunk (S x W); times k x 4 bytes is a chunk's working memory
-DEFAULT_BUDGET = 1 << 17
+DEFAULT_BUDGET = 1 << 14
 _WIDTHS = (8, 128)  # the segment width: the mean row length's power of two, clipped to this range
 NO_ROW = np.iinfo(np.int32).max  # a chunk's empty slot: dropped when the solutions are written
 
@@ -222,33 +222,35 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
     def scores(x: jax.Array) -> jax.Array:                          # <f, x_row> per entry [S, W]
         return jnp.einsum("swk,sk->sw", f, x[slots])
 
-    b = per_row(jnp.einsum("sw,swk->sk", targets, f))
     if solver == "cholesky":
+        b = per_row(jnp.einsum("sw,swk->sk", targets, f))
         a = (gram[None] + per_row(jnp.einsum("swk,swj->skj", f, f))
              + reg[:, None, None] * jnp.eye(k, dtype=fixed.dtype))
         chol = jnp.linalg.cholesky(a)
         y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
         x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
-    else:
-        def matvec(x: jax.Array) -> jax.Array:
-            return x @ gram + per_row(jnp.einsum("swk,sw->sk", f, scores(x))) + reg[:, None] * x
+        return (x, jnp.sum((targets - scores(x)) ** 2)) if residual else x
 
-        def step(carry: tuple, _: None) -> tuple:
-            x, r, p, rs = carry
-            ap = matvec(p)
-            curvature = jnp.sum(p * ap, axis=1)
-            alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1.0), 0.0)
-            x = x + alpha[:, None] * p
-            r = r - alpha[:, None] * ap
-            rs_new = jnp.sum(r * r, axis=1)
-            beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
-            return (x, r, r + beta[:, None] * p, rs_new), None
+    # conjugate gradient from x0; each step is one pass over F_u for <f, p> and one for F_u^T (.),
+    # and the entries' scores <f, x> are carried along (x moves by alpha p), for the residual
+    def step(carry: tuple, _: None) -> tuple:
+        x, r, p, rs, sx = carry
+        sp = scores(p)
+        ap = p @ gram + per_row(jnp.einsum("swk,sw->sk", f, sp)) + reg[:, None] * p
+        curvature = jnp.sum(p * ap, axis=1)
+        alpha = jnp.where(curvature > 0, rs / jnp.where(curvature > 0, curvature, 1.0), 0.0)
+        x = x + alpha[:, None] * p
+        sx = sx + alpha[slots][:, None] * sp
+        r = r - alpha[:, None] * ap
+        rs_new = jnp.sum(r * r, axis=1)
+        beta = jnp.where(rs > 0, rs_new / jnp.where(rs > 0, rs, 1.0), 0.0)
+        return (x, r, r + beta[:, None] * p, rs_new, sx), None
 
-        r = b - matvec(x0)
-        (x, *_), _ = jax.lax.scan(step, (x0, r, r, jnp.sum(r * r, axis=1)), None, length=cg_steps)
-    if not residual:
-        return x
-    return x, jnp.sum(((targets - scores(x)) * mask) ** 2)
+    sx = scores(x0)
+    # r = b - A x0 = F_u^T (y - F_u x0) - G x0 - reg x0: one pass for b and F_u^T F_u x0 together
+    r = per_row(jnp.einsum("swk,sw->sk", f, targets - sx)) - x0 @ gram - reg[:, None] * x0
+    (x, *_, sx), _ = jax.lax.scan(step, (x0, r, r, jnp.sum(r * r, axis=1), sx), None, length=cg_steps)
+    return (x, jnp.sum((targets - sx) ** 2)) if residual else x
 
 
 def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
