@@ -277,3 +277,37 @@ def _vocab(n, kind):
     from recjax.data.dataset import Vocabulary
 
     return Vocabulary(np.arange(n, dtype=np.int64), kind)
+
+
+@pytest.mark.parametrize("solver", ["cholesky", "cg"])
+@pytest.mark.parametrize("offset", [False, True])
+def test_a_half_sweeps_residual_is_the_observed_squared_error_at_its_solution(solver, offset):
+    """solve_side(residual=True): the sum over the plan's entries of (target - <f, x>)^2 at
+    the new x (the CG steps carry the entries' scores; Cholesky scores once more)."""
+    x = _pattern(13)
+    rng = np.random.default_rng(14)
+    h = rng.normal(size=(x.shape[1], 5))
+    bias = rng.normal(size=x.shape[1]) if offset else np.zeros(x.shape[1])
+    users, items = np.nonzero(x)
+    values = rng.uniform(0, 2, len(users))
+    plan = _device(row_plan(users, items, values, x.shape[0], budget=41, width=3))
+    w0 = jnp.asarray(rng.normal(size=(x.shape[0], 5)), jnp.float32)
+    got, squared = solve_side(w0, jnp.asarray(h, jnp.float32), jnp.asarray(0.2 * h.T @ h, jnp.float32), plan,
+                              jnp.full(x.shape[0], 0.5, jnp.float32), solver=solver, cg_steps=2, residual=True,
+                              fixed_offset=jnp.asarray(bias, jnp.float32) if offset else None)
+    w = np.asarray(got, np.float64)
+    want = np.sum((values - bias[items] - np.sum(w[users] * h[items], 1)) ** 2)
+    np.testing.assert_allclose(float(squared), want, rtol=1e-4)
+    plain = solve_side(w0, jnp.asarray(h, jnp.float32), jnp.asarray(0.2 * h.T @ h, jnp.float32), plan,
+                       jnp.full(x.shape[0], 0.5, jnp.float32), solver=solver, cg_steps=2,
+                       fixed_offset=jnp.asarray(bias, jnp.float32) if offset else None)
+    np.testing.assert_array_equal(np.asarray(plain), np.asarray(got))
+
+
+def test_a_plans_chunks_are_evenly_full():
+    """Ten one-segment rows at 8 segments a chunk: two chunks of 5, not 8 + 2 (a last
+    chunk mostly padding is gathered and solved all the same)."""
+    plan = row_plan(np.arange(10), np.zeros(10, np.int64), np.ones(10), 10, budget=64, width=8)
+    assert plan["cols"].shape == (2, 5, 8)
+    assert (plan["counts"] > 0).sum() == 10
+    assert all((np.diff(s) >= 0).all() for s in plan["slots"])  # segments in slot order
