@@ -162,11 +162,11 @@ MODELS: dict[str, ModelSpec] = {
                      train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
     # alternating least squares: an epoch is one sweep (users, then items); no optimiser
+    # epochs 16 / patience 3 (Rendle et al. 2021 run ~16): on ub the chosen setting's best sweep was the 4th
     "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
                       monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
                       train_defaults=dict(epochs=16, patience=3)),
     # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 7th
-    # epochs 16 / patience 3 (Rendle et al. 2021 run ~16): on ub the chosen setting's best sweep was the 4th
     "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
                      train_defaults=dict(epochs=20, patience=3)),
     # EASE's closed form is one "sweep": B solved exactly from the training pattern
