@@ -93,7 +93,9 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
         ``rows`` int32 [C, S]: the row in each slot (empty: :data:`NO_ROW`, out of any
         table); ``slots`` int32 [C, S]: each segment's slot; ``cols`` int32 [C, S, W]
         (padding: 0); ``values`` float32 [C, S, W] (padding: 0); ``counts`` int32 [C, S]:
-        each segment's real entries.
+        each segment's real entries; ``slot_rows`` int32 [C, B]: ``rows``' first ``B``
+        columns, ``B`` the most rows of one chunk (a row's segments share one slot, so the
+        ``B x k`` solves, Gramian products included, skip the slots no row uses).
     """
     rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
     values = np.asarray(values, np.float32).reshape(-1)
@@ -147,7 +149,9 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
             "slots": np.zeros(shape, np.int32), "counts": np.zeros(shape, np.int32),
             "cols": np.zeros(shape + (width,), np.int32), "values": np.zeros(shape + (width,), np.float32)}
     at = (chunk_of[seg_row], first_of[seg_row] + seg_t)
-    plan["slots"][:] = size - 1  # empty segments (no entries) name the last slot: slots stay sorted
+    n_slots = int(slot_of.max()) + 1  # B: the most rows in one chunk (a row's segments share its slot)
+    plan["slot_rows"] = plan["rows"][:, :n_slots].copy()
+    plan["slots"][:] = n_slots - 1  # empty segments (no entries) name the last slot: slots stay sorted
     plan["slots"][at] = slot_of[seg_row]
     plan["counts"][at] = valid.sum(1)
     if len(cols):
@@ -254,7 +258,7 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
 
 
 def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
-    return plan["rows"], plan["slots"], plan["cols"], plan["values"], plan["counts"]
+    return plan.get("slot_rows", plan["rows"]), plan["slots"], plan["cols"], plan["values"], plan["counts"]
 
 
 def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[str, jax.Array],
@@ -280,8 +284,8 @@ def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[s
         return out if residual else (out, jnp.zeros((), fixed.dtype))
 
     x, squares = jax.lax.map(one, _chunks(plan))
-    table = table.at[plan["rows"].reshape(-1)].set(x.reshape(-1, table.shape[1]).astype(table.dtype),
-                                                   mode="drop")
+    rows = plan.get("slot_rows", plan["rows"]).reshape(-1)
+    table = table.at[rows].set(x.reshape(-1, table.shape[1]).astype(table.dtype), mode="drop")
     return (table, jnp.sum(squares)) if residual else table
 
 
