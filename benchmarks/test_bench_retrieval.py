@@ -23,11 +23,10 @@ from functools import cache
 
 import numpy as np
 import pytest
+from _common import full_mode, peak_extra_mib
 
 from recjax.retrieval import kernel_available, topk
 from recjax.retrieval._reference import topk_reference
-
-from _common import full_mode, peak_extra_mib
 
 FULL_SIZES = {  # name: (items N, dims d, queries Q)
     "1682x32": (1_682, 32, 943),

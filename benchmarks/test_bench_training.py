@@ -32,15 +32,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _common import full_mode, peak_extra_mib
 
+from recjax.config import RunConfig, make_configs
 from recjax.data.splits import holdout_split
 from recjax.data.synthetic import synthetic_ratings
-from recjax.config import RunConfig, make_configs
 from recjax.models import MODELS
 from recjax.train.optim import make_optimizer
 from recjax.train.step import Model, TrainState, batch_layout, make_epoch, make_train_step
-
-from _common import full_mode, peak_extra_mib
 
 SHAPES = {  # name: (users, items, ratings)
     "ml100k": (943, 1_682, 100_000),

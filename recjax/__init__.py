@@ -153,17 +153,17 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
         recall_at_k,
         rmse,
     )
+    from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+    from recjax.evaluation.significance import paired_bootstrap
+    from recjax.evaluation.strong import strong_generalization
     from recjax.experiment import RunResult, run
-    from recjax.models.baselines import EASE, MostPopular
     from recjax.models.als import ALSConfig, IALSConfig
+    from recjax.models.baselines import EASE, MostPopular
     from recjax.models.dae import DAEConfig
     from recjax.models.dnn import DNNConfig
     from recjax.models.ease import EASEConfig
     from recjax.models.mf import MFConfig
     from recjax.models.pair import PairConfig
     from recjax.models.softmax import SoftmaxConfig
-    from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-    from recjax.evaluation.significance import paired_bootstrap
-    from recjax.evaluation.strong import strong_generalization
     from recjax.retrieval import TopK, similar_items, topk
     from recjax.runs import Embeddings, Run, RunFolderError

@@ -13,9 +13,8 @@ ValueError: k must be >= 1, got 0
 
 from __future__ import annotations
 
-from typing import Any
-
 import numbers
+from typing import Any
 
 __all__ = ["positive_int"]
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -15,14 +14,13 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from _subprocess_env import subprocess_env
 
 import recjax.train.checkpoint as checkpoint_module
 from recjax.config import RunConfig
 from recjax.experiment import run
 from recjax.models.mf import MFConfig
-from recjax.train.checkpoint import CheckpointSchedule, Checkpoints
-
-from _subprocess_env import subprocess_env
+from recjax.train.checkpoint import Checkpoints, CheckpointSchedule
 
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")  # runs repeat programs
 

@@ -6,8 +6,8 @@ import json
 
 import pandas as pd
 import pytest
-
 from _tiny_run import tiny_run
+
 from recjax.cli import main
 
 

@@ -8,16 +8,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from _bag_model import check_bag_shapes_and_invariance
 from flax import nnx
 
-from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import RunConfig
 from recjax.data.jsonlines import PAD
 from recjax.models.dae import DAE, DAEConfig, bag_logits, build_dae, dae_inputs
-from recjax.train.validation import bag_validator
 from recjax.train.loop import fit
 from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.train.step import Model
+from recjax.train.validation import bag_validator
 
 
 def tiny(**kw) -> DAE:

@@ -7,10 +7,10 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.evaluation.ensemble import BlendScorer, _standardise_rows, blend
-from recjax.models.baselines import EASE
-from recjax.scoring import EmbeddingScorer, FunctionScorer
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
+from recjax.models.baselines import EASE
 from recjax.retrieval import topk
+from recjax.scoring import EmbeddingScorer, FunctionScorer
 
 
 def random_exclusions(rng, n_users: int, n_items: int, density: float) -> sp.csr_matrix:

@@ -25,8 +25,8 @@ from recjax.evaluation.metrics import (
     norm_popularity_correlation,
     novelty,
     precision_at_k,
-    rating_metrics,
     ranking_metrics,
+    rating_metrics,
     recall_at_k,
     rmse,
 )

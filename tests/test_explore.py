@@ -8,8 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
 from _tiny_run import tiny_run
+
 from recjax.data import UnknownIdError
 from recjax.evaluation.compare import evaluate_run
 from recjax.explore import find_titles, load_run, neighbors, recommendations
@@ -279,8 +279,8 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
 def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     from recjax.config import RunConfig
     from recjax.evaluation import mse, rmse
-    from recjax.experiment import run as train_run
     from recjax.evaluation.compare import evaluate_runs
+    from recjax.experiment import run as train_run
     from recjax.models.mf import MFConfig
 
     predicted, labels = run.rating_predictions("test")

@@ -14,8 +14,8 @@ import warnings
 import numpy as np
 import pytest
 
-from recjax.scoring import EmbeddingScorer
 from recjax.retrieval import kernel_available, recommend, similar_items, topk
+from recjax.scoring import EmbeddingScorer
 
 
 def _kernel():

@@ -20,8 +20,8 @@ from recjax.evaluation import auc, binary_metrics, rmse
 from recjax.models import MODELS
 from recjax.models.baselines import BiasModel
 from recjax.models.mf import MF, MFConfig, gravity
-from recjax.train.losses import masked_mean
 from recjax.train.loop import fit
+from recjax.train.losses import masked_mean
 from recjax.train.step import Model, TrainState, make_predict, make_train_step
 
 # A tiny model whose parameters we set by hand: 2 users, 3 items, 2 factors.

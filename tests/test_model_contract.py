@@ -33,7 +33,9 @@ import pytest
 from recjax.config import RunConfig
 from recjax.data import Ratings, Vocabulary, split_ratings, synthetic_ratings
 from recjax.data.bags import bags_from_csr
+from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.evaluation.ensemble import blend
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.models import MODELS
 from recjax.models.base import (
     BagModel,
@@ -46,8 +48,6 @@ from recjax.models.base import (
 )
 from recjax.models.baselines import MostPopular
 from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
-from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.train.step import Model, TrainState, make_train_step
 
 FAMILIES = sorted(MODELS)

@@ -12,11 +12,17 @@ import pytest
 from flax import nnx
 
 from recjax.config import RunConfig
-from recjax.evaluation import auc
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, write_jsonlines
 from recjax.data.tokens import movielens_tokens
+from recjax.evaluation import auc
 from recjax.models.pair import (
-    PairConfig, PairModel, TokenEncoder, _compare, build_pair, load_pair_parts, pair_inputs,
+    PairConfig,
+    PairModel,
+    TokenEncoder,
+    _compare,
+    build_pair,
+    load_pair_parts,
+    pair_inputs,
 )
 from recjax.train.loop import fit
 from recjax.train.step import Model, make_predict

@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("matplotlib")
 
 from _tiny_run import tiny_run  # noqa: E402
+
 from recjax.plots import (  # noqa: E402
     _primary_genres,
     _tsne_available,

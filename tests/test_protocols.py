@@ -15,8 +15,15 @@ import scipy.sparse as sp
 
 from recjax.data import Ratings
 from recjax.data.splits import last_one_split, split_ratings, user_split
-from recjax.evaluation import (RankingTask, StrongTask, compare_pair, evaluate_ranking,
-                               paired_bootstrap, per_user_ranking_metrics, strong_generalization)
+from recjax.evaluation import (
+    RankingTask,
+    StrongTask,
+    compare_pair,
+    evaluate_ranking,
+    paired_bootstrap,
+    per_user_ranking_metrics,
+    strong_generalization,
+)
 from recjax.models.baselines import EASE, MostPopular
 
 

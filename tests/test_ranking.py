@@ -9,10 +9,10 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
+from recjax.evaluation.compare import compare_models
+from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.models.baselines import EASE, MostPopular
 from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
-from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-from recjax.evaluation.compare import compare_models
 
 
 def random_split(seed: int, n_users: int = 40, n_items: int = 60, n: int = 700):
@@ -290,6 +290,7 @@ def test_validation_items_are_excluded_like_train_items(kind):
 
 def test_a_runs_ranking_task_excludes_its_train_and_validation_parts(tmp_path_factory):
     from _tiny_run import tiny_run
+
     from recjax.explore import load_run
 
     run = load_run(tiny_run(tmp_path_factory))

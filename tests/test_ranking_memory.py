@@ -11,9 +11,9 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
-from recjax.scoring import EmbeddingScorer, FunctionScorer, batched_topk
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.retrieval import TopK, dense_topk, topk
+from recjax.scoring import EmbeddingScorer, FunctionScorer, batched_topk
 
 
 def _reference_topk(scores, k, exclude_rows=None):

@@ -29,8 +29,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
 from _subprocess_env import subprocess_env
+
 import recjax.train.checkpoint as checkpoint_module
 import recjax.train.loop as loop_module
 from recjax.cli import main

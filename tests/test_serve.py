@@ -35,6 +35,7 @@ pytest.importorskip("uvicorn")
 httpx = pytest.importorskip("httpx")
 
 from _subprocess_env import ROOT, subprocess_env
+
 from recjax.cli import main
 
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")

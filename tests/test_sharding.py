@@ -18,9 +18,8 @@ import pytest
 from flax import nnx
 from jax.sharding import PartitionSpec as P
 
-from recjax.config import RunConfig
+from recjax.config import RunConfig, parse_mesh
 from recjax.models.mf import MF, MFConfig
-from recjax.config import parse_mesh
 from recjax.train.sharding import MODEL, Layout, make_mesh
 from recjax.train.step import Model
 

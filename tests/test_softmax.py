@@ -9,13 +9,19 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from _bag_model import check_bag_shapes_and_invariance
 from flax import nnx
 
-from _bag_model import check_bag_shapes_and_invariance
 from recjax.config import RunConfig
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.jsonlines import PAD
-from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, _sampled_logits, build_softmax, softmax_inputs
+from recjax.models.softmax import (
+    SoftmaxConfig,
+    SoftmaxModel,
+    _sampled_logits,
+    build_softmax,
+    softmax_inputs,
+)
 from recjax.train.loop import fit
 from recjax.train.step import Model
 from recjax.train.validation import bag_ranking_stats, bag_validator
@@ -190,9 +196,8 @@ def test_invalid_settings_fail_early():
 
 @pytest.mark.parametrize("negatives", ["full", pytest.param("in_batch", marks=pytest.mark.slow)])
 def test_learns_the_planted_preferences(negatives):
-    from recjax.data.splits import holdout_split
-
     from recjax.data import synthetic_ratings
+    from recjax.data.splits import holdout_split
 
     # the generator draws which pairs are rated from popularity alone; the liked pairs follow the factors
     data, _ = synthetic_ratings(400, 100, 16_000, rank=2, noise_std=0.3, factor_std=0.8, seed=7)

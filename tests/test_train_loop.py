@@ -18,7 +18,6 @@ from recjax.train.checkpoint import CheckpointError, Checkpoints
 from recjax.train.loop import EarlyStopping, fit
 from recjax.train.step import Model, make_predict
 
-
 pytestmark = pytest.mark.usefixtures("persistent_compile_cache")
 
 

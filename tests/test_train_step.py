@@ -11,7 +11,14 @@ import pytest
 from flax import nnx
 
 from recjax.models.mf import MF, MFConfig
-from recjax.train.step import Model, TrainState, batch_layout, make_epoch, make_predict, make_train_step
+from recjax.train.step import (
+    Model,
+    TrainState,
+    batch_layout,
+    make_epoch,
+    make_predict,
+    make_train_step,
+)
 
 
 def _state(params: dict, tx: optax.GradientTransformation, seed: int = 0) -> TrainState:

@@ -34,7 +34,6 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-
 __all__ = [
     "DATASETS",
     "DatasetSpec",

@@ -36,8 +36,8 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from recjax.scoring import as_scorer, batched_topk
 from recjax.retrieval import TopK
+from recjax.scoring import as_scorer, batched_topk
 
 __all__ = ["BlendScorer", "blend", "average_predictions"]
 

@@ -23,8 +23,7 @@ from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.ease import EASEConfig, EASEModel, build_ease
 from recjax.models.mf import MF, MFConfig
 from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_splits, pair_inputs
-from recjax.models.softmax import (SoftmaxConfig, SoftmaxModel, build_softmax,
-                                   softmax_inputs)
+from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, build_softmax, softmax_inputs
 
 __all__ = ["MODELS", "ModelSpec", "Capabilities", "MF", "MFConfig", "PairModel",
            "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",

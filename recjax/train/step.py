@@ -46,8 +46,8 @@ import numpy as np
 import optax
 from flax import nnx
 
-from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.models.base import is_table
+from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.train.sharding import table_paths
 from recjax.train.sparse import SparseOptimizer, assign_paths, get_path, lookup_groups, unique_rows
 
