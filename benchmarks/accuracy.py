@@ -49,6 +49,7 @@ RANKING_RUNS = [
                               learning_rate=0.003, batch_size=1024, epochs=30, patience=30,
                               tolerance=0.0),
      dict(num_negatives=8, l2=0.003, embedding_dim=64)),
+    ("ials", "ials", {}, {}),  # its defaults, chosen on ub by benchmarks/als_tuning.py
 ]
 
 
