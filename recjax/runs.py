@@ -762,7 +762,10 @@ class Run:
     def predict(self, users: Any, items: Any, *, clip: bool = True) -> np.ndarray:
         """Predictions for (user, item) pairs of raw ids, float64 with the inputs'
         broadcast shape: ratings for regression runs (clipped to the rating scale
-        unless ``clip=False``), probabilities of the positive class for binary runs.
+        unless ``clip=False``), probabilities of the positive class for binary runs;
+        for a family that ranks by its own scores (iALS's preferences, EASE's ``X B``:
+        :attr:`recjax.models.ModelSpec.predicts_ratings` is false) its raw scores,
+        never clipped to a rating scale they are not on.
 
         Raises
         ------
@@ -784,7 +787,9 @@ class Run:
                                    timestamp=np.zeros(len(user), np.int64))
         out = module_predictions(self.model(), spec.inputs(part, **self._labels)) if len(user) else \
             np.zeros(0)
-        if self.train_config.task == "binary":
+        if not spec.predicts_ratings:
+            pass  # scores, not ratings
+        elif self.train_config.task == "binary":
             out = 1.0 / (1.0 + np.exp(-out))
         elif clip:
             out = np.clip(out, *self.data.rating_scale)

@@ -444,3 +444,11 @@ def test_public_names_are_public_and_one_name_means_one_thing():
             if public in seen and seen[public][1] is not obj:
                 raise AssertionError(f"{public} means one thing in {seen[public][0]} and another in {name}")
             seen.setdefault(public, (name, obj))
+
+
+def test_only_families_that_predict_ratings_get_rating_metrics_and_a_rating_scale():
+    """iALS's preferences and EASE's scores rank; an RMSE of them, or a clip to 1..5, would
+    be a silent wrong answer (Run.predict and evaluate's table ask ModelSpec.predicts_ratings)."""
+    predicts = {name: spec.predicts_ratings for name, spec in MODELS.items()}
+    assert predicts == {"mf": True, "pair": True, "dnn": True, "softmax": False, "dae": False,
+                        "ials": False, "als": True, "ease": False}

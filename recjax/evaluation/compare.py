@@ -165,14 +165,16 @@ def rating_baselines(train: Ratings, test: Ratings) -> dict[str, dict[str, float
             for name, baseline in (("global mean", GlobalMean), ("user mean", UserMean))}
 
 
-def _scores_pairs(run: Run) -> bool:
-    return MODELS[run.train_config.model].capabilities.pairs
+def _predicts_ratings(run: Run) -> bool:
+    """Whether the run's model predicts ratings (:attr:`ModelSpec.predicts_ratings`): a
+    rating metric of iALS's or EASE's ranking scores would be meaningless."""
+    return MODELS[run.train_config.model].predicts_ratings
 
 
 def _rating_metrics(run: Run) -> dict[str, float]:
     """The run's test rating metrics, from its model's predictions; empty for a family
-    that does not score pairs (softmax, Mult-DAE)."""
-    if not _scores_pairs(run):
+    that predicts no ratings (softmax, Mult-DAE, iALS, EASE)."""
+    if not _predicts_ratings(run):
         return {}
     return task_metrics(run.train_config.task, *run.rating_predictions("test"))
 
@@ -181,7 +183,7 @@ def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
     """Test metrics of the runs' averaged predictions (:func:`average_predictions`);
     empty unless every run is a rating model of one task."""
     tasks = {r.train_config.task for r in runs}
-    if len(tasks) > 1 or not all(_scores_pairs(r) for r in runs):
+    if len(tasks) > 1 or not all(_predicts_ratings(r) for r in runs):
         return {}
     task = tasks.pop()
     predicted = [r.rating_predictions("test") for r in runs]

@@ -103,6 +103,14 @@ class ModelSpec:
         module, name = self.trainer.rsplit(".", 1)
         return getattr(importlib.import_module(module), name)(*args, **kwargs)
 
+    @property
+    def predicts_ratings(self) -> bool:
+        """Whether the family's pair scores are its task's labels (ratings, or binary
+        logits): it scores pairs and is validated by the task's metrics. A family with
+        its own validator scores pairs for ranking only (iALS's preferences, EASE's
+        scores); no rating metric or rating scale applies to them."""
+        return self.capabilities.pairs and self.validator is None
+
     def make_validator(self, model: Any, inputs: dict[str, dict[str, np.ndarray]]) -> Any:
         """The family's :attr:`validator` of ``model`` on ``inputs`` (None without one)."""
         import importlib
