@@ -144,14 +144,13 @@ def test_train_step(benchmark, model, shape):
                                 peak_mib=peak_extra_mib(lambda: _block(compiled(state, batch))))
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_train_epoch(benchmark, model, shape):
-    _, epoch, fresh_state, data, _, n = setup(model, shape)
+def _epoch_runner(epoch, fresh_state, data):
+    """(compiled epoch, compile seconds, holder of the state and the losses, the initial
+    parameters, ``one_epoch()`` that runs the compiled epoch once on the holder's state)."""
     key = jax.random.key(1)
     start = time.perf_counter()
     compiled = epoch.lower(fresh_state(), data, key).compile()
     compile_s = time.perf_counter() - start
-
     holder = {"state": fresh_state(), "losses": []}
     initial = jax.tree.map(jnp.array, holder["state"].params)
 
@@ -159,6 +158,13 @@ def test_train_epoch(benchmark, model, shape):
         holder["state"], metrics = _block(compiled(holder["state"], data, key))
         holder["losses"].append(float(metrics["data_loss"]))
 
+    return compiled, compile_s, holder, initial, one_epoch
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_train_epoch(benchmark, model, shape):
+    _, epoch, fresh_state, data, _, n = setup(model, shape)
+    compiled, compile_s, holder, initial, one_epoch = _epoch_runner(epoch, fresh_state, data)
     one_epoch()  # untimed warm-up, also the first loss
     rounds = 3 if shape == "ml100k" else 1
     benchmark.pedantic(one_epoch, rounds=rounds, iterations=1)
@@ -211,17 +217,7 @@ def test_table_updates(benchmark, request, case, mode):
         params = jax.tree.map(jnp.array, net.params)
         return TrainState(params, tx.init(params), jnp.int32(0), jax.random.key(0))
 
-    key = jax.random.key(1)
-    start = time.perf_counter()
-    compiled = epoch.lower(fresh_state(), data, key).compile()
-    compile_s = time.perf_counter() - start
-    holder = {"state": fresh_state(), "losses": []}
-    initial = jax.tree.map(jnp.array, holder["state"].params)
-
-    def one_epoch():
-        holder["state"], metrics = _block(compiled(holder["state"], data, key))
-        holder["losses"].append(float(metrics["data_loss"]))
-
+    compiled, compile_s, holder, initial, one_epoch = _epoch_runner(epoch, fresh_state, data)
     benchmark.pedantic(one_epoch, rounds=1, iterations=1, warmup_rounds=0)
     assert np.all(np.isfinite(holder["losses"])) and _moved(initial, holder["state"].params)
     benchmark.group = f"table updates, {shape}"
