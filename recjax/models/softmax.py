@@ -62,10 +62,10 @@ from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.base import BagUser, Capabilities, Constant, parse_dims, table
 
-__all__ = ["SoftmaxConfig", "SoftmaxModel"]
+__all__ = ["SoftmaxConfig", "SoftmaxModel", "EXCLUDED_LOGIT", "bag_mask"]
 
 NEGATIVES = ("full", "uniform", "in_batch")
-_NEG = -1e9  # the logit of a candidate taken out of the softmax
+EXCLUDED_LOGIT = -1e9  # the logit of a candidate taken out of the softmax
 
 
 @dataclass(frozen=True)
@@ -113,7 +113,7 @@ def _masked_mean(vectors: jax.Array, mask: jax.Array, axes: tuple[int, ...]) -> 
     return total / jnp.maximum(count, 1.0)
 
 
-def _positives(bag: jax.Array, n_items: int) -> jax.Array:
+def bag_mask(bag: jax.Array, n_items: int) -> jax.Array:
     """Bool [B, n_items]: the movies in each row's bag (``PAD`` ignored)."""
     rows = jnp.broadcast_to(jnp.arange(bag.shape[0])[:, None], bag.shape)
     cols = jnp.where(bag >= 0, bag, n_items)  # PAD goes to a dropped extra column
@@ -151,7 +151,7 @@ def _sampled_logits(user: jax.Array, table: jax.Array, target: jax.Array, candid
     """
     true = jnp.sum(user * table[target], axis=-1, keepdims=True)
     sampled = user @ table[candidates].T - log_q[candidates][None, :]
-    return jnp.concatenate([true, jnp.where(hit, _NEG, sampled)], axis=-1)
+    return jnp.concatenate([true, jnp.where(hit, EXCLUDED_LOGIT, sampled)], axis=-1)
 
 
 class SoftmaxModel(BagUser, nnx.Module):
@@ -229,12 +229,12 @@ class SoftmaxModel(BagUser, nnx.Module):
         m = target.shape[0] // user.shape[0]
         user = jnp.repeat(user, m, axis=0)
         row_user = jnp.repeat(jnp.arange(batch["bag"].shape[0]), m)
-        positives = _positives(batch["positives"], self.n_items)  # [B, C]
+        positives = bag_mask(batch["positives"], self.n_items)  # [B, C]
         table = self.movie_embedding[...]
         if self.cfg.negatives == "full":
             logits = user @ table.T
             hit = positives[row_user] & (jnp.arange(self.n_items)[None, :] != target[:, None])
-            return jnp.where(hit, _NEG, logits)
+            return jnp.where(hit, EXCLUDED_LOGIT, logits)
         if self.cfg.negatives == "uniform":
             candidates = batch["candidates"]
             log_q = jnp.full((self.n_items,), math.log(candidates.shape[0] / self.n_items))
@@ -247,7 +247,7 @@ class SoftmaxModel(BagUser, nnx.Module):
         logits = user @ table[target].T - jnp.where(own, 0.0, log_q[target][None, :])
         real = batch["weight"] > 0
         hit = (positives[:, target][row_user] | ~real[None, :]) & ~own
-        return jnp.where(hit, _NEG, logits)
+        return jnp.where(hit, EXCLUDED_LOGIT, logits)
 
     def augment(self, batch: dict[str, jax.Array], key: jax.Array) -> dict[str, jax.Array]:
         """Hold out ``targets_per_user`` random movies of each bag as targets.

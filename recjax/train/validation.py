@@ -32,7 +32,7 @@ from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PAD
 from recjax.evaluation.metrics import ranking_metrics
 from recjax.models.base import capabilities_of
-from recjax.models.softmax import _NEG, _positives
+from recjax.models.softmax import EXCLUDED_LOGIT, bag_mask
 from recjax.retrieval import recommend
 
 __all__ = ["bag_validator", "bag_ranking_stats", "ranking_validator"]
@@ -47,13 +47,13 @@ def bag_ranking_stats(logits: jax.Array, bag: jax.Array, targets: jax.Array, k: 
     movies) and ``has`` (1 if the user has targets).
     """
     n_items = logits.shape[1]
-    rated = _positives(bag, n_items)
-    masked = jnp.where(rated, _NEG, logits)
+    rated = bag_mask(bag, n_items)
+    masked = jnp.where(rated, EXCLUDED_LOGIT, logits)
     _, top = jax.lax.top_k(masked, k)
     valid = targets >= 0
     hits = jnp.sum(jnp.any((top[:, :, None] == targets[:, None, :]) & valid[:, None, :], axis=2), axis=1)
     n_targets = jnp.sum(valid, axis=1)
-    others = jnp.where(_positives(targets, n_items), _NEG, masked)
+    others = jnp.where(bag_mask(targets, n_items), EXCLUDED_LOGIT, masked)
     lse = jax.nn.logsumexp(others, axis=1)[:, None]
     true = jnp.take_along_axis(logits, jnp.clip(targets, 0), axis=1)
     loss = (jnp.logaddexp(lse, true) - true) * valid
