@@ -130,6 +130,15 @@ def test_evaluate_ensemble(capsys, run_dir):
     status, out, _ = cli(capsys, "evaluate", run_dir, run_dir, "--k", 3, "--ensemble",
                          "--ensemble-ease", 0.2, "--no-baselines")
     assert status == 0 and "ensemble of 2 runs + EASE (0.2)" in out and "most popular" not in out
-    one_line_error(*cli(capsys, "evaluate", run_dir, "--ensemble-ease", 0.2)[::2], "needs --ensemble")
+    one_line_error(*cli(capsys, "evaluate", run_dir, "--ensemble-ease", 0.2)[::2], "need --ensemble")
+    status, out, _ = cli(capsys, "evaluate", run_dir, run_dir, "--k", 3, "--ensemble",
+                         "--ensemble-weights", "1,3", "--no-baselines")
+    assert status == 0 and "ensemble of 2 runs (weighted)" in out
+    one_line_error(*cli(capsys, "evaluate", run_dir, "--ensemble-weights", "1")[::2], "need --ensemble")
+    one_line_error(*cli(capsys, "evaluate", run_dir, run_dir, "--ensemble", "--ensemble-weights", "1")[::2],
+                   "1 weights for 2 runs")
+    for bad in ("1,-1", "0,0", "a,b", "1,nan"):
+        with pytest.raises(SystemExit):
+            main(["evaluate", str(run_dir), str(run_dir), "--ensemble", "--ensemble-weights", bad])
     with pytest.raises(SystemExit):
         main(["evaluate", str(run_dir), "--ensemble", "--ensemble-ease", "1"])

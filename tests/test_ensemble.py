@@ -155,3 +155,21 @@ def test_average_predictions():
         average_predictions([a, np.array([1.0, np.nan, 2.0])])
     with pytest.raises(ValueError, match="one length"):
         average_predictions([a, a[:2]])
+
+
+def test_average_predictions_weighted():
+    from recjax.evaluation.ensemble import average_predictions
+
+    a, b = np.array([3.0, 4.0, 1.0]), np.array([5.0, 2.0, 2.0])
+    # relative weights 1:3, normalised: 0.25 a + 0.75 b
+    np.testing.assert_allclose(average_predictions([a, b], weights=[1, 3]), [4.5, 2.5, 1.75])
+    np.testing.assert_allclose(average_predictions([a, b], weights=[2, 2]), average_predictions([a, b]))
+    np.testing.assert_allclose(average_predictions([a, b], weights=[0, 1]), b)  # a weight 0 drops a model
+    x, y = np.array([0.0, 2.0, -1.0]), np.array([1.0, -3.0, 4.0])
+    p = 0.2 / (1 + np.exp(-x)) + 0.8 / (1 + np.exp(-y))
+    np.testing.assert_allclose(average_predictions([x, y], "binary", [1, 4]), np.log(p / (1 - p)))
+    np.testing.assert_allclose(average_predictions([x, y], "binary", [0, 1]), y)
+    for bad, match in (([1.0], "2 models but 1 weights"), ([1.0, -1.0], "non-negative"),
+                       ([0.0, 0.0], "not all zero"), ([1.0, np.nan], "finite")):
+        with pytest.raises(ValueError, match=match):
+            average_predictions([a, b], weights=bad)

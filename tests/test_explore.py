@@ -293,6 +293,15 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     by_hand = (predicted + other.rating_predictions("test")[0]) / 2
     assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
     assert row["rmse"] < max(run.final_metrics["test_rmse"], other.final_metrics["test_rmse"])
+    # weighted: the rating average and the ranking blend take the same normalised weights
+    weighted = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0, weights=[3, 1])
+    row = weighted["ensemble of 2 runs (weighted)"]
+    by_hand = 0.75 * predicted + 0.25 * other.rating_predictions("test")[0]
+    assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
+    only_other = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0, weights=[0, 1])
+    assert only_other["ensemble of 2 runs (weighted)"]["ndcg@5"] == only_other["mf (dim4)"]["ndcg@5"]
+    assert only_other["ensemble of 2 runs (weighted)"]["mse"] == pytest.approx(
+        other.final_metrics["test_mse"], rel=1e-6)
 
 
 def test_ensemble_errors(run, monkeypatch):
@@ -310,3 +319,7 @@ def test_ensemble_errors(run, monkeypatch):
     with pytest.raises(ValueError, match="EASE is not fitted above 5 items"):
         compare.evaluate_runs([run], 5, ensemble=0.5)
     assert "ensemble of 1 runs" in compare.evaluate_runs([run], 5, ensemble=0.0)  # runs alone still work
+    with pytest.raises(ValueError, match="weights are the ensemble's"):
+        compare.evaluate_runs([run], 5, weights=[1.0])
+    with pytest.raises(ValueError, match="2 models but 1 weights"):
+        compare.evaluate_runs([run, run], 5, ensemble=0.0, weights=[1.0])

@@ -16,7 +16,7 @@ import numpy as np
 
 from recjax._checks import positive_int
 from recjax.data.dataset import Ratings
-from recjax.evaluation.ensemble import average_predictions, blend
+from recjax.evaluation.ensemble import average_predictions, blend, mixture_weights
 from recjax.evaluation.metrics import rating_metrics, task_metrics
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.models import MODELS
@@ -64,7 +64,8 @@ def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baseline
 
 
 def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
-                  ease_lambda: float = 250.0, ensemble: float | None = None) -> dict[str, dict[str, float]]:
+                  ease_lambda: float = 250.0, ensemble: float | None = None,
+                  weights: Sequence[float] | None = None) -> dict[str, dict[str, float]]:
     """:func:`evaluate_run` of several runs of one split, in one table.
 
     The baselines are fitted once; diversity is measured in the first run's item
@@ -72,22 +73,28 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
     :attr:`Run.name`, with the folder name added where two runs share one.
 
     ``ensemble`` adds a row for the runs' ensemble: it ranks with a blend
-    (:func:`recjax.evaluation.ensemble.blend`) of all the runs, equal weights, and EASE at weight
-    ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone); when
-    all are rating models of one task, its rating metrics are those of their averaged
-    test predictions (:func:`recjax.evaluation.ensemble.average_predictions`).
+    (:func:`recjax.evaluation.ensemble.blend`) of all the runs and EASE at weight
+    ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone), the
+    runs' share divided by ``weights`` (one non-negative weight per run, normalised;
+    default equal); when all are rating models of one task, its rating metrics are
+    those of their test predictions averaged with the same weights
+    (:func:`recjax.evaluation.ensemble.average_predictions`).
 
     Raises
     ------
     ValueError
-        No runs, a bad ``k``, or runs whose train/test parts differ (another dataset,
-        split, or random-split seed).
+        No runs, a bad ``k``, runs whose train/test parts differ (another dataset,
+        split, or random-split seed), or ``weights`` without ``ensemble`` or not one
+        valid weight per run (:func:`recjax.evaluation.ensemble.mixture_weights`).
     """
     if not runs:
         raise ValueError("no runs to evaluate")
     k = positive_int(k, "k")
     if ensemble is not None and not 0.0 <= ensemble < 1.0:
         raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
+    if weights is not None and ensemble is None:
+        raise ValueError("weights are the ensemble's: pass ensemble (0 for the runs alone)")
+    shares = mixture_weights(weights, len(runs))
     first = runs[0]
     task = RankingTask.from_run(first)
     space = first.item_embeddings if first.item_embeddings.size else None  # none saved: no diversity
@@ -110,11 +117,12 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
         if ensemble and ease is None:
             raise ValueError(f"EASE is not fitted above {EASE_MAX_ITEMS} items; use an ensemble "
                              f"weight of 0 (the runs alone)")
-        share = (1.0 - ensemble) / len(runs)
         mix = blend([r.scorer("dot") for r in runs] + ([ease] if ensemble else []),
-                    [share] * len(runs) + ([ensemble] if ensemble else []))
-        name = f"ensemble of {len(runs)} runs" + (f" + EASE ({ensemble:g})" if ensemble else "")
-        out[name] = {**_ensemble_rating_metrics(runs), **evaluate_ranking(mix, task, k, item_embeddings=space)}
+                    list((1.0 - ensemble) * shares) + ([ensemble] if ensemble else []))
+        name = (f"ensemble of {len(runs)} runs" + ("" if weights is None else " (weighted)")
+                + (f" + EASE ({ensemble:g})" if ensemble else ""))
+        out[name] = {**_ensemble_rating_metrics(runs, shares),
+                     **evaluate_ranking(mix, task, k, item_embeddings=space)}
     if baselines:
         models = {"most popular": MostPopular().fit(fit_on)}
         if ease is not None:
@@ -179,9 +187,9 @@ def _rating_metrics(run: Run) -> dict[str, float]:
     return task_metrics(run.train_config.task, *run.rating_predictions("test"))
 
 
-def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
-    """Test metrics of the runs' averaged predictions (:func:`average_predictions`);
-    empty unless every run is a rating model of one task."""
+def _ensemble_rating_metrics(runs: Sequence[Run], weights: np.ndarray) -> dict[str, float]:
+    """Test metrics of the runs' predictions averaged with ``weights``
+    (:func:`average_predictions`); empty unless every run is a rating model of one task."""
     tasks = {r.train_config.task for r in runs}
     if len(tasks) > 1 or not all(_predicts_ratings(r) for r in runs):
         return {}
@@ -191,7 +199,7 @@ def _ensemble_rating_metrics(runs: Sequence[Run]) -> dict[str, float]:
     if any(not np.array_equal(other, labels) for _, other in predicted[1:]):
         raise ValueError("the runs label the test part differently (another --binary-threshold?); "
                          "their predictions cannot be averaged")
-    mean = average_predictions([p for p, _ in predicted], task)
+    mean = average_predictions([p for p, _ in predicted], task, weights)
     return task_metrics(task, mean, labels)
 
 

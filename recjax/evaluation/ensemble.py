@@ -39,7 +39,7 @@ import scipy.sparse as sp
 from recjax.retrieval import TopK
 from recjax.scoring import as_scorer, batched_topk
 
-__all__ = ["BlendScorer", "blend", "average_predictions"]
+__all__ = ["BlendScorer", "blend", "average_predictions", "mixture_weights"]
 
 
 def _standardise_rows(scores: np.ndarray, candidates: np.ndarray) -> np.ndarray:
@@ -142,7 +142,8 @@ def blend(models: Sequence[Any], weights: Sequence[float] | None = None, *,
     return BlendScorer(scorers, weights)
 
 
-def average_predictions(predictions: Sequence[np.ndarray], task: str = "regression") -> np.ndarray:
+def average_predictions(predictions: Sequence[np.ndarray], task: str = "regression",
+                        weights: Sequence[float] | None = None) -> np.ndarray:
     """The ensemble prediction of several rating models for the same examples.
 
     Parameters
@@ -153,6 +154,9 @@ def average_predictions(predictions: Sequence[np.ndarray], task: str = "regressi
     task : {"regression", "binary"}
         Regression averages the ratings; binary averages the probabilities
         ``sigmoid(logit)`` and returns the logit of that mean.
+    weights : sequence of float, optional
+        One non-negative weight per model, not all zero, normalised to sum to 1
+        (default: equal).
 
     Returns
     -------
@@ -169,9 +173,30 @@ def average_predictions(predictions: Sequence[np.ndarray], task: str = "regressi
     stacked = np.stack(arrays)
     if not np.isfinite(stacked).all():
         raise ValueError("predictions hold NaN or infinite values")
+    share = mixture_weights(weights, len(arrays))
     if task == "regression":
-        return stacked.mean(0)
+        return share @ stacked
     # mean probability, back to a logit: log(mean sigmoid) - log(mean (1 - sigmoid)), stably
-    log_p = np.logaddexp.reduce(-np.logaddexp(0.0, -stacked), axis=0)
-    log_q = np.logaddexp.reduce(-np.logaddexp(0.0, stacked), axis=0)
+    with np.errstate(divide="ignore"):  # a zero weight: log 0 = -inf, which logaddexp ignores
+        log_share = np.log(share)[:, None]
+    log_p = np.logaddexp.reduce(log_share - np.logaddexp(0.0, -stacked), axis=0)
+    log_q = np.logaddexp.reduce(log_share - np.logaddexp(0.0, stacked), axis=0)
     return log_p - log_q
+
+
+def mixture_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+    """``n`` non-negative weights normalised to sum to 1, float64 [n] (None: equal).
+
+    Raises
+    ------
+    ValueError
+        Not ``n`` of them, or one negative or not finite, or all zero.
+    """
+    if weights is None:
+        return np.full(n, 1.0 / n)
+    w = np.asarray(weights, np.float64).reshape(-1)
+    if len(w) != n:
+        raise ValueError(f"{n} models but {len(w)} weights")
+    if not np.isfinite(w).all() or (w < 0).any() or not w.any():
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {w.tolist()}")
+    return w / w.sum()
