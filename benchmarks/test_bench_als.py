@@ -30,12 +30,11 @@ import jax
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from _common import full_mode
 from flax import nnx
 
 from recjax.data.synthetic import synthetic_ratings
 from recjax.models.als import IALS, IALSConfig
-
-from _common import full_mode
 
 FACTORS, THREADS = 64, 2
 ITERATIONS = {"ml-latest-small": 5, "ml20m": 3, "smoke": 1}

@@ -44,23 +44,28 @@ from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from recjax.config import RunConfig, from_dict, parse_mesh
 from recjax.data.dataset import Ratings
-from recjax.data.movielens import load_movielens
 from recjax.data.frame import read_ratings
 from recjax.data.jsonlines import PairData
-from recjax.data.splits import (PREDEFINED_SPLITS, Splits, carve_validation, check_shared_vocabulary,
-                                predefined_split, split_ratings)
+from recjax.data.movielens import load_movielens
+from recjax.data.splits import (
+    PREDEFINED_SPLITS,
+    Splits,
+    carve_validation,
+    check_shared_vocabulary,
+    predefined_split,
+    split_ratings,
+)
 from recjax.data.synthetic import synthetic_ratings
 from recjax.evaluation.metrics import task_metrics
 from recjax.models import MODELS
 from recjax.models.base import capabilities_of
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints
-from recjax.train.loop import FitResult, fit
+from recjax.train.loop import FitResult
 from recjax.train.memory import abstract_params, check_training_memory
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Model, make_predict

@@ -28,9 +28,14 @@ from flax import nnx
 from tqdm.auto import tqdm
 
 from recjax.config import RunConfig
-from recjax.train.checkpoint import CheckpointSchedule, Checkpoints, param_shapes
+from recjax.train.checkpoint import Checkpoints, CheckpointSchedule, param_shapes
 from recjax.train.losses import TASK_LOSSES, masked_mean
-from recjax.train.memory import available_memory, check_epoch_memory, check_training_memory, tree_bytes
+from recjax.train.memory import (
+    available_memory,
+    check_epoch_memory,
+    check_training_memory,
+    tree_bytes,
+)
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
