@@ -11,19 +11,25 @@ built around the best setting found so far (:data:`STAGES`):
   alpha0 halved/doubled around the best; ``exponent``: nu 0 and 0.5 with lambda rescaled
   so that a median user's penalty is unchanged; ``dims``: 256 and 512 at the best.
 * ``als`` (ratings, validation RMSE; user and item biases on): ``coarse``:
-  ``embedding_dim`` 16/32/64/128 x ``regularization`` 0.03/0.1/0.3; ``fine``:
-  lambda x 0.6 / x 1.6 around the best.
+  ``embedding_dim`` 16/32/64/128 x ``regularization`` 0.03/0.1/0.3 at nu 1 (ALS-WR);
+  ``fine``: lambda x 0.6 / x 1.6 around the best; ``exponent``: nu 0.25/0.5/0.75, each
+  at five lambdas around the one keeping a median user's penalty; ``dims``: 64 and 256.
 
 Every setting trains up to :data:`SWEEPS` sweeps with early stopping (:data:`PATIENCE`)
 on its validation metric; the best setting's best sweep count sizes the epochs default.
-Prints one line per setting and the best of each family; ua is scored afterwards,
-once, with the chosen defaults (``python -m recjax train --model ials --split ua``
-then ``python -m recjax evaluate RUN``; ``python -m recjax train --model als --split ua``).
+A setting with more factors than the best so far must beat it by
+:data:`DIMS_TOLERANCE` (a tie goes to the cheaper model). ``--start`` settings are
+scored first, as the best so far. Prints one line per setting and the best of each
+family; ua is scored afterwards, once, with the chosen defaults and ``--refit``
+(chosen on ub too: it raised ub's test scores for both families) (``python -m recjax
+train --model ials --split ua --refit`` then ``python -m recjax evaluate RUN``;
+``python -m recjax train --model als --split ua --refit``).
 
-Last run (2 shared cores, ~40 minutes; the ``exponent`` and ``dims`` stages not run):
-ials best alpha0 3, lambda 0.003 (d 128, nu 1): val NDCG@10 0.2037 at sweep 4 (the old
-default alpha0 1 with the cg solver: 0.1944); als best d 128, lambda 0.1: val RMSE 0.9118
-at sweep 7 (d 64: 0.9119).
+Last runs (2 shared cores, a few minutes a stage; d 256 and 512 dominate):
+ials best alpha0 3, lambda 0.003, nu 1, d 128: val NDCG@10 0.2037 at sweep 4 (nu 0:
+0.1974, nu 0.5: 0.2018; d 256: 0.2022, d 512: 0.2020); als best d 64, lambda 3.9, nu 0.25:
+val RMSE 0.9056 at sweep 5 (ALS-WR's best, d 128 lambda 0.1 nu 1: 0.9118; nu 0.5 lambda
+1.0: 0.9061; d 256: 0.9050, under the tolerance).
 
 Usage::
 
@@ -51,8 +57,16 @@ from recjax.train.validation import ranking_validator
 
 SWEEPS = {"als": 25, "ials": 16}
 PATIENCE = {"als": 3, "ials": 3}
+DIMS_TOLERANCE = 0.001  # validation metric a larger embedding_dim must gain to be chosen
 FIXED = {"als": {"user_bias": True, "item_bias": True, "solver": "cholesky"},
          "ials": {"solver": "cholesky", "init_std": 0.1}}
+
+
+def _improves(value: float, best: float, higher: bool, extra_dims: int) -> bool:
+    """Whether ``value`` beats ``best``; a setting with more factors than the best must beat
+    it by :data:`DIMS_TOLERANCE` (more factors cost time: a tie goes to the smaller model)."""
+    gain = (value - best) if higher else (best - value)
+    return gain > (DIMS_TOLERANCE if extra_dims > 0 else 0.0)
 
 
 def grid(**axes: tuple) -> list[dict]:
@@ -73,6 +87,22 @@ def _ials_exponents(best: dict, counts: np.ndarray, n_items: int) -> list[dict]:
             for nu in (0.0, 0.5)]
 
 
+def _als_lambdas(best: dict, counts: np.ndarray, n_items: int) -> list[dict]:
+    """lambda x 0.6 and x 1.6 around the best."""
+    return [{**best, "regularization": float(f"{best['regularization'] * f:.2g}")} for f in (0.6, 1.6)]
+
+
+def _als_exponents(best: dict, counts: np.ndarray, n_items: int) -> list[dict]:
+    """nu 0.25, 0.5, 0.75, each with lambda at x 0.5, 0.7, 1, 1.4, 2 of the value that
+    keeps the median user's ridge weight ``lambda n_u^nu`` the best setting's (the
+    validation RMSE is rugged in lambda: early stopping catches sweeps on their way to
+    a fixed point, so a single rescaled lambda per nu is not enough)."""
+    row = float(np.median(counts))
+    penalty = best["regularization"] * row ** best["reg_exponent"]
+    return [{**best, "reg_exponent": nu, "regularization": float(f"{f * penalty / row ** nu:.2g}")}
+            for nu in (0.25, 0.5, 0.75) for f in (0.5, 0.7, 1.0, 1.4, 2.0)]
+
+
 #: stage name -> settings from (best so far, training user counts, n_items)
 STAGES: dict[str, dict[str, Callable[[dict, np.ndarray, int], list[dict]]]] = {
     "ials": {
@@ -86,10 +116,11 @@ STAGES: dict[str, dict[str, Callable[[dict, np.ndarray, int], list[dict]]]] = {
         "dims": lambda best, counts, n: [{**best, "embedding_dim": d} for d in (256, 512)],
     },
     "als": {
-        "coarse": lambda best, counts, n: grid(embedding_dim=(16, 32, 64, 128),
+        "coarse": lambda best, counts, n: grid(embedding_dim=(16, 32, 64, 128), reg_exponent=(1.0,),
                                                regularization=(0.03, 0.1, 0.3)),
-        "fine": lambda best, counts, n: [
-            {**best, "regularization": float(f"{best['regularization'] * f:.2g}")} for f in (0.6, 1.6)],
+        "fine": _als_lambdas,
+        "exponent": _als_exponents,
+        "dims": lambda best, counts, n: [{**best, "embedding_dim": d} for d in (64, 256)],
     },
 }
 
@@ -105,8 +136,10 @@ def tune(family: str, stages: list[str] | None = None, start: dict | None = None
     monitor, higher = ("val_ndcg@10", True) if family == "ials" else ("val_rmse", False)
     best: tuple[dict, float, int] = (start or {}, -np.inf if higher else np.inf, 0)
     seen: set[tuple] = set()
-    for stage in stages or list(STAGES[family]):
-        for settings in STAGES[family][stage](best[0], counts, n_items):
+    plan = [("start", lambda best, counts, n: [start])] if start else []
+    plan += [(stage, STAGES[family][stage]) for stage in stages or list(STAGES[family])]
+    for stage, settings_of in plan:
+        for settings in settings_of(best[0], counts, n_items):
             key = tuple(sorted(settings.items()))
             if key in seen:
                 continue
@@ -128,7 +161,7 @@ def tune(family: str, stages: list[str] | None = None, start: dict | None = None
             value = result.history[result.best_epoch - 1][monitor]
             print(f"{family} {stage} {settings}: {monitor} {value:.4f} at sweep {result.best_epoch} "
                   f"({len(result.history)} sweeps, {time.perf_counter() - tic:.0f} s)", flush=True)
-            if (value > best[1]) if higher else (value < best[1]):
+            if _improves(value, best[1], higher, settings.get("embedding_dim", 0) - best[0].get("embedding_dim", 0)):
                 best = (settings, value, result.best_epoch)
     print(f"best {family}: {best[0]}, {monitor} {best[1]:.4f}, sweeps {best[2]}", flush=True)
     return best

@@ -127,6 +127,24 @@ def test_ials_loss_is_the_dense_objective():
     np.testing.assert_allclose(losses[0], dense / x.sum(), rtol=1e-4)
 
 
+def test_als_loss_is_the_dense_objective():
+    """The sweep's loss at nu 0.5: squared error plus lambda n^nu (||factors||^2 + bias^2) per row."""
+    x = _pattern(3, 20, 15)
+    users, items = np.nonzero(x)
+    labels = np.random.default_rng(4).integers(1, 6, len(users)).astype(np.float32)
+    cfg = ALSConfig(embedding_dim=3, regularization=0.2, reg_exponent=0.5)
+    module = ALS(cfg, 20, 15, global_mean=float(labels.mean()), rngs=nnx.Rngs(2))
+    params, losses = _sweeps(module, {"user": users, "item": items, "label": labels}, 1)
+    p, q, bu, bi = (np.asarray(params[k], np.float64)
+                    for k in ("user_factors", "item_factors", "user_bias", "item_bias"))
+    predicted = labels.mean() + bu[users] + bi[items] + np.sum(p[users] * q[items], 1)
+    reg_u = cfg.regularization * np.maximum(x.sum(1), 1) ** 0.5
+    reg_i = cfg.regularization * np.maximum(x.sum(0), 1) ** 0.5
+    dense = (np.sum((labels - predicted) ** 2) + np.sum(reg_u * ((p ** 2).sum(1) + bu ** 2))
+             + np.sum(reg_i * ((q ** 2).sum(1) + bi ** 2)))
+    np.testing.assert_allclose(losses[0], dense / len(labels), rtol=1e-4)
+
+
 def _planted_ratings(seed: int = 0, users: int = 80, items: int = 60, rank: int = 3):
     rng = np.random.default_rng(seed)
     p, q = rng.normal(size=(users, rank)), rng.normal(size=(items, rank))
@@ -177,9 +195,9 @@ def test_fold_in_of_a_training_user_reproduces_their_factors(family):
     if family == "ials":
         module = IALS(IALSConfig(embedding_dim=5, solver="cholesky"), 50, 40, rngs=nnx.Rngs(0))
     else:
-        module = ALS(ALSConfig(embedding_dim=5, regularization=0.5), 50, 40, global_mean=float(labels.mean()),
-                     rngs=nnx.Rngs(0))
-    params, _ = _sweeps(module, {"user": users, "item": items, "label": labels}, 60)
+        module = ALS(ALSConfig(embedding_dim=5, regularization=2.0, reg_exponent=0.5), 50, 40,
+                     global_mean=float(labels.mean()), rngs=nnx.Rngs(0))
+    params, _ = _sweeps(module, {"user": users, "item": items, "label": labels}, 200)
     nnx.update(module, params)
     user_vectors, _ = module.ranking_vectors()
     for u in (0, 7, 31):
@@ -196,6 +214,8 @@ def test_als_fold_in_needs_ratings_and_configs_refuse_bad_values():
         IALSConfig(solver="lu")
     with pytest.raises(ValueError, match="regularization"):
         ALSConfig(regularization=0.0)
+    with pytest.raises(ValueError, match="reg_exponent"):
+        ALSConfig(reg_exponent=-0.5)
     with pytest.raises(ValueError, match="row indices"):
         row_plan(np.array([0, 5]), np.array([0, 1]), np.ones(2), n_rows=3)
 

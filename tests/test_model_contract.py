@@ -99,7 +99,8 @@ _SWEEP_ONLY = ("how a sweep solves its rows, which the two SGD steps of this tes
 UNCHANGED: dict[str, dict[str, str]] = {
     "ials": {"solver": _SWEEP_ONLY, "cg_steps": _SWEEP_ONLY,
              "reg_exponent": "the frequency scaling of lambda in a sweep's row solves (" + _SWEEP_ONLY + ")"},
-    "als": {"solver": _SWEEP_ONLY, "cg_steps": _SWEEP_ONLY},
+    "als": {"solver": _SWEEP_ONLY, "cg_steps": _SWEEP_ONLY,
+            "reg_exponent": "the count scaling of lambda in a sweep's row solves (" + _SWEEP_ONLY + ")"},
     "pair": {
         "output_layer": "'auto' resolves to the task's output layer: naming it builds the same model, "
                         "and the other layer contradicts the task and is refused",

@@ -173,7 +173,7 @@ MODELS: dict[str, ModelSpec] = {
     "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
                       monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
                       train_defaults=dict(epochs=16, patience=3)),
-    # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 7th
+    # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 5th
     "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
                      train_defaults=dict(epochs=20, patience=3)),
     # EASE's closed form is one "sweep": B solved exactly from the training pattern

@@ -15,10 +15,10 @@ Two families trained by alternating exact (or conjugate-gradient) ridge solves
   (``alpha0`` = ``unobserved_weight``, ``nu`` = ``reg_exponent``), initialised
   ``N(0, init_std^2 / d)``. Any rating counts as an interaction.
 * :class:`ALS` (``--model als``): biased explicit MF ``r_ui ~ mu + b_u + b_i + <p_u,
-  q_i>`` minimising squared error on the ratings plus ALS-WR's ``lambda n_u
-  (||p_u||^2 + b_u^2)`` per user and ``lambda n_i (||q_i||^2 + b_i^2)`` per item
-  (Zhou et al. 2008); a bias is solved together with its factors (the other side's
-  vector gets a constant 1).
+  q_i>`` minimising squared error on the ratings plus ``lambda n_u^nu (||p_u||^2 +
+  b_u^2)`` per user and ``lambda n_i^nu (||q_i||^2 + b_i^2)`` per item (``nu`` =
+  ``reg_exponent``; nu 1 is ALS-WR, Zhou et al. 2008); a bias is solved together with
+  its factors (the other side's vector gets a constant 1).
 
 Both fold in a new user by the closed-form solve of that user's row against the
 trained items (:meth:`IALS.fold_in`, :meth:`ALS.fold_in`).
@@ -72,8 +72,8 @@ class IALSConfig:
     embedding_dim: int = field(default=128, metadata={
         "help": "factors per user and item (with alpha0 3 and lambda 0.003, nu 1, the exact solver: the "
                 "best by validation NDCG@10 on ml-100k's ub split of alpha0 0.3/1/3/10 x lambda "
-                "0.003/0.01/0.03 at d 128, then lambda 0.0015/0.006 and alpha0 1.5/6 around it; "
-                "benchmarks/als_tuning.py; larger d and other nu not searched)"})
+                "0.003/0.01/0.03 at d 128, then lambda 0.0015/0.006 and alpha0 1.5/6 around it, nu 0/0.5 "
+                "and d 256/512; benchmarks/als_tuning.py)"})
     unobserved_weight: float = field(
         default=3.0, metadata={"help": "alpha0: weight of every unobserved (user, item) entry, target 0; "
                                        "chosen with embedding_dim"})
@@ -82,7 +82,7 @@ class IALSConfig:
                                          "chosen with embedding_dim"})
     reg_exponent: float = field(
         default=1.0, metadata={"help": "nu: the exponent of that frequency scaling (0: plain lambda; "
-                                       "1 as in Rendle et al. 2021, the only value searched)"})
+                                       "1 as in Rendle et al. 2021; chosen with embedding_dim)"})
     init_std: float = field(
         default=0.1, metadata={"help": "std of the normal initialisation, divided by sqrt(embedding_dim)"})
     solver: str = field(
@@ -101,13 +101,17 @@ class IALSConfig:
 class ALSConfig:
     """Explicit ALS hyper-parameters (embedding_dim, regularization: chosen on ml-100k's ub split, validation RMSE)."""
 
-    embedding_dim: int = field(default=128, metadata={
-        "help": "factors per user and item (128 and lambda 0.1: the best by validation RMSE on ml-100k's "
-                "ub split of dims 16/32/64/128 x lambda 0.03/0.1/0.3, then lambda 0.06/0.16, biases on, "
-                "benchmarks/als_tuning.py; 64 was within 0.0001)"})
+    embedding_dim: int = field(default=64, metadata={
+        "help": "factors per user and item (64, lambda 3.9 and nu 0.25: the best by validation RMSE on "
+                "ml-100k's ub split of dims 16/32/64/128 x lambda 0.03/0.1/0.3 at nu 1, lambda x 0.6/1.6 "
+                "around the best, nu 0.25/0.5/0.75 x five lambdas, then d 64/256 (256 gained under "
+                "0.001, so the smaller model); biases on; benchmarks/als_tuning.py)"})
     regularization: float = field(
-        default=0.1, metadata={"help": "lambda, times each user's (item's) number of ratings (ALS-WR); "
-                                       "chosen with embedding_dim"})
+        default=3.9, metadata={"help": "lambda, times each user's (item's) number of ratings to the power "
+                                       "nu; chosen with embedding_dim"})
+    reg_exponent: float = field(
+        default=0.25, metadata={"help": "nu: the exponent of that count scaling (1: ALS-WR; 0: plain "
+                                        "lambda); chosen with embedding_dim"})
     user_bias: bool = field(default=True, metadata={"help": "learn b_u"})
     item_bias: bool = field(default=True, metadata={"help": "learn b_i"})
     init_std: float = field(
@@ -117,6 +121,8 @@ class ALSConfig:
 
     def __post_init__(self) -> None:
         _check_solver(self)
+        if self.reg_exponent < 0:
+            raise ValueError(f"reg_exponent must be >= 0, got {self.reg_exponent}")
 
 
 def _side_data(user: np.ndarray, item: np.ndarray, values: np.ndarray, n_users: int,
@@ -269,8 +275,9 @@ class ALS(nnx.Module):
 
     def penalty(self, batch: dict[str, jax.Array]) -> jax.Array:
         """For the gradient step (:mod:`recjax.train.step`): ``lambda`` times the mean
-        squared norm of the batch's rows, biases included (ALS-WR's weighting per
-        rating, which the sweep's ``lambda n_u`` is summed over the ratings)."""
+        squared norm of the batch's rows, biases included: ALS-WR's weighting per rating,
+        whose sum over the ratings is the sweep's penalty at nu 1 (another nu weighs a
+        row by its count, which only the sweep's data holds; ALS trains by sweeps)."""
         user, item = batch["user"], batch["item"]
         rows = jnp.sum(self.user_factors[user] ** 2, -1) + jnp.sum(self.item_factors[item] ** 2, -1)
         if self.user_bias is not None:
@@ -298,6 +305,10 @@ class ALS(nnx.Module):
         return _side_data(train["user"], train["item"], np.asarray(train["label"], np.float32) - self.offset,
                           self.n_users, self.n_items)
 
+    def _reg(self, counts: jax.Array) -> jax.Array:
+        """Each row's ridge weight ``lambda max(n, 1)^nu`` [rows]."""
+        return self.cfg.regularization * jnp.maximum(counts, 1.0) ** self.cfg.reg_exponent
+
     @staticmethod
     def _solve_side(own: jax.Array, own_bias: jax.Array | None, other: jax.Array, other_bias: jax.Array | None,
                     plan: list, reg: jax.Array, solve: dict
@@ -319,8 +330,7 @@ class ALS(nnx.Module):
         solve = dict(solver=cfg.solver, cg_steps=cfg.cg_steps)
         p, q = params["user_factors"], params["item_factors"]
         bp, bq = params.get("user_bias"), params.get("item_bias")
-        reg_users = cfg.regularization * jnp.maximum(data["user_counts"], 1.0)
-        reg_items = cfg.regularization * jnp.maximum(data["item_counts"], 1.0)
+        reg_users, reg_items = self._reg(data["user_counts"]), self._reg(data["item_counts"])
         (p, bp), _ = self._solve_side(p, bp, q, bq, data["users"], reg_users, solve)
         # the residuals r - mu - b_u - b_i - <p_u, q_i> at the end of the sweep: the item half-sweep's
         (q, bq), squared = self._solve_side(q, bq, p, bp, data["items"], reg_items, solve)
@@ -340,8 +350,8 @@ class ALS(nnx.Module):
 
     def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
                 binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A new user's factors and bias by the exact ALS-WR solve of their ratings against
-        the trained items; needs ``ratings``.
+        """A new user's factors and bias by the exact ridge solve of their ratings against
+        the trained items (the sweep's ``lambda n^nu``); needs ``ratings``.
 
         Returns
         -------
@@ -359,7 +369,7 @@ class ALS(nnx.Module):
         targets = rating - self.offset - (0.0 if bq is None else np.asarray(bq)[index])
         k = fixed.shape[1]
         x = _solve_one(fixed, jnp.zeros((k, k), jnp.float32), index, targets,
-                       self.cfg.regularization * max(len(index), 1))
+                       self._reg(jnp.float32(len(index))))
         user = x[: q.shape[1]]
         _, item_vectors = self.ranking_vectors()
         if self.item_bias is not None:
