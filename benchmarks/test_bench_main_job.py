@@ -1,4 +1,5 @@
-"""Time to accuracy: recjax's main job, a whole process, against Surprise SVD tuned (issue #17).
+"""Time to accuracy: recjax's main job and its ALS, whole processes, against Surprise SVD tuned
+(issues #17 and #18).
 
 Full run (about 5 minutes here), then the table::
 
@@ -7,7 +8,8 @@ Full run (about 5 minutes here), then the table::
     python benchmarks/main_job_report.py /tmp/main_job.json
 
 ``test_main_job`` times ``python -m recjax train --quiet --out RUN`` on its defaults
-(MF on ml-100k's ua split): the whole process, imports, data loading, compilation,
+(MF on ml-100k's ua split), ``test_als_job`` the same with ``--model als --refit``
+(README's ALS row): the whole process, imports, data loading, compilation,
 epochs, checkpoints, evaluation and the run folder included, ``$RECJAX_BENCH_ROUNDS``
 times (default 3), each into a fresh folder. From the last run folder it records the
 test RMSE, the per-epoch training examples/second (``metrics.jsonl``'s ``seconds``,
@@ -54,11 +56,11 @@ def global_mean_rmse(train, test) -> float:
     return float(np.sqrt(np.mean(error**2)))
 
 
-def main_job(out: Path) -> None:
-    """``python -m recjax train --quiet --out out`` with this recjax; raises on failure."""
+def main_job(out: Path, *options: str) -> None:
+    """``python -m recjax train --quiet [options] --out out`` with this recjax; raises on failure."""
     root = str(Path(recjax.__file__).resolve().parents[1])
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-    done = subprocess.run([sys.executable, "-m", "recjax", "train", "--quiet", "--out", str(out)],
+    done = subprocess.run([sys.executable, "-m", "recjax", "train", "--quiet", *options, "--out", str(out)],
                           check=False, env=env, capture_output=True, text=True)
     if done.returncode != 0:
         raise RuntimeError(f"recjax train exited {done.returncode}:\n{done.stderr[-3000:]}")
@@ -73,7 +75,12 @@ def ua():
     return ua_split()
 
 
-def test_main_job(benchmark, request, tmp_path, ua):
+#: tool name -> the train options it times
+JOBS = {"recjax": (), "recjax als": ("--model", "als", "--refit")}
+
+
+@pytest.mark.parametrize("tool", list(JOBS))
+def test_main_job(benchmark, request, tmp_path, ua, tool):
     if not full_mode(request.config):
         pytest.skip("the whole main job takes a minute or more: run with --benchmark-enable")
     from recjax import Run
@@ -82,7 +89,7 @@ def test_main_job(benchmark, request, tmp_path, ua):
 
     def fresh_folder():
         folders.append(tmp_path / f"run{len(folders)}")
-        return (folders[-1],), {}
+        return (folders[-1], *JOBS[tool]), {}
 
     benchmark.pedantic(main_job, setup=fresh_folder, rounds=rounds(request.config), iterations=1)
     run = Run.open(folders[-1])
@@ -99,7 +106,8 @@ def test_main_job(benchmark, request, tmp_path, ua):
     per_epoch = [n_train / record["seconds"] for record in run.history]
     benchmark.group = "main job, ml-100k ua"
     benchmark.extra_info.update(
-        tool="recjax", command="python -m recjax train --quiet", test_rmse=final["test_rmse"],
+        tool=tool, command=" ".join(("python -m recjax train --quiet", *JOBS[tool])),
+        test_rmse=final["test_rmse"],
         test_rmse_per_round=[Run.open(f).final_metrics["test_rmse"] for f in folders],
         epochs=final["epochs_run"], compile_s=final["compile_seconds"],
         train_s=final["train_seconds"], train_examples=n_train,

@@ -80,3 +80,21 @@ def test_training_benchmark_rejects_unknown_sizes(monkeypatch):
     monkeypatch.setenv("RECJAX_BENCH_SIZES", "ml100k,ml1b")
     with pytest.raises(ValueError, match=r"RECJAX_BENCH_SIZES: unknown \['ml1b'\]"):
         bench.shapes(FullConfig())
+
+
+def test_main_job_report_judges_each_jobs_target():
+    report = _script("main_job_report")
+    rows = {"recjax": {"median": 20.0, "test_rmse": 0.9267, "command": "train --quiet", "rounds": 3},
+            "recjax als": {"median": 6.0, "test_rmse": 0.9287, "command": "train --model als", "rounds": 3},
+            "surprise": {"median": 2.0, "test_rmse": 0.9288, "command": "SVD", "rounds": 5}}
+    lines = report.table(rows).splitlines()
+    assert lines[2].startswith("| recjax |") and lines[2].endswith("| 10.00x |")
+    assert "| recjax als | `train --model als` | 6.00 s (3) | 0.9287 | 3.00x |" in lines
+    assert report.target(rows) == ("Target (recjax <= 5x Surprise at test RMSE <= 0.9267): "
+                                   "not met (10.00x, 0.9267).")
+    # 3x exactly is within the target, but the RMSE is not
+    assert report.target(rows, "recjax als").endswith("not met (3.00x, 0.9287).")
+    rows["recjax als"]["test_rmse"] = 0.925
+    assert report.target(rows, "recjax als").endswith(": met (3.00x, 0.9250).")
+    del rows["surprise"]
+    assert report.target(rows).endswith("needs both benchmarks in one run.")
