@@ -13,7 +13,7 @@ from flax import nnx
 
 from recjax.config import RunConfig
 from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig
-from recjax.models.als_solvers import row_plan, solve_side
+from recjax.models.als_solvers import row_plan, side_plans, solve_side
 from recjax.train.alternating import fit
 from recjax.train.checkpoint import Checkpoints
 from recjax.train.step import Model
@@ -260,6 +260,33 @@ def test_a_plan_has_one_chunk_shape_and_places_every_entry_once():
             for e in range(plan["counts"][c, s]):
                 got[int(plan["values"][c, s, e])] = (int(row), int(plan["cols"][c, s, e]))
     assert got == {e: (int(u), int(i)) for e, (u, i) in enumerate(zip(users, items))}
+
+
+def test_side_plans_keep_long_rows_out_of_the_small_chunks_and_solve_the_same():
+    """Rows longer than a budget chunk go to a second plan: the first plan's chunks stay
+    budget-sized; every row sits in exactly one plan; the half-sweep is the same as one plan's."""
+    rng = np.random.default_rng(13)
+    lengths = rng.integers(0, 7, 60)
+    lengths[[4, 33]] = [45, 60]  # two rows longer than a 16-entry chunk
+    users = np.repeat(np.arange(len(lengths)), lengths)
+    items = np.concatenate([rng.choice(80, n, replace=False) for n in lengths])
+    values = rng.normal(size=len(users)).astype(np.float32)
+    light, heavy = side_plans(users, items, values, len(lengths), budget=16)
+    assert light["cols"].shape[1] * light["cols"].shape[2] <= 16
+    assert sorted(heavy["slot_rows"][heavy["slot_rows"] < len(lengths)].tolist()) == [4, 33]
+    placed = np.concatenate([p["slot_rows"][p["slot_rows"] < len(lengths)] for p in (light, heavy)])
+    assert sorted(placed.tolist()) == list(range(len(lengths)))
+    assert light["counts"].sum() + heavy["counts"].sum() == len(users)
+    (single,) = side_plans(users, items, values, len(lengths), budget=1 << 10)  # nothing long
+    fixed = jnp.asarray(rng.normal(size=(80, 4)).astype(np.float32))
+    table, reg = jnp.zeros((len(lengths), 4)), jnp.full(len(lengths), 0.3)
+    for solver in ("cholesky", "cg"):
+        split = solve_side(table, fixed, 0.1 * fixed.T @ fixed, (_device(light), _device(heavy)), reg,
+                           solver=solver, residual=True)
+        whole = solve_side(table, fixed, 0.1 * fixed.T @ fixed, (_device(single),), reg, solver=solver,
+                           residual=True)
+        np.testing.assert_allclose(split[0], whole[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(split[1], whole[1], rtol=1e-5)
 
 
 def test_ranking_validator_gives_the_ranking_protocols_metrics():

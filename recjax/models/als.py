@@ -46,7 +46,7 @@ import numpy as np
 from flax import nnx
 
 from recjax.data.dataset import Ratings
-from recjax.models.als_solvers import SOLVERS, row_plan, solve_side
+from recjax.models.als_solvers import SOLVERS, chunk_budget, row_plan, side_plans, solve_side
 from recjax.models.base import Capabilities, table
 
 __all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als"]
@@ -126,10 +126,13 @@ class ALSConfig:
 
 
 def _side_data(user: np.ndarray, item: np.ndarray, values: np.ndarray, n_users: int,
-               n_items: int) -> dict[str, Any]:
-    """Both sides' row plans and counts of the training entries."""
+               n_items: int, k: int) -> dict[str, Any]:
+    """Both sides' row plans (chunks sized for ``k`` factors per gathered entry) and counts
+    of the training entries."""
     user, item = np.asarray(user, np.int64), np.asarray(item, np.int64)
-    return {"users": row_plan(user, item, values, n_users), "items": row_plan(item, user, values, n_items),
+    budget = chunk_budget(k)
+    return {"users": side_plans(user, item, values, n_users, budget=budget),
+            "items": side_plans(item, user, values, n_items, budget=budget),
             "user_counts": np.bincount(user, minlength=n_users).astype(np.float32),
             "item_counts": np.bincount(item, minlength=n_items).astype(np.float32)}
 
@@ -201,7 +204,7 @@ class IALS(nnx.Module):
         """What :meth:`sweep` reads, from training examples ``{"user", "item", ...}``:
         every (user, item) pair is an interaction of value 1."""
         return _side_data(train["user"], train["item"], np.ones(len(train["user"]), np.float32),
-                          self.n_users, self.n_items)
+                          self.n_users, self.n_items, self.cfg.embedding_dim)
 
     def sweep(self, params: dict, data: dict[str, Any]) -> tuple[dict, dict[str, jax.Array]]:
         """One sweep, pure: every user, then every item, solved; (params, ``loss`` and
@@ -302,8 +305,9 @@ class ALS(nnx.Module):
     # ------------------------------------------------------------------------- training
     def sweep_data(self, train: dict[str, np.ndarray]) -> dict[str, Any]:
         """What :meth:`sweep` reads: the ratings minus ``mu``, planned by user and by item."""
+        k = self.cfg.embedding_dim + (self.user_bias is not None)  # a bias solves as one more factor
         return _side_data(train["user"], train["item"], np.asarray(train["label"], np.float32) - self.offset,
-                          self.n_users, self.n_items)
+                          self.n_users, self.n_items, k)
 
     def _reg(self, counts: jax.Array) -> jax.Array:
         """Each row's ridge weight ``lambda max(n, 1)^nu`` [rows]."""

@@ -48,19 +48,35 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["SOLVERS", "row_plan", "solve_rows", "solve_side", "observed_residuals", "plan_entries"]
+__all__ = ["SOLVERS", "row_plan", "side_plans", "solve_rows", "solve_side", "observed_residuals",
+           "plan_entries", "chunk_budget"]
 
 SOLVERS = ("cholesky", "cg")
 
-#: gathered entries per chunk (S x W); times k x 4 bytes is a chunk's working memory
-DEFAULT_BUDGET = 1 << 14
-_WIDTHS = (8, 128)  # the segment width: the mean row length's power of two, clipped to this range
+#: bytes of one chunk's gathered block ``[S, W, k]`` float32: L2-cache sized, since conjugate
+#: gradient passes over the block eight times (on this 2-core machine, at k 64, 1 MiB chunks
+#: made a sweep 1.2-1.6x faster than 4 MiB ones, on ml-latest-small and at ml-20m's shape)
+CHUNK_BYTES = 1 << 20
+#: gathered entries per chunk (S x W) when the factor count is not known: 1 MiB at k 64
+DEFAULT_BUDGET = CHUNK_BYTES // (4 * 64)
+
+
+def chunk_budget(k: int) -> int:
+    """Gathered entries per chunk for ``k`` float32 factors: :data:`CHUNK_BYTES` worth, at
+    least 256."""
+    return max(CHUNK_BYTES // (4 * int(k)), 256)
+
+
+#: the segment width: the mean row length's power of two, clipped to this range (at ml-20m's
+#: shape, users averaging 144 entries, width 64 made the user half-sweep 1.5x faster than 128:
+#: a row's last segment wastes under W entries)
+_WIDTHS = (8, 64)
 NO_ROW = np.iinfo(np.int32).max  # a chunk's empty slot: dropped when the solutions are written
 
 
 def segment_width(counts: np.ndarray) -> int:
     """The segment width ``W`` of a side whose rows hold ``counts`` entries: the power of
-    two nearest the mean row length, within [8, 128] (a row wastes under ``W`` gathered
+    two nearest the mean row length, within [8, 64] (a row wastes under ``W`` gathered
     entries; shorter segments mean more of them to sum)."""
     mean = float(np.mean(counts)) if len(counts) else 1.0
     return int(np.clip(2 ** np.round(np.log2(max(mean, 1.0))), *_WIDTHS))
@@ -158,6 +174,44 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
         plan["cols"][at] = np.where(valid, cols[take], 0)
         plan["values"][at] = np.where(valid, values[take], 0)
     return plan
+
+
+def side_plans(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, *,
+               budget: int = DEFAULT_BUDGET) -> tuple[dict[str, np.ndarray], ...]:
+    """One side's entries as :func:`row_plan` s over disjoint sets of rows, for
+    :func:`solve_side`: the rows that fit a ``budget``-sized chunk in one plan of such
+    chunks, and (if any) the longer rows in a second plan, whose chunks are as large as
+    its longest row.
+
+    A row is never split over chunks, so one plan's chunk shape is set by its longest
+    row: a heavy-tailed side (ml-20m's most rated movie has 67,000 ratings) would make
+    every chunk that large, out of cache; the second plan keeps that to the few long rows.
+    """
+    rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
+    values = np.asarray(values, np.float32).reshape(-1)
+    if not (len(rows) == len(cols) == len(values)):
+        raise ValueError(f"rows, cols and values must have one length, got {len(rows)}, {len(cols)}, "
+                         f"{len(values)}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ValueError(f"row indices must lie in [0, {n_rows}); got {rows.min()}..{rows.max()}")
+    counts = np.bincount(rows, minlength=n_rows)
+    width = segment_width(counts)
+    long = counts > max(budget // width, 1) * width
+    if not long.any():
+        return (row_plan(rows, cols, values, n_rows, budget=budget, width=width),)
+    plans = []
+    for members in (np.flatnonzero(~long), np.flatnonzero(long)):
+        if not len(members):  # every row long
+            continue
+        local = np.full(n_rows, -1, np.int64)
+        local[members] = np.arange(len(members))
+        keep = local[rows] >= 0
+        plan = row_plan(local[rows[keep]], cols[keep], values[keep], len(members), budget=budget, width=width)
+        for name in ("rows", "slot_rows"):  # back to the side's row ids
+            plan[name] = np.where(plan[name] == NO_ROW, NO_ROW, members[np.minimum(plan[name], len(members) - 1)]
+                                  ).astype(np.int32)
+        plans.append(plan)
+    return tuple(plans)
 
 
 def _pack(needs: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, int]:
@@ -261,10 +315,14 @@ def _chunks(plan: dict[str, jax.Array]) -> tuple[jax.Array, ...]:
     return plan.get("slot_rows", plan["rows"]), plan["slots"], plan["cols"], plan["values"], plan["counts"]
 
 
-def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[str, jax.Array],
-               reg: jax.Array, *, fixed_offset: jax.Array | None = None, solver: str = "cholesky",
-               cg_steps: int = 3, residual: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
+def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array,
+               plan: dict[str, jax.Array] | tuple[dict[str, jax.Array], ...], reg: jax.Array, *,
+               fixed_offset: jax.Array | None = None, solver: str = "cholesky", cg_steps: int = 3,
+               residual: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Every row of ``table`` [n_rows(+padding), k] solved against ``fixed`` (one half-sweep).
+
+    ``plan`` is a :func:`row_plan`, or a tuple of plans over disjoint rows
+    (:func:`side_plans`), solved one after the other (a half-sweep's rows are independent).
 
     Targets are the plan's values minus ``fixed_offset[col]`` (the fixed side's
     biases, for explicit ALS; none: the values). ``reg`` [n_rows] is each row's ridge
@@ -273,6 +331,13 @@ def solve_side(table: jax.Array, fixed: jax.Array, gram: jax.Array, plan: dict[s
     x[row]>)^2`` at the new solutions (what :func:`observed_residuals` would give after
     this half-sweep, without gathering ``fixed`` again).
     """
+    if isinstance(plan, (tuple, list)):
+        squares = jnp.zeros((), fixed.dtype)
+        for part in plan:
+            out = solve_side(table, fixed, gram, part, reg, fixed_offset=fixed_offset, solver=solver,
+                             cg_steps=cg_steps, residual=residual)
+            table, squares = (out[0], squares + out[1]) if residual else (out, squares)
+        return (table, squares) if residual else table
     n_rows = reg.shape[0]
 
     def one(chunk: tuple) -> tuple[jax.Array, jax.Array]:
