@@ -1,6 +1,7 @@
 """iALS seconds per iteration: recjax (``--model ials``'s sweep, 64 factors, CG 3 steps)
 against implicit 0.7's ``implicit.cpu.als.AlternatingLeastSquares`` (64 factors, CG,
-2 threads), the same number of iterations on the same interactions.
+2 threads, BLAS single-threaded inside them as implicit advises), the same number of
+iterations on the same interactions.
 
 Full run::
 
@@ -117,7 +118,9 @@ def test_implicit_als(benchmark, shape):
 
     def run():
         tic = time.perf_counter()
-        with threadpool_limits(THREADS):
+        # implicit's own advice (its RuntimeWarning): BLAS single-threaded inside its THREADS
+        # OpenMP threads; a 2-thread OpenBLAS under them made its times swing 1.5x between runs
+        with threadpool_limits(1, "blas"):
             model.fit(x, show_progress=False)
         rounds.append(time.perf_counter() - tic)
         return model
