@@ -13,15 +13,17 @@ item matrix), targets ``y = 1`` and ``reg_u = lambda (|N(u)| + alpha0 n_fixed)^n
 explicit ALS (ALS-WR, Zhou et al. 2008) has ``G = 0``, the residual ratings as
 targets and ``reg_u = lambda |N(u)|``.
 
-The interactions are held as a :func:`row_plan` of **one chunk shape per side**: each
-row's entries are cut into segments of ``W`` entries (one width per side, from its
-mean row length), and the segments are packed, whole rows at a time, into chunks of
-``S`` segments (``S x W`` bounded by a budget, so a chunk gathers at most ``budget x
-k`` values whatever the row lengths: ml-20m's users range from 20 to 9,000 ratings).
+The interactions are held as a :func:`row_plan` of **one chunk shape**: each row's
+entries are cut into segments of ``W`` entries (one width per side, from its mean row
+length), and the segments are packed, whole rows at a time, into chunks of ``S``
+segments (``S x W`` bounded by a budget, :func:`chunk_budget`: about 1 MiB gathered,
+cache-sized, whatever the row lengths: ml-20m's users range from 20 to 9,000 ratings).
 A chunk's rows sit in its ``S`` slots; each segment names its slot, and the per-row
-sums of the normal equations are segment sums. Every chunk of a side has the same
-shape, so a half-sweep is one compiled loop body (:func:`solve_side`: ``lax.map``
-over the chunks, one chunk's memory at a time), whatever the spread of row lengths.
+sums of the normal equations are segment sums. Every chunk of a plan has the same
+shape, so a plan is one compiled loop body (:func:`solve_side`: ``lax.map`` over the
+chunks, one chunk's memory at a time), whatever the spread of row lengths. A side
+whose longest rows do not fit one budget chunk gets a second plan for those rows
+(:func:`side_plans`), so that they alone have chunks that large.
 :func:`solve_rows` solves one chunk exactly (batched Cholesky) or by a few
 warm-started conjugate-gradient steps, matrix-free (``A x`` as ``G x + F_u^T (F_u
 x) + reg x``: O(L k) per step instead of the O(L k^2) of forming ``A``), as
