@@ -7,7 +7,6 @@ import json
 
 import pytest
 
-import recjax.experiment as experiment
 from recjax.config import RunConfig
 from recjax.experiment import load_splits, run
 from recjax.models import MODELS, ModelSpec
@@ -16,11 +15,12 @@ from recjax.models.mf import MF, MFConfig
 
 @pytest.fixture
 def no_training(monkeypatch):
-    """Fail loudly if run() gets as far as training (compiling)."""
+    """Fail loudly if run() gets as far as training (compiling): every family trains
+    through its ModelSpec.fit."""
     def fit(*args, **kwargs):
         raise AssertionError("run() reached fit(): the error should have come first")
 
-    monkeypatch.setattr(experiment, "fit", fit)
+    monkeypatch.setattr(ModelSpec, "fit", fit)
 
 
 def _synthetic(tmp_path, **kwargs) -> RunConfig:
