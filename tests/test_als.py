@@ -287,6 +287,8 @@ def test_side_plans_keep_long_rows_out_of_the_small_chunks_and_solve_the_same():
                            residual=True)
         np.testing.assert_allclose(split[0], whole[0], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(split[1], whole[1], rtol=1e-5)
+    with pytest.raises(ValueError, match="row indices"):
+        side_plans(np.array([0, 60]), np.array([0, 1]), np.ones(2), n_rows=60)
 
 
 def test_ranking_validator_gives_the_ranking_protocols_metrics():

@@ -84,6 +84,22 @@ def segment_width(counts: np.ndarray) -> int:
     return int(np.clip(2 ** np.round(np.log2(max(mean, 1.0))), *_WIDTHS))
 
 
+def _entries(rows: np.ndarray, cols: np.ndarray, values: np.ndarray,
+             n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows int64, cols int64, values float32), flat, checked: one length, rows in
+    [0, n_rows), n_rows >= 1."""
+    rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
+    values = np.asarray(values, np.float32).reshape(-1)
+    if not (len(rows) == len(cols) == len(values)):
+        raise ValueError(f"rows, cols and values must have one length, got {len(rows)}, {len(cols)}, "
+                         f"{len(values)}")
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ValueError(f"row indices must lie in [0, {n_rows}); got {rows.min()}..{rows.max()}")
+    return rows, cols, values
+
+
 def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int, *,
              budget: int = DEFAULT_BUDGET, width: int | None = None) -> dict[str, np.ndarray]:
     """Cut the entries ``(rows[e], cols[e], values[e])`` into segments of whole rows,
@@ -115,15 +131,7 @@ def row_plan(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int
         columns, ``B`` the most rows of one chunk (a row's segments share one slot, so the
         ``B x k`` solves, Gramian products included, skip the slots no row uses).
     """
-    rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
-    values = np.asarray(values, np.float32).reshape(-1)
-    if not (len(rows) == len(cols) == len(values)):
-        raise ValueError(f"rows, cols and values must have one length, got {len(rows)}, {len(cols)}, "
-                         f"{len(values)}")
-    if n_rows < 1:
-        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
-    if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-        raise ValueError(f"row indices must lie in [0, {n_rows}); got {rows.min()}..{rows.max()}")
+    rows, cols, values = _entries(rows, cols, values, n_rows)
     if budget < 1:
         raise ValueError(f"budget must be >= 1, got {budget}")
     counts = np.bincount(rows, minlength=n_rows)
@@ -189,21 +197,13 @@ def side_plans(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: i
     row: a heavy-tailed side (ml-20m's most rated movie has 67,000 ratings) would make
     every chunk that large, out of cache; the second plan keeps that to the few long rows.
     """
-    rows, cols = np.asarray(rows, np.int64).reshape(-1), np.asarray(cols, np.int64).reshape(-1)
-    values = np.asarray(values, np.float32).reshape(-1)
-    if not (len(rows) == len(cols) == len(values)):
-        raise ValueError(f"rows, cols and values must have one length, got {len(rows)}, {len(cols)}, "
-                         f"{len(values)}")
-    if len(rows) and (rows.min() < 0 or rows.max() >= n_rows):
-        raise ValueError(f"row indices must lie in [0, {n_rows}); got {rows.min()}..{rows.max()}")
+    rows, cols, values = _entries(rows, cols, values, n_rows)
     counts = np.bincount(rows, minlength=n_rows)
     width = segment_width(counts)
     long = counts > max(budget // width, 1) * width
-    if not long.any():
-        return (row_plan(rows, cols, values, n_rows, budget=budget, width=width),)
     plans = []
     for members in (np.flatnonzero(~long), np.flatnonzero(long)):
-        if not len(members):  # every row long
+        if not len(members):  # no long rows (or no short ones)
             continue
         local = np.full(n_rows, -1, np.int64)
         local[members] = np.arange(len(members))
