@@ -111,21 +111,21 @@ def test_implicit_als(benchmark, shape):
     from threadpoolctl import threadpool_limits
 
     x, n = _interactions(shape), ITERATIONS[shape]
-    model = AlternatingLeastSquares(factors=FACTORS, iterations=n, use_cg=True, num_threads=THREADS,
-                                    calculate_training_loss=False, random_state=0)
-
     rounds = []
+    # implicit's own advice (the RuntimeWarning its constructor gives otherwise): BLAS
+    # single-threaded inside its THREADS OpenMP threads; a 2-thread OpenBLAS under them made
+    # its times swing 1.5x between runs
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(factors=FACTORS, iterations=n, use_cg=True, num_threads=THREADS,
+                                        calculate_training_loss=False, random_state=0)
 
-    def run():
-        tic = time.perf_counter()
-        # implicit's own advice (its RuntimeWarning): BLAS single-threaded inside its THREADS
-        # OpenMP threads; a 2-thread OpenBLAS under them made its times swing 1.5x between runs
-        with threadpool_limits(1, "blas"):
+        def run():
+            tic = time.perf_counter()
             model.fit(x, show_progress=False)
-        rounds.append(time.perf_counter() - tic)
-        return model
+            rounds.append(time.perf_counter() - tic)
+            return model
 
-    benchmark.pedantic(run, rounds=ROUNDS[shape], iterations=1)
+        benchmark.pedantic(run, rounds=ROUNDS[shape], iterations=1)
     benchmark.extra_info.update(seconds_per_iteration=min(rounds) / n, rounds=len(rounds), iterations=n,
                                 nnz=int(x.nnz))
     assert np.isfinite(model.item_factors).all()
