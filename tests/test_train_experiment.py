@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 
 from recjax.config import RunConfig
@@ -104,6 +106,43 @@ def test_resume_with_other_data(tmp_path, no_training):
     changed = {**parts, "test": parts["test"].subset(slice(1, None))}
     with pytest.raises(ValueError, match=r"the data differ .*5000 -> 4999 test ratings"):
         run(cfg, MFConfig(embedding_dim=4), resume=True, splits=changed)
+
+
+def _rating_changed(train) -> dict:
+    rating = train.rating.copy()
+    rating[0] = 1.0 if rating[0] != 1.0 else 5.0
+    return {"rating": rating}
+
+
+def _timestamp_changed(train) -> dict:
+    timestamp = train.timestamp.copy()
+    timestamp[0] += 1
+    return {"timestamp": timestamp}
+
+
+def _items_swapped(train) -> dict:
+    """The items of two ratings of one user swapped: the same (user, item) pairs, the
+    ratings now attached to the other item."""
+    rows = next(rows for rows in np.split(np.argsort(train.user, kind="stable"),
+                                          np.cumsum(np.bincount(train.user))[:-1])
+                if len(rows) >= 2 and train.rating[rows[0]] != train.rating[rows[1]])
+    item = train.item.copy()
+    item[rows[:2]] = item[rows[1::-1]]
+    return {"item": item}
+
+
+@pytest.mark.parametrize("change", [_rating_changed, _timestamp_changed, _items_swapped])
+def test_resume_with_data_changed_in_place(tmp_path, no_training, change):
+    """Data of the same size (and the same users, items and pairs) with one value changed is
+    other data: resuming on it is refused."""
+    cfg = _synthetic(tmp_path)
+    _started_run_folder(tmp_path, cfg, MFConfig(embedding_dim=4))
+    parts = load_splits(cfg)
+    train = parts["train"]
+    changed = dataclasses.replace(train, **change(train))
+    assert len(changed) == len(train) and changed.users is train.users and changed.items is train.items
+    with pytest.raises(ValueError, match=r"--resume: the data differ .*\(the train part's contents\)"):
+        run(cfg, MFConfig(embedding_dim=4), resume=True, splits={**parts, "train": changed})
 
 
 def test_resume_of_a_folder_interrupted_before_its_first_checkpoint_starts_over(tmp_path):
