@@ -614,3 +614,149 @@ def test_a_resumed_epoch_replaces_every_later_record_of_its_phase(tmp_path):
         (None, 1, 1.0), ("refit", 1, 2.0), (None, 2, 0.5)]
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in logged] == [1, 1, 2]
+
+
+# ----------------------------------------------------------------------------- gapped integer ids
+# Raw integer ids far from 0..n-1 (a user 7_000_000, an item 10^12): a query by raw id must
+# reach the row of that id's rank among the sorted ids, and an id in a gap is unknown.
+GAPPED_USERS = np.array([10, 500, *(7_000_000 + 1_000 * k for k in range(38))])
+GAPPED_ITEMS = np.array([3, 99, 1_000_000_000_000, *(1_000_000 + 77 * k for k in range(1, 28))])
+
+
+@pytest.fixture(scope="module")
+def gapped(tmp_path_factory) -> tuple[pd.DataFrame, dict[str, Path]]:
+    """(ratings frame, {"mf", "ials", "ease": run folder}) on 40 users x 30 items with
+    gapped integer ids, 60% of the pairs rated ``clip(round(3 + a_u + c_i + noise), 1, 5)``
+    with planted extremes: user 10 and item 3 at +2.5, user 500 and item 99 at -2.5, so
+    that MF's unclipped prediction leaves 1..5 (a pair at +5: 8, at -5: -2)."""
+    from recjax.config import RunConfig
+    from recjax.data import Ratings, split_ratings
+    from recjax.experiment import run
+    from recjax.models.als import IALSConfig
+    from recjax.models.ease import EASEConfig
+    from recjax.models.mf import MFConfig
+
+    rng = np.random.default_rng(0)
+    n_users, n_items = len(GAPPED_USERS), len(GAPPED_ITEMS)
+    pairs = rng.choice(n_users * n_items, size=int(0.6 * n_users * n_items), replace=False)
+    u, i = pairs // n_items, pairs % n_items
+    a, c = rng.uniform(-1, 1, n_users), rng.uniform(-1, 1, n_items)
+    a[:2] = c[:2] = 2.5, -2.5
+    rating = np.clip(np.round(3 + a[u] + c[i] + rng.normal(0, 0.3, len(u))), 1, 5)
+    frame = pd.DataFrame({"user": GAPPED_USERS[u], "item": GAPPED_ITEMS[i], "rating": rating})
+    splits = split_ratings(Ratings.from_pandas(frame), "random", seed=0)
+    root = tmp_path_factory.mktemp("gapped")
+    runs = {}
+    for name, train, model in (("mf", dict(epochs=30), MFConfig(embedding_dim=4)),
+                               ("ials", dict(model="ials", epochs=3), IALSConfig(embedding_dim=4)),
+                               ("ease", dict(model="ease"), EASEConfig(l2=10.0))):
+        runs[name] = root / name
+        run(RunConfig(quiet=True, out=str(runs[name]), **train), model, splits=splits)
+    return frame, runs
+
+
+def _rank_of(raw_ids) -> dict:
+    """Raw id -> row, computed from the ids themselves: the rank among the sorted unique ids."""
+    return {raw: row for row, raw in enumerate(sorted(set(np.asarray(raw_ids).tolist())))}
+
+
+def _mf_by_hand(run) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
+    """MF's parameters as arrays (U, V, b_u, b_i, mu): its rating is ``mu + b_u + b_i + U_u . V_i``."""
+    m = run.model()
+    return (np.asarray(m.user_embedding[...], np.float64), np.asarray(m.item_embedding[...], np.float64),
+            np.asarray(m.user_bias[...], np.float64), np.asarray(m.item_bias[...], np.float64),
+            float(m.offset))
+
+
+def test_mf_run_predict_clips_to_the_rating_scale(gapped):
+    """A regression run's predict is the rating clipped to the scale; clip=False the raw one."""
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["mf"])
+    users, items = _rank_of(frame["user"]), _rank_of(frame["item"])
+    U, V, bu, bi, mu = _mf_by_hand(run)
+    rows = np.array([users[u] for u in GAPPED_USERS])
+    cols = np.array([items[i] for i in GAPPED_ITEMS])
+    raw = mu + bu[rows][:, None] + bi[cols][None, :] + U[rows] @ V[cols].T
+    assert raw.max() > 5.2 and raw.min() < 0.8  # the planted extremes leave the scale
+    grid_u, grid_i = GAPPED_USERS[:, None], GAPPED_ITEMS[None, :]
+    np.testing.assert_allclose(run.predict(grid_u, grid_i), np.clip(raw, 1, 5), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(run.predict(grid_u, grid_i, clip=False), raw, rtol=1e-5, atol=1e-5)
+    assert float(run.predict(10, 3)) == 5.0 and float(run.predict(500, 99)) == 1.0
+
+
+def test_ials_run_predict_is_its_raw_score(gapped):
+    """iALS's predict is ``<w_u, h_i>`` from the saved factors, never clipped to 1..5."""
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["ials"])
+    with np.load(runs["ials"] / "embeddings.npz", allow_pickle=False) as npz:
+        U, V = npz["user_embeddings"].astype(np.float64), npz["item_embeddings"].astype(np.float64)
+    users, items = _rank_of(frame["user"]), _rank_of(frame["item"])
+    expected = U[[users[u] for u in GAPPED_USERS]] @ V[[items[i] for i in GAPPED_ITEMS]].T
+    assert expected.max() < 1.0  # preferences (targets 0 and 1): every one below the scale
+    for clip in (True, False):
+        np.testing.assert_allclose(run.predict(GAPPED_USERS[:, None], GAPPED_ITEMS[None, :], clip=clip),
+                                   expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ease_run_predict_is_its_raw_score(gapped):
+    """EASE's predict is ``(X B)_ui`` with B solved here in closed form from the training
+    part's pattern (Steck 2019: P = (X'X + lambda I)^-1, B = I - P / diag(P)), never clipped."""
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["ease"])
+    users, items = _rank_of(frame["user"]), _rank_of(frame["item"])
+    train = run.splits["train"].to_frame()
+    X = np.zeros((len(users), len(items)))
+    X[[users[u] for u in train["user_id"]], [items[i] for i in train["item_id"]]] = 1.0
+    P = np.linalg.inv(X.T @ X + 10.0 * np.eye(len(items)))
+    B = np.eye(len(items)) - P / np.diag(P)
+    expected = (X @ B)[[users[u] for u in GAPPED_USERS]][:, [items[i] for i in GAPPED_ITEMS]]
+    assert (expected < 1).mean() > 0.9  # nearly every score lies below the scale
+    for clip in (True, False):
+        np.testing.assert_allclose(run.predict(GAPPED_USERS[:, None], GAPPED_ITEMS[None, :], clip=clip),
+                                   expected, rtol=1e-4, atol=1e-5)
+
+
+def test_gapped_integer_ids_reach_their_own_rows(gapped):
+    """recommend, predict and similar_items by raw id answer for the row of that id's rank
+    (computed here from the input frame), and an id in a gap is unknown."""
+    from recjax.data import UnknownIdError
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["mf"])
+    users, items = _rank_of(frame["user"]), _rank_of(frame["item"])
+    item_ids = np.array(sorted(items))
+    assert np.array_equal(run.embeddings().user_ids, sorted(users))
+    assert np.array_equal(run.embeddings().item_ids, item_ids)
+    U, V, bu, bi, mu = _mf_by_hand(run)
+
+    for u, i in ((10, 3), (7_000_000, 1_000_000_000_000), (500, 1_000_077), (7_037_000, 99)):
+        expected = mu + bu[users[u]] + bi[items[i]] + U[users[u]] @ V[items[i]]
+        np.testing.assert_allclose(float(run.predict(u, i, clip=False)), expected, rtol=1e-5, atol=1e-5)
+
+    top = run.recommend([7_000_000, 7_021_000], N=5)
+    for row, u in enumerate((7_000_000, 7_021_000)):
+        score = bi + U[users[u]] @ V.T  # the order of mu + b_u + b_i + U_u . V_i for one user
+        score[[items[i] for i in frame.loc[frame["user"] == u, "item"]]] = -np.inf  # rated anywhere
+        assert np.isfinite(np.sort(score)[-5])
+        assert top.ids[row].tolist() == item_ids[np.argsort(-score)[:5]].tolist()
+
+    with np.load(runs["mf"] / "embeddings.npz", allow_pickle=False) as npz:
+        vectors = npz["item_embeddings"].astype(np.float64)
+    unit = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    cosine = unit @ unit[items[1_000_000_000_000]]
+    cosine[items[1_000_000_000_000]] = -np.inf
+    similar = run.similar_items(1_000_000_000_000, N=3)
+    assert similar.ids.tolist() == item_ids[np.argsort(-cosine)[:3]].tolist()
+    np.testing.assert_allclose(similar.scores, np.sort(cosine)[::-1][:3], rtol=1e-5, atol=1e-6)
+
+    for query in (lambda: run.predict(11, 3), lambda: run.predict(10, 4), lambda: run.predict(10, 100),
+                  lambda: run.recommend(6_999_999, N=3), lambda: run.similar_items(999_999_999_999, N=3)):
+        with pytest.raises(UnknownIdError, match="unknown (user|item) id"):
+            query()
