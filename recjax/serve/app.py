@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Mapping
@@ -398,9 +399,9 @@ class _Service:
             raise RequestError("the body is empty: send a JSON object", "body")
         try:
             if len(raw) > _THREAD_PARSE_BYTES:
-                return await asyncio.get_running_loop().run_in_executor(self.executor, json.loads, raw)
-            return json.loads(raw)
-        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+                return await asyncio.get_running_loop().run_in_executor(self.executor, _loads, raw)
+            return _loads(raw)
+        except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, nested too deeply
             raise RequestError(f"malformed JSON: {err}", "body") from None
 
     async def _json_lines(self, raw: bytes) -> list[Any]:
@@ -409,7 +410,7 @@ class _Service:
             for number, line in enumerate(raw.split(b"\n"), start=1):
                 if line.strip():
                     try:
-                        out.append(json.loads(line))
+                        out.append(_loads(line))
                     except ValueError as err:
                         raise RequestError(f"line {number}: malformed JSON ({err})",
                                            f"instances[{len(out)}]") from None
@@ -418,6 +419,16 @@ class _Service:
         if len(raw) > _THREAD_PARSE_BYTES:
             return await asyncio.get_running_loop().run_in_executor(self.executor, parse)
         return parse()
+
+
+def _loads(raw: bytes) -> Any:
+    """``json.loads``; JSON nested deeper than the interpreter's recursion limit (a few KB
+    of ``[``), on which it raises RecursionError, is a ValueError like any malformed JSON."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError(f"nested deeper than the {sys.getrecursionlimit()} levels the parser "
+                         f"can take") from None
 
 
 def _check_charset(params: dict[str, str]) -> None:
