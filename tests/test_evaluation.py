@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -369,3 +370,124 @@ def test_metrics_at_k_5000_run_in_bounded_memory():
     print(f"peak {peak / 1e6:.0f} MB")
     assert 0.9 < div < 1.1 and ranking["hit_rate@5000"] == 1.0 and cov == 1.0
     assert nov["ratings"] == pytest.approx(counts.mean(), rel=0.05)
+
+
+# ----------------------------------------------------------------------------- paired bootstrap
+# The bootstrap of a mean over n users: its standard error tends to s / sqrt(n) (s the
+# per-user differences' plug-in std), its percentile interval to mean -+ 1.96 s / sqrt(n).
+# With 20 000 resamples the Monte Carlo error of a 2.5% percentile is about
+# sqrt(0.025 * 0.975 / 20000) / phi(1.96) = 0.019 standard errors, and the skew of the
+# data moves it by gamma (1.96^2 - 1) / (6 sqrt(n)) standard errors (Edgeworth; under
+# 0.02 for |gamma| < 0.5 and n = 400): 0.1 standard errors is five Monte Carlo sd's.
+RESAMPLES = 20_000
+
+
+def _check_normal_interval(result, differences):
+    n = len(differences)
+    mean, se = differences.mean(), differences.std() / math.sqrt(n)
+    assert result["users"] == n
+    assert result["difference"] == pytest.approx(mean, abs=1e-12)
+    assert result["low"] == pytest.approx(mean - 1.96 * se, abs=0.1 * se)
+    assert result["high"] == pytest.approx(mean + 1.96 * se, abs=0.1 * se)
+
+
+def test_paired_bootstrap_interval_is_mean_plus_minus_1_96_standard_errors():
+    from recjax.evaluation import paired_bootstrap
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0, 1, 400)  # between-user spread, shared by both models
+    differences = rng.normal(0.05, 0.1, 400)
+    result = paired_bootstrap(base + differences, base, n_resamples=RESAMPLES, seed=0)
+    _check_normal_interval(result, differences)
+
+
+def test_paired_bootstrap_removes_the_between_user_spread():
+    """Two models whose per-user values move together (a constant 0.02 apart, noise 0.01):
+    the paired interval excludes 0 and is a tenth as wide (or less) as the unpaired one
+    (1.96 sqrt(var a + var b) / sqrt(n) either side, about 0.057 here: it would include 0)."""
+    from recjax.evaluation import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    n = 200
+    b = rng.uniform(0, 1, n)
+    a = b + 0.02 + rng.normal(0, 0.01, n)
+    result = paired_bootstrap(a, b, n_resamples=RESAMPLES, seed=0)
+    unpaired_half_width = 1.96 * math.sqrt(a.var() + b.var()) / math.sqrt(n)
+    assert unpaired_half_width > 0.05  # unpaired, the difference would not be significant
+    assert 0 < result["low"] < result["difference"] < result["high"]
+    assert result["high"] - result["low"] < 0.1 * 2 * unpaired_half_width
+    assert result["share_a_better"] == 1.0
+
+
+def _planted_ranking_task(n_users=400, n_items=30, seed=0):
+    """(task, scores A, scores B, per-user NDCG@10 of B): every user has 1-4 relevant items;
+    A ranks them first (NDCG 1), B ranks p_u in 0..5 other items above them, so that B's
+    NDCG is sum_j 1/log2(p_u + j + 1) / sum_j 1/log2(j + 1), j = 1..m_u, by hand."""
+    from recjax.evaluation import RankingTask
+
+    rng = np.random.default_rng(seed)
+    m, p = rng.integers(1, 5, n_users), rng.integers(0, 6, n_users)
+    relevant = np.zeros((n_users, n_items))
+    a, b = rng.uniform(0, 1, (n_users, n_items)), rng.uniform(0, 1, (n_users, n_items))
+    for u in range(n_users):
+        order = rng.permutation(n_items)
+        rel, above = order[:m[u]], order[m[u]:m[u] + p[u]]
+        relevant[u, rel] = 1.0
+        a[u, rel] += 2.0
+        b[u, rel] += 2.0
+        b[u, above] += 4.0
+    ndcg_b = np.array([sum(1 / math.log2(p[u] + j + 1) for j in range(1, m[u] + 1))
+                       / sum(1 / math.log2(j + 1) for j in range(1, m[u] + 1)) for u in range(n_users)])
+    task = RankingTask(sp.csr_matrix((n_users, n_items), dtype=np.float32), sp.csr_matrix(relevant),
+                       np.arange(n_users, dtype=np.int64), np.zeros(n_items, np.int64))
+    return task, (a, np.eye(n_items)), (b, np.eye(n_items)), ndcg_b
+
+
+def test_compare_pair_resamples_users_not_their_relevant_items():
+    """Users with 1 to 4 relevant items: the bootstrap is over the 400 users' NDCG
+    differences (by hand), each user once, not over their 1000 relevant items."""
+    from recjax.evaluation import compare_pair
+
+    task, a, b, ndcg_b = _planted_ranking_task()
+    result = compare_pair(a, b, task, "ndcg", 10, n_resamples=RESAMPLES, seed=0)
+    _check_normal_interval(result, 1.0 - ndcg_b)
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """The shared tiny MF run and an EASE run on the same synthetic split."""
+    from _tiny_run import tiny_run
+
+    from recjax.config import RunConfig
+    from recjax.experiment import run
+    from recjax.models.ease import EASEConfig
+
+    ease = tmp_path_factory.mktemp("ease") / "run"
+    run(RunConfig(dataset="synthetic", split="random", model="ease", quiet=True, out=str(ease)), EASEConfig())
+    return tiny_run(tmp_path_factory), ease
+
+
+def test_cli_evaluate_bootstrap(two_runs, tmp_path, capsys):
+    """``recjax evaluate MF EASE --bootstrap N``: the interval row after the table; its
+    difference is the table's NDCG of EASE minus MF's (a mean over the same test users)."""
+    from recjax.cli import main
+
+    mf, ease = two_runs
+    path = tmp_path / "eval.json"
+    status = main(["evaluate", str(mf), str(ease), "--k", "5", "--bootstrap", "300", "--no-baselines",
+                   "--json", str(path)])
+    out, err = capsys.readouterr()
+    assert status == 0, err
+    saved = json.loads(path.read_text())
+    results, (name, interval) = saved["results"], *saved["bootstrap"].items()
+    first = next(row for row in results if row != name)
+    users = results[first]["users"]
+    assert f"paired bootstrap over {users} users (300 resamples, seed 0)" in out
+    assert interval["users"] == users and interval["resamples"] == 300
+    assert interval["difference"] == pytest.approx(results[name]["ndcg@5"] - results[first]["ndcg@5"], abs=1e-9)
+    assert interval["low"] < interval["difference"] < interval["high"]
+    after = out.split("paired bootstrap over", 1)[1].splitlines()
+    assert after[1].split() == ["model", "ΔNDCG@5", "95%", "low", "95%", "high", "share", "better"]
+    row = next(line.split() for line in after if line.startswith(f"{name} "))
+    assert [float(x) for x in row[1:]] == pytest.approx(
+        [interval["difference"], interval["low"], interval["high"], interval["share_a_better"]], abs=6e-5)
