@@ -356,3 +356,31 @@ def test_non_finite_validation_is_divergence(problem):
     # a NaN in a metric that is not monitored (e.g. AUC of a one-class part) is reported as is
     result = _fit(problem, dataclasses.replace(BASE, epochs=1), validate=nan_monitor, monitor="val_rmse")
     assert np.isnan(result.history[0]["val_auc"])
+
+
+# ----------------------------------------------------------------------------- broken parameters
+@pytest.mark.parametrize("table, factor, message", [
+    ("item_embedding", 0.0, r"^training collapsed at epoch 2 \(every vector of item_embedding is 0, so the "
+                            r"model scores every item alike\); lower the learning rate"),
+    ("user_embedding", np.nan, r"^training diverged at epoch 2 \(the parameters hold NaN or infinite "
+                               r"values\); lower the learning rate"),
+])
+def test_broken_parameters_after_a_finite_loss_are_refused(problem, monkeypatch, table, factor, message):
+    """Epoch 2's update leaves a table zero (the model then ranks nothing: every item
+    scores alike, though the biases still predict ratings) or NaN, while the loss it
+    reports (before that update) is finite: refused after the epoch, before validation."""
+    original = loop_module.run_epochs
+
+    def run_epochs(epoch, *args, **kwargs):
+        def damaged(state, number):
+            state, metrics = epoch(state, number)
+            if number == 2:
+                state = state._replace(params={**state.params, table: state.params[table] * factor})
+            return state, metrics
+        return original(damaged, *args, **kwargs)
+
+    monkeypatch.setattr(loop_module, "run_epochs", run_epochs)
+    seen = []
+    with pytest.raises(FloatingPointError, match=message):
+        _fit(problem, validate=lambda params: seen.append(1) or problem[2](params))
+    assert len(seen) == 1  # epoch 1 was validated, epoch 2 was refused before its validation

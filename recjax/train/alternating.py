@@ -15,6 +15,9 @@ that trains by sweeps instead of optimiser steps:
 The checkpointed state is a :class:`~recjax.train.step.TrainState` without optimiser
 state (``opt_state`` is empty; ``step`` counts sweeps).
 
+A sweep has no learning rate: a run whose factors collapse or stop being finite is
+refused with the family's weights to change (:func:`sweep_advice`).
+
 Example
 -------
 >>> import numpy as np
@@ -41,13 +44,41 @@ import jax.numpy as jnp
 
 from recjax.config import RunConfig
 from recjax.train.checkpoint import Checkpoints
-from recjax.train.loop import FitResult, count_examples, run_epochs, start_epochs
+from recjax.train.loop import (
+    Advice,
+    FitResult,
+    count_examples,
+    parameter_check,
+    run_epochs,
+    start_epochs,
+)
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Batch, Model, TrainState
 
-__all__ = ["fit"]
+__all__ = ["fit", "sweep_advice"]
 
 _NO_OPTIMISER: tuple = ()  # the TrainState's opt_state: sweeps keep no optimiser state
+#: the model config fields of the sweep families that weigh the solves (iALS, ALS, EASE)
+_WEIGHTS = ("unobserved_weight", "regularization", "l2")
+
+
+def sweep_advice(cfg: Any) -> Advice:
+    """What to change when a sweep family's run diverges or collapses: its weights, as
+    flags. Those moved from their defaults are named, each to be brought back toward its
+    default (a weight of 1e30 that zeroes every factor is to be lowered, a regularisation
+    of 1e-30 that leaves the solves singular raised); with none moved, each is named."""
+    default = type(cfg)()
+    weights = [(name, getattr(cfg, name), getattr(default, name)) for name in _WEIGHTS if hasattr(cfg, name)]
+    moved = [(name, now, was) for name, now, was in weights if now != was]
+    flag = lambda name: "--" + name.replace("_", "-")  # noqa: E731
+    if moved:
+        text = " or ".join(f"{'lower' if now > was else 'raise'} {flag(name)} {now:g} toward its "
+                           f"default {was:g}" for name, now, was in moved)
+        return Advice(diverged=f"a sweep has no learning rate: {text}",
+                      collapsed=f"a sweep has no learning rate: {text}")
+    names = " or ".join(f"{flag(name)} ({now:g})" for name, now, _ in weights)
+    return Advice(diverged=f"a sweep has no learning rate: raise {names}",
+                  collapsed=f"a sweep has no learning rate: lower {names}")
 
 
 def fit(
@@ -101,4 +132,5 @@ def fit(
 
     return run_epochs(epoch, state, progress, cfg, n_examples=n, validate=validate, monitor=monitor,
                       checkpoints=checkpoints, on_epoch=on_epoch, to_host=layout.to_host,
-                      compile_seconds=compile_seconds, unit="sweep")
+                      compile_seconds=compile_seconds, check=parameter_check(model),
+                      advice=sweep_advice(module.cfg), unit="sweep")

@@ -38,10 +38,11 @@ from recjax.train.memory import (
 )
 from recjax.train.optim import make_optimizer
 from recjax.train.sharding import Layout, make_mesh
+from recjax.train.sparse import get_path
 from recjax.train.step import Batch, Model, TrainState, batch_layout, make_epoch, make_train_step
 
 __all__ = ["fit", "FitResult", "EarlyStopping", "initial_state", "count_examples", "Progress",
-           "start_epochs", "run_epochs"]
+           "start_epochs", "run_epochs", "Advice", "parameter_check"]
 
 # fold_in tags separating the run key's uses (model init uses nnx.Rngs(seed) directly)
 _STEPS, _EPOCHS = 1, 2
@@ -193,29 +194,82 @@ def _untrained_loss(model: Model, task: str, train: Batch, cfg: RunConfig) -> fl
     return float(jax.jit(loss)(model.params, batch))
 
 
-def _check_divergence(epoch: int, record: dict[str, Any], untrained_loss: float,
-                      monitor: str | None) -> None:
+@dataclass(frozen=True)
+class Advice:
+    """What a refused run's message says to change, by how training failed.
+
+    Attributes
+    ----------
+    diverged : str
+        The loss or the parameters stopped being finite, or the loss exploded.
+    collapsed : str
+        Every vector of a user or item table is 0: the model scores every item alike.
+    """
+
+    diverged: str = "lower the learning rate or add gradient clipping"
+    collapsed: str = "lower the learning rate or the model's L2 weights"
+
+
+def parameter_check(model: Model) -> Callable[[dict], tuple[str, str] | None]:
+    """``check(params) -> (how, what) or None``, one compiled call after each epoch: the
+    parameters hold NaN or infinity (``how`` "diverged"), or every vector of a 2-D table (the users' or the
+    items' vectors, :func:`recjax.models.base.table`) is 0 (below float32's smallest
+    normal number, which the CPU flushes to 0), so that the model ranks nothing ("collapsed").
+
+    The parameters may be those on the mesh (padding rows are 0 and change no maximum)."""
+    vectors = sorted(path for path in model.tables if np.ndim(get_path(model.params, path)) == 2)
+
+    @jax.jit
+    def measure(params: dict) -> tuple[jax.Array, jax.Array]:
+        leaves = [x for x in jax.tree.leaves(params) if jnp.issubdtype(x.dtype, jnp.inexact)]
+        finite = jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]).all()
+        largest = jnp.stack([jnp.max(jnp.abs(get_path(params, path))) for path in vectors]) \
+            if vectors else jnp.ones(0)
+        return finite, largest
+
+    def check(params: dict) -> tuple[str, str] | None:
+        finite, largest = jax.device_get(measure(params))
+        if not finite:
+            return "diverged", "the parameters hold NaN or infinite values"
+        for path, value in zip(vectors, largest):
+            if not value >= np.finfo(np.float32).tiny:
+                return "collapsed", (f"every vector of {'/'.join(map(str, path))} is 0, so the "
+                                     f"model scores every item alike")
+        return None
+
+    return check
+
+
+def _check_training(number: int, metrics: dict[str, float], problem: tuple[str, str] | None,
+                    untrained_loss: float, advice: Advice, unit: str) -> None:
     """FloatingPointError when the epoch's train loss is not finite or has grown
-    :data:`DIVERGENCE_FACTOR`-fold over the untrained model's, or a validation metric
-    is infinite (or the monitored one NaN)."""
-    loss = record["train_loss"]
-    advice = "lower the learning rate or add gradient clipping"
+    :data:`DIVERGENCE_FACTOR`-fold over the untrained model's, or its parameters have a
+    ``problem`` (:func:`parameter_check`): checked before validation, which cannot score them."""
+    loss, where = metrics["loss"], f"{unit} {number}"
     if not np.isfinite(loss):
-        raise FloatingPointError(f"training diverged at epoch {epoch} (loss {loss}); {advice}")
+        raise FloatingPointError(f"training diverged at {where} (loss {loss}); {advice.diverged}")
+    if problem is not None:
+        how, what = problem
+        raise FloatingPointError(f"training {how} at {where} ({what}); {getattr(advice, how)}")
     if np.isfinite(untrained_loss) and untrained_loss > 0 and loss > DIVERGENCE_FACTOR * untrained_loss:
         raise FloatingPointError(
-            f"training diverged at epoch {epoch} (loss {loss:.4g}, over {DIVERGENCE_FACTOR:g} times "
-            f"the untrained model's {untrained_loss:.4g}); {advice}")
+            f"training diverged at {where} (loss {loss:.4g}, over {DIVERGENCE_FACTOR:g} times "
+            f"the untrained model's {untrained_loss:.4g}); {advice.diverged}")
+
+
+def _check_validation(number: int, record: dict[str, Any], monitor: str | None, advice: Advice,
+                      unit: str) -> None:
+    """FloatingPointError when a validation metric is infinite (or the monitored one NaN)."""
     for key, value in record.items():
         if not key.startswith("val_") or not isinstance(value, (float, np.floating)):
             continue
         if np.isinf(value):
-            raise FloatingPointError(f"training diverged at epoch {epoch} (validation {key} is "
-                                     f"{value}); {advice}")
+            raise FloatingPointError(f"training diverged at {unit} {number} (validation {key} is "
+                                     f"{value}); {advice.diverged}")
         if np.isnan(value) and key == monitor:
             raise FloatingPointError(
-                f"validation {key} is nan at epoch {epoch}: the predictions are not finite "
-                f"(training diverged: {advice}) or the validation part cannot measure {key}")
+                f"validation {key} is nan at {unit} {number}: the predictions are not finite "
+                f"(training diverged: {advice.diverged}) or the validation part cannot measure {key}")
 
 
 def count_examples(train: Batch) -> int:
@@ -302,10 +356,13 @@ def run_epochs(
     to_host: Callable[[dict], dict],
     compile_seconds: float,
     untrained_loss: float = float("nan"),
+    check: Callable[[dict], tuple[str, str] | None] | None = None,
+    advice: Advice = Advice(),
     unit: str = "epoch",
 ) -> FitResult:
     """Run epochs ``progress.first_epoch`` to ``cfg.epochs`` from ``state``: validation,
-    early stopping, the divergence check, checkpoints on their schedule, the progress bar.
+    early stopping, the divergence and collapse checks, checkpoints on their schedule, the
+    progress bar.
 
     Parameters
     ----------
@@ -325,6 +382,10 @@ def run_epochs(
     untrained_loss : float
         The untrained model's training loss, the divergence check's scale; NaN checks
         only that the loss is finite.
+    check : callable, optional
+        ``check(state.params) -> (how, what) or None`` after each epoch (:func:`parameter_check`).
+    advice : Advice
+        What the message of a diverged or collapsed run says to change.
     unit : str
         What one epoch is called on the progress bar ("epoch", "sweep").
 
@@ -344,11 +405,13 @@ def run_epochs(
         metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
         seconds = time.perf_counter() - tic
         result.train_seconds += seconds
+        _check_training(number, metrics, check(state.params) if check is not None else None,
+                        untrained_loss, advice, unit)
         record = {"epoch": number, "train_loss": metrics["loss"],
                   "train_data_loss": metrics["data_loss"],
                   **(validate(state.params) if validate is not None else {}),
                   "seconds": seconds}
-        _check_divergence(number, record, untrained_loss, monitor if validate is not None else None)
+        _check_validation(number, record, monitor if validate is not None else None, advice, unit)
         result.history.append(record)
         if validate is None:  # no validation: the last epoch is the result
             improved, stopper.best_epoch = True, number
@@ -450,4 +513,5 @@ def fit(
 
     return run_epochs(epoch, state, progress, cfg, n_examples=n, validate=validate, monitor=monitor,
                       checkpoints=checkpoints, on_epoch=on_epoch, to_host=layout.to_host,
-                      compile_seconds=compile_seconds, untrained_loss=untrained_loss)
+                      compile_seconds=compile_seconds, untrained_loss=untrained_loss,
+                      check=parameter_check(model))
