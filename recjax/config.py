@@ -27,13 +27,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "from_dict", "make_configs",
-           "parse_mesh", "describe"]
+from recjax.data.download import DATASETS as _DOWNLOADS
+from recjax.data.frame import DUPLICATE_RULES
+
+__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "DATASETS", "from_dict",
+           "make_configs", "parse_mesh", "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
 TABLE_UPDATES = ("auto", "sparse", "dense")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 TASKS = ("regression", "binary")
+DATASETS = (*_DOWNLOADS, "synthetic")  # a MovieLens release, or recjax.data.synthetic_ratings
 SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal", "users",
           "last_one")
 # settings a model family recommends (recjax.models.ModelSpec.train_defaults); these are
@@ -60,7 +64,7 @@ class RunConfig:
     """Everything about a run except the model's architecture."""
 
     model: str = _setting("mf", "model family (a key of recjax.models.MODELS)")
-    dataset: str = _setting("ml-100k", "a MovieLens release, or synthetic")
+    dataset: str = _setting("ml-100k", "a MovieLens release, or synthetic", choices=DATASETS)
     data_dir: str | None = _setting(None, "folder holding the dataset (default: RECJAX_DATA, then "
                                           "the cache)", kind=str)
     data: str | None = _setting(None, "your own ratings file (CSV with a header, or Parquet) "
@@ -68,6 +72,9 @@ class RunConfig:
     columns: str = _setting("user,item,rating", "--data's user, item, rating[, timestamp] columns")
     rating_scale: str = _setting("", "--data's LOW,HIGH rating scale, e.g. 1,10; empty: its "
                                      "smallest and largest rating")
+    duplicates: str = _setting("error", "--data's repeated (user, item) pairs: error refuses them, "
+                                        "last keeps each pair's latest rating, mean averages them",
+                               choices=DUPLICATE_RULES)
     split: str = _setting("ua", "ml-100k's ua, ub, u1..u5; any data: random, per_user "
                                 "(test_fraction of all / of each user's ratings, seeded), temporal "
                                 "(each user's last rating)", choices=SPLITS)
@@ -112,6 +119,8 @@ class RunConfig:
             recommended = {**_FAMILY_SETTINGS, **family_settings(self.model)}
             for name in unset:
                 object.__setattr__(self, name, recommended[name])
+        _check_choice("dataset", self.dataset, DATASETS)
+        _check_choice("duplicates", self.duplicates, DUPLICATE_RULES)
         _check_choice("optimizer", self.optimizer, OPTIMIZERS)
         _check_choice("schedule", self.schedule, SCHEDULES)
         _check_choice("table_updates", self.table_updates, TABLE_UPDATES)

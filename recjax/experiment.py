@@ -9,6 +9,12 @@ epoch, verified orbax checkpoints (``last``, ``best``), and at the end
 ``embeddings.npz`` and the ``finished`` status. ``resume=True`` continues an
 interrupted run after checking that the settings and the data are the run's own.
 
+A run that stops with an error leaves its folder ready for the next try. After a
+full disk (:class:`DiskFullError`) it is unfinished, and ``resume=True`` continues
+it. Refused before any checkpoint (its settings or data) or diverged, it is
+``failed``: a fresh run starts over in its folder, and ``resume=True`` continues it
+with corrected settings (from its last checkpoint when it has one, on the same data).
+
 Validation is carved at random (``val_fraction``, seeded) from the split's
 training part and drives early stopping; the test part is scored once, at the end.
 With ``cfg.mesh`` (``"DATAxMODEL"``) the run trains on a device mesh, embedding
@@ -37,11 +43,13 @@ Example
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -64,17 +72,25 @@ from recjax.evaluation.metrics import task_metrics
 from recjax.models import MODELS
 from recjax.models.base import capabilities_of
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
-from recjax.train.checkpoint import Checkpoints
+from recjax.train.checkpoint import Checkpoints, disk_full
 from recjax.train.loop import FitResult
 from recjax.train.memory import abstract_params, check_training_memory
 from recjax.train.sharding import Layout, make_mesh
 from recjax.train.step import Model, make_predict
 
-__all__ = ["run", "RunResult", "load_splits"]
+__all__ = ["run", "RunResult", "load_splits", "DiskFullError"]
 
 # task -> (metric monitored on validation, higher is better)
 MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}
 SPLIT_METHODS = ("random", "per_user", "temporal", "users", "last_one")  # any dataset; ml-100k also PREDEFINED_SPLITS
+
+
+class DiskFullError(OSError):
+    """The disk filled up while a run was written (errno ENOSPC); the message says where
+    and how to continue the run once there is space."""
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 @dataclass
@@ -93,7 +109,8 @@ def load_splits(cfg: RunConfig) -> dict[str, Ratings]:
     the ratings file ``cfg.data`` or the dataset ``cfg.dataset``, split by ``cfg.split``."""
     if cfg.data:
         scale = _rating_scale(cfg.rating_scale)
-        data = read_ratings(cfg.data, columns=cfg.columns, rating_scale=scale)
+        data = read_ratings(cfg.data, columns=cfg.columns, rating_scale=scale, duplicates=cfg.duplicates,
+                            flags=True)
     elif cfg.split not in PREDEFINED_SPLITS:
         data = (synthetic_ratings(seed=cfg.seed)[0] if cfg.dataset == "synthetic"
                 else load_movielens(cfg.dataset, cfg.data_dir))
@@ -118,7 +135,7 @@ def _rating_scale(text: str) -> tuple[float, float] | None:
     try:
         low, high = (float(x) for x in text.split(","))
     except ValueError:
-        raise ValueError(f"rating_scale must be LOW,HIGH (e.g. 1,5), got {text!r}") from None
+        raise ValueError(f"--rating-scale must be LOW,HIGH (e.g. 1,5), got {text!r}") from None
     return low, high
 
 
@@ -260,26 +277,56 @@ def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
                           optimizer=cfg.optimizer)
     primary = jax.process_index() == 0  # with several processes, one writes the run folder
     with RunWriter(run_dir, primary=primary) as writer:
-        if primary:
-            _check_folder(writer, cfg, model_cfg, splits, resume)
-        writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
-                     splits, resume=resume, dataset="" if given else _dataset_name(cfg, model_cfg),
-                     split="" if given else cfg.split)
-        return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume)
+        unchecked = _check_folder(writer, cfg, model_cfg, splits, resume) if primary else ()
+        with _failures(writer, run_dir):
+            writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
+                         splits, resume=resume, dataset="" if given else _dataset_name(cfg, model_cfg),
+                         split="" if given else cfg.split)
+            return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume, unchecked)
+
+
+@contextlib.contextmanager
+def _failures(writer: RunWriter, run_dir: Path) -> Iterator[None]:
+    """What an error while the run is written leaves in its folder: a full disk, an
+    unfinished run, and a :class:`DiskFullError` saying how to continue it; a run refused
+    (its settings or data: ValueError, TypeError) before any checkpoint, or diverged
+    (FloatingPointError), a ``failed`` one (:meth:`RunWriter.fail`) that can be trained
+    again. Anything else (an interruption) leaves it unfinished."""
+    try:
+        yield
+    except OSError as err:
+        if not disk_full(err):
+            raise
+        where = f" ({err.filename})" if err.filename else ""
+        raise DiskFullError(errno.ENOSPC, f"the disk is full: {err.strerror or err}{where}; free "
+                                          f"some space, then continue the run with "
+                                          f"train --resume --out {run_dir}") from err
+    except (ValueError, TypeError, FloatingPointError) as err:
+        if isinstance(err, FloatingPointError) or not Checkpoints(run_dir / "checkpoints").has_last():
+            with contextlib.suppress(OSError):  # the error itself is what to report
+                writer.fail(str(err))
+        raise
 
 
 def _check_folder(writer: RunWriter, cfg: RunConfig, model_cfg: Any, splits: dict[str, Any],
-                  resume: bool) -> None:
-    """A fresh run needs an empty folder; a resumed one the same settings and data."""
+                  resume: bool) -> tuple[str, ...]:
+    """A fresh run needs an empty folder (or a failed run's); a resumed one the same
+    settings and data. A failed run resumes with other settings: from scratch without a
+    checkpoint, else from its last one (same data; its state must fit the new model).
+
+    Returns the identity entries its checkpoints need not match (:class:`Checkpoints`)."""
     if not resume:
         writer.refuse_existing()
-        return
+        return ()
     saved = writer.saved()
     if saved is None:  # interrupted before anything was written: it starts afresh
-        return
+        return ()
     status, config = saved
+    failed = status.get("status") == "failed"
+    if failed and not Checkpoints(writer.path / "checkpoints").has_last():
+        return ()  # nothing trained to continue: it starts afresh, with these settings and data
     differ = _settings_differences(config, cfg, model_cfg)
-    if differ:
+    if differ and not failed:
         raise ValueError(f"--resume: the settings differ from those of {writer.path}: "
                          f"{', '.join(differ)}")
     differ = data_differences(status["data"]["fingerprint"], fingerprint(splits))
@@ -288,11 +335,13 @@ def _check_folder(writer: RunWriter, cfg: RunConfig, model_cfg: Any, splits: dic
                          f"({'; '.join(differ)}); resume with the run's own data or start a new run")
     for folder in (writer.path / "checkpoints", writer.path / "checkpoints" / "refit"):
         Checkpoints(folder).verify()  # damaged files refused before the folder changes
+    return ("train_config", "model_config") if failed else ()
 
 
 def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], run_dir: Path,
-           writer: RunWriter, resume: bool) -> RunResult:
-    """Fit (and refit), score, and finish the run folder."""
+           writer: RunWriter, resume: bool, unchecked: tuple[str, ...]) -> RunResult:
+    """Fit (and refit), score, and finish the run folder; ``unchecked``: the identity
+    entries a resumed checkpoint need not match (:func:`_check_folder`)."""
     identity = {**_identity(cfg, model_cfg), "data_fingerprint": fingerprint_digest(fingerprint(splits))}
     module = _build(spec, model_cfg, splits["train"], cfg)
     model = Model.split(module)
@@ -332,7 +381,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         model, inputs["train"], cfg, task=spec.loss or cfg.task,
         validate=lambda params: evaluate(params, "val", "val_"),
         monitor=monitor, higher_is_better=higher,
-        checkpoints=Checkpoints(run_dir / "checkpoints"), resume=resume,
+        checkpoints=Checkpoints(run_dir / "checkpoints", unchecked=unchecked), resume=resume,
         identity=identity, on_epoch=writer.log,
         layout=layout,
     )
@@ -347,7 +396,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         predict = make_predict(model, chunk=block, out_sharding=placement.replicated)
         inputs["train"] = spec.inputs(splits["train"], task=cfg.task, binary_threshold=cfg.binary_threshold)
         device_inputs.pop("train", None)
-        refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit")
+        refit_checkpoints = Checkpoints(run_dir / "checkpoints" / "refit", unchecked=unchecked)
         result = spec.fit(
             model, inputs["train"], dataclasses.replace(cfg, epochs=result.best_epoch),
             task=spec.loss or cfg.task, validate=None, monitor=None,

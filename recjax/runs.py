@@ -6,8 +6,9 @@ model without the original data, verified when read.
 ::
 
     RUN/
-      run.json            format, status (training | finished), the data's fingerprint,
-                          and the sha256 of every file below except checkpoints/
+      run.json            format, status (training | finished | failed, with its error), the
+                          data's fingerprint, and the sha256 of every file below except
+                          checkpoints/
       config.json         the one resolved configuration ({"train": ..., "model": ...})
       data/users.parquet  raw user ids (int or str) and user metadata, one row per index
       data/items.parquet  raw item ids and item metadata (title, genres, year, ...)
@@ -19,7 +20,9 @@ model without the original data, verified when read.
 
 :class:`RunWriter` writes it (through :func:`recjax.experiment.run`): locked against a
 second writer, every file written atomically (a temporary file renamed into place),
-so an interruption at any point leaves a folder that ``--resume`` continues.
+so an interruption at any point leaves a folder that ``--resume`` continues. A run
+refused (before any checkpoint) or diverged is marked ``failed`` (:meth:`RunWriter.fail`):
+a fresh run may start over in its folder, which a finished or unfinished run refuses.
 :class:`Run` reads it (``Run.open(path)``): the CLI's ``evaluate``, ``recommend``,
 ``neighbors``, ``plot`` and ``predict`` and research code use nothing else. Queries
 take raw ids and return raw ids, a scalar or an array (the output's rank follows
@@ -60,6 +63,7 @@ import functools
 import hashlib
 import json
 import os
+import shutil
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -352,8 +356,11 @@ class RunWriter:
         return status, _read_json(self.path / "config.json")
 
     def refuse_existing(self) -> None:
-        """A fresh run must not overwrite another: raise if the folder holds one."""
+        """A fresh run must not overwrite another: raise if the folder holds one, unless
+        that run failed (:meth:`fail`): then the fresh run starts over in its place."""
         saved = self.saved() if (self.path / "run.json").is_file() else None
+        if saved is not None and saved[0].get("status") == "failed":
+            return
         if saved is not None and saved[0].get("status") == "training":
             raise RunFolderError(f"{self.path} holds an unfinished run: continue it with --resume, "
                                  f"or delete the folder (or use another --out) to start afresh")
@@ -365,11 +372,13 @@ class RunWriter:
     def begin(self, config: dict[str, Any], parts: dict[str, Any], *, resume: bool,
               dataset: str = "", split: str = "") -> None:
         """Write config.json, the data and run.json (status ``training``); on resume keep
-        the metrics logged so far. ``dataset`` and ``split`` name the data in words
-        (default: the parts' own name, "given")."""
+        the metrics logged so far, else delete the checkpoints a failed run left. ``dataset``
+        and ``split`` name the data in words (default: the parts' own name, "given")."""
         if not self.primary:
             return
         self.path.mkdir(parents=True, exist_ok=True)
+        if not resume:  # refuse_existing let only a failed run's checkpoints be here
+            shutil.rmtree(self.path / "checkpoints", ignore_errors=True)
         write_atomic(self.path / "config.json", json.dumps(config, indent=2) + "\n")
         data = _save_data(self.path / "data", parts)
         data["dataset"] = dataset or data.get("name", "token files")
@@ -417,6 +426,14 @@ class RunWriter:
         self.status.update(status="finished", finished=_now(),
                            files={name: _sha256(self.path / name) for name in files})
         self._write_status()
+
+    def fail(self, error: str) -> None:
+        """Mark the run ``failed`` with ``error`` (refused before any checkpoint, or
+        diverged): it can be trained again into this folder, afresh or with ``--resume``
+        and corrected settings. Nothing to mark before :meth:`begin`."""
+        if self.primary and self.status:
+            self.status.update(status="failed", error=error, failed=_now())
+            self._write_status()
 
     def _write_status(self) -> None:
         write_atomic(self.path / "run.json", json.dumps(self.status, indent=2) + "\n")
@@ -506,6 +523,10 @@ class Run:
             holder = _Lock.holder(path)
             if holder is not None:
                 raise RunFolderError(f"{path} is still being trained by {holder}")
+            if status.get("status") == "failed":
+                raise RunFolderError(f"{path} failed ({status.get('error')}); train it again: "
+                                     f"`recjax train --out {path}` starts it over, `--resume` "
+                                     f"continues it with corrected settings")
             raise RunFolderError(f"{path} did not finish (interrupted); continue it with "
                                  f"`recjax train --resume --out {path}` and the same settings")
         files = status.get("files", {})

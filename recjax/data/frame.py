@@ -89,15 +89,22 @@ class _Where:
     """How error messages locate rows: DataFrame index labels, or a file's lines/rows.
 
     ``source`` (a file) prefixes every message and makes every error a
-    :class:`MalformedFileError`; ``line_offset`` turns row positions into line numbers.
+    :class:`MalformedFileError`; ``line_offset`` turns row positions into line numbers;
+    ``flags``: the advice names the command line's flags, not the keywords (:meth:`setting`).
     """
 
     def __init__(self, index: pd.Index, source: Path | None = None, line_offset: int | None = None,
-                 hint: str | None = None):
+                 hint: str | None = None, flags: bool = False):
         self.index = index
         self.source = source
         self.line_offset = line_offset
         self.hint = hint  # how to name the right columns; None: the keyword of each
+        self.flags = flags
+
+    def setting(self, keyword: str, flag: str) -> str:
+        """A setting as the advice names it: the keyword (``duplicates='last'``) or the
+        command line's flag (``--duplicates last``)."""
+        return flag if self.flags else keyword
 
     def row(self, pos: int) -> str:
         if self.line_offset is not None:
@@ -335,7 +342,7 @@ def _timestamps(series: pd.Series, column: Hashable, where: _Where) -> np.ndarra
 
 
 # --------------------------------------------------------------------------- scale, duplicates
-def _check_rating_scale(rating_scale: Any) -> tuple[float, float]:
+def _check_rating_scale(rating_scale: Any, flags: bool = False) -> tuple[float, float]:
     try:
         low, high = rating_scale
         if any(isinstance(v, (bool, np.bool_, str, bytes)) for v in (low, high)):
@@ -346,6 +353,9 @@ def _check_rating_scale(rating_scale: Any) -> tuple[float, float]:
             f"rating_scale must be a pair (low, high) of numbers, e.g. (1, 10); got {rating_scale!r}"
         ) from None
     if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        if flags:
+            raise ValueError(f"--rating-scale must be LOW,HIGH, finite with LOW < HIGH, e.g. 1,10; "
+                             f"got {_show(low)},{_show(high)}")
         raise ValueError(
             f"rating_scale must be finite with low < high, e.g. (1, 10); got ({_show(low)}, "
             f"{_show(high)})"
@@ -356,14 +366,15 @@ def _check_rating_scale(rating_scale: Any) -> tuple[float, float]:
 def _scale(values: np.ndarray, rating_scale: Any, column: Hashable,
            where: _Where) -> tuple[float, float]:
     if rating_scale is not None:
-        low, high = _check_rating_scale(rating_scale)
+        low, high = _check_rating_scale(rating_scale, where.flags)
         outside = (values < low) | (values > high)
         if outside.any():
             pos = _first(outside)
+            scale = where.setting(f"rating_scale ({_show(low)}, {_show(high)})",
+                                  f"--rating-scale {_show(low)},{_show(high)}")
             raise where.cell(
-                ValueError, column, pos,
-                f"rating {_show(values[pos])} is outside rating_scale ({_show(low)}, {_show(high)})",
-                "fix the rating or widen rating_scale",
+                ValueError, column, pos, f"rating {_show(values[pos])} is outside {scale}",
+                f"fix the rating or widen {where.setting('rating_scale', '--rating-scale')}",
             )
         return low, high
     stored = values.astype(np.float32)
@@ -372,7 +383,7 @@ def _scale(values: np.ndarray, rating_scale: Any, column: Hashable,
         raise where.error(
             ValueError,
             f"column {_show(column)}: every rating is {_show(low)}, so no rating scale can be "
-            f"inferred; pass rating_scale=(low, high)",
+            f"inferred; {where.setting('pass rating_scale=(low, high)', 'give --rating-scale LOW,HIGH')}",
         )
     return low, high
 
@@ -391,12 +402,14 @@ def _deduplicate(
         first = _first(repeated)
         rows = np.flatnonzero(key == key[first])
         n_pairs = len(np.unique(key[repeated]))
+        last = where.setting("duplicates='last'", "--duplicates last")
+        mean = where.setting("duplicates='mean'", "--duplicates mean")
         raise where.error(
             ValueError,
             f"columns ({_show(columns[0])}, {_show(columns[1])}), {where.rows(rows, len(rows))}: "
             f"duplicate (user, item) pair ({_show(user_ids[first])}, {_show(item_ids[first])}) "
-            f"({n_pairs} repeated pair(s) in all); pass duplicates='last' to keep the latest "
-            f"rating of each pair or duplicates='mean' to average them, or drop the repeats first",
+            f"({n_pairs} repeated pair(s) in all); {where.setting('pass', 'give')} {last} to keep "
+            f"the latest rating of each pair or {mean} to average them, or drop the repeats first",
         )
     # Sorted by pair, then timestamp, then position: each pair's last row is its keeper.
     order = np.lexsort((np.arange(len(key)), timestamp, key))
@@ -442,7 +455,7 @@ def _from_frame(
     if duplicates not in DUPLICATE_RULES:
         raise ValueError(f"duplicates must be one of {DUPLICATE_RULES}, not {duplicates!r}")
     if rating_scale is not None:
-        _check_rating_scale(rating_scale)
+        _check_rating_scale(rating_scale, where.flags)
     user_col = _column(df, user, "user id", "user", where)
     item_col = _column(df, item, "item id", "item", where)
     rating_col = _column(df, rating, "rating", "rating", where)
@@ -552,10 +565,13 @@ def ratings_from_pandas(
 
 
 # --------------------------------------------------------------------------- files
-def _parse_columns(columns: Sequence[str] | str) -> tuple[str, str, str, str | None]:
+def _parse_columns(columns: Sequence[str] | str, flags: bool) -> tuple[str, str, str, str | None]:
     names = columns.split(",") if isinstance(columns, str) else list(columns)
     names = [n.strip() if isinstance(n, str) else n for n in names]
     if len(names) not in (3, 4) or any(not isinstance(n, str) or not n for n in names):
+        if flags:
+            raise ValueError("--columns must name the file's user, item, rating and optionally "
+                             f"timestamp columns, e.g. userId,movieId,rating,timestamp; got {columns!r}")
         raise ValueError(
             "columns must name the file's user, item, rating and optionally timestamp columns, "
             f"e.g. ('user', 'item', 'rating') or 'userId,movieId,rating,timestamp'; got {columns!r}"
@@ -587,9 +603,12 @@ def _sniff(path: Path) -> str:
     return best if counts[best] else ","
 
 
-_FILE_HINT = ("name the file's user, item, rating (and timestamp) columns with "
-              "columns=('user', 'item', 'rating'[, 'timestamp'])")
-_CSV_HINT = "the first line must be a header naming the columns; " + _FILE_HINT
+def _file_hint(flags: bool, csv: bool) -> str:
+    """How to name a file's columns (``csv``: its first line is their header)."""
+    how = "--columns user,item,rating[,timestamp]" if flags else \
+        "columns=('user', 'item', 'rating'[, 'timestamp'])"
+    header = "the first line must be a header naming the columns; " if csv else ""
+    return f"{header}name the file's user, item, rating (and timestamp) columns with {how}"
 
 
 def _integer_ids(series: pd.Series) -> pd.Series:
@@ -646,7 +665,7 @@ def _csv_dates(text: pd.Series, column: str, where: _Where) -> pd.Series:
     return parsed
 
 
-def _read_csv(path: Path, names: tuple, sep: str | None) -> tuple[pd.DataFrame, _Where]:
+def _read_csv(path: Path, names: tuple, sep: str | None, flags: bool) -> tuple[pd.DataFrame, _Where]:
     sep = sep or _sniff(path)
     user, item, _, timestamp = names
     wanted = [c for c in names if c is not None]
@@ -659,7 +678,8 @@ def _read_csv(path: Path, names: tuple, sep: str | None) -> tuple[pd.DataFrame, 
                                  "the columns, then one rating per line") from None
     except (ValueError, OSError, pd.errors.ParserError) as e:
         raise MalformedFileError(f"{path}: cannot be read as CSV ({_one_line(e)})") from None
-    where = _Where(pd.RangeIndex(0), source=path, line_offset=2, hint=_CSV_HINT)
+    hint = _file_hint(flags, csv=True)
+    where = _Where(pd.RangeIndex(0), source=path, line_offset=2, hint=hint, flags=flags)
     for column, role in zip(names, _ROLES):
         if column is not None:
             _column(header, column, role, "columns", where)
@@ -686,13 +706,13 @@ def _read_csv(path: Path, names: tuple, sep: str | None) -> tuple[pd.DataFrame, 
     frame = frame[wanted]
     frame[user] = _integer_ids(frame[user])
     frame[item] = _integer_ids(frame[item])
-    where = _Where(frame.index, source=path, line_offset=2, hint=_CSV_HINT)
+    where = _Where(frame.index, source=path, line_offset=2, hint=hint, flags=flags)
     if timestamp is not None and pd.api.types.is_string_dtype(frame[timestamp].dtype):
         frame[timestamp] = _csv_dates(frame[timestamp], timestamp, where)
     return frame, where
 
 
-def _read_parquet(path: Path, names: tuple) -> tuple[pd.DataFrame, _Where]:
+def _read_parquet(path: Path, names: tuple, flags: bool) -> tuple[pd.DataFrame, _Where]:
     try:
         import pyarrow.parquet as pq
     except ImportError:  # pragma: no cover - pyarrow is a dependency
@@ -704,7 +724,8 @@ def _read_parquet(path: Path, names: tuple) -> tuple[pd.DataFrame, _Where]:
         raise MalformedFileError(
             f"{path}: not a readable Parquet file ({_one_line(e)}); is it complete?"
         ) from None
-    where = _Where(pd.RangeIndex(0), source=path, hint=_FILE_HINT)
+    hint = _file_hint(flags, csv=False)
+    where = _Where(pd.RangeIndex(0), source=path, hint=hint, flags=flags)
     for column, role in zip(names, _ROLES):
         if column is not None:
             _column(pd.Index(available), column, role, "columns", where)
@@ -714,7 +735,7 @@ def _read_parquet(path: Path, names: tuple) -> tuple[pd.DataFrame, _Where]:
         raise MalformedFileError(
             f"{path}: not a readable Parquet file ({_one_line(e)}); is it complete?"
         ) from None
-    return frame, _Where(frame.index, source=path, hint=_FILE_HINT)
+    return frame, _Where(frame.index, source=path, hint=hint, flags=flags)
 
 
 def read_ratings(
@@ -724,6 +745,7 @@ def read_ratings(
     rating_scale: tuple[float, float] | None = None,
     duplicates: str = "error",
     sep: str | None = None,
+    flags: bool = False,
 ) -> Ratings:
     """Validated :class:`Ratings` from a CSV or Parquet file of one rating per row.
 
@@ -741,6 +763,9 @@ def read_ratings(
     sep : str, optional
         The CSV separator; default: sniffed from the header line (``::``, tab,
         comma or semicolon, in that order of precedence when several appear).
+    flags : bool
+        Errors advise the command line's flags (``--columns``, ``--duplicates``,
+        ``--rating-scale``) instead of this function's keywords (``train --data``).
 
     Returns
     -------
@@ -760,16 +785,16 @@ def read_ratings(
         columns), bad cells as in :func:`ratings_from_pandas` (whose TypeErrors are
         MalformedFileErrors here).
     """
-    names = _parse_columns(columns)
+    names = _parse_columns(columns, flags)
     path = Path(path)
     if not path.exists():
         raise ValueError(f"{path}: no such file")
     if path.is_dir():
         raise ValueError(f"{path}: is a folder, not a ratings file")
     if path.suffix.lower() in _PARQUET_SUFFIXES:
-        frame, where = _read_parquet(path, names)
+        frame, where = _read_parquet(path, names, flags)
     else:
-        frame, where = _read_csv(path, names, sep)
+        frame, where = _read_csv(path, names, sep, flags)
     user, item, rating, timestamp = names
     return _from_frame(frame, user=user, item=item, rating=rating, timestamp=timestamp,
                        rating_scale=rating_scale, duplicates=duplicates, name=_file_name(path),

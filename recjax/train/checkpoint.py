@@ -9,7 +9,9 @@ atomically, and only then are older steps deleted. A step without a manifest is
 an interrupted write and is ignored (the previous step is still there); a step
 whose files do not match their manifest is damaged and gives
 :class:`CheckpointError`, as does a checkpoint of another format, model or size:
-never silent garbage.
+never silent garbage. A step that the disk has no room for is refused before orbax
+writes any of it; a write that fails all the same (the disk filled meanwhile:
+:func:`disk_full`) leaves no partial step behind and no orbax log on the console.
 
 :class:`CheckpointSchedule` decides when the training loop writes: at most every
 so many seconds and at the end, so that checkpoints do not stall training (a run
@@ -34,6 +36,7 @@ False
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -49,7 +52,7 @@ import orbax.checkpoint as ocp
 
 from recjax.train.step import TrainState
 
-__all__ = ["Checkpoints", "CheckpointError", "CheckpointSchedule"]
+__all__ = ["Checkpoints", "CheckpointError", "CheckpointSchedule", "disk_full"]
 
 FORMAT = "recjax-checkpoint/2"
 MANIFEST = "recjax-manifest.json"
@@ -69,6 +72,30 @@ def _to_tree(state: TrainState, best: dict) -> dict[str, Any]:
         "key": jax.random.key_data(state.key),
         "best": best,
     }
+
+
+def disk_full(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error it was raised from, is the disk filling up: an OSError
+    ENOSPC, or tensorstore's report of one inside orbax's errors (a ValueError)."""
+    while err is not None:
+        if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+            return True
+        text = str(err)
+        if os.strerror(errno.ENOSPC) in text or f"os_error_code='{errno.ENOSPC}'" in text:
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def _local_bytes(tree: Any) -> int:
+    """Bytes of ``tree``'s arrays that this process writes: its own shards, one replica each."""
+    total = 0
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array):
+            total += sum(shard.data.nbytes for shard in leaf.addressable_shards if shard.replica_id == 0)
+        else:
+            total += np.asarray(leaf).nbytes
+    return total
 
 
 def _abstract(tree: Any) -> Any:
@@ -140,10 +167,14 @@ class _QuietOrbax:
 
 
 class Checkpoints:
-    """The ``last`` and ``best`` checkpoints of one run folder."""
+    """The ``last`` and ``best`` checkpoints of one run folder.
 
-    def __init__(self, directory: str | os.PathLike) -> None:
+    ``unchecked`` names metadata entries that :meth:`restore` does not compare with its
+    ``expect`` (the settings, when a failed run is resumed with corrected ones)."""
+
+    def __init__(self, directory: str | os.PathLike, *, unchecked: tuple[str, ...] = ()) -> None:
         self.directory = Path(directory).absolute()
+        self.unchecked = unchecked
         self._managers: dict[str, ocp.CheckpointManager] = {}
 
     def _manager(self, which: str) -> ocp.CheckpointManager:
@@ -181,22 +212,46 @@ class Checkpoints:
 
     def save(self, which: str, epoch: int, tree: Any, meta: dict[str, Any]) -> None:
         """Write ``tree`` (a pytree of arrays) and JSON ``meta`` as step ``epoch``, its
-        manifest, then delete the older steps."""
+        manifest, then delete the older steps.
+
+        Raises
+        ------
+        OSError
+            ENOSPC when the disk has less room than the step's arrays take, before
+            anything is written; or when the write fails for a full disk
+            (:func:`disk_full`): the partial step is deleted, the older steps kept."""
         manager = self._manager(which)
         primary = jax.process_index() == 0  # several processes: process 0 tidies the folder
         if primary:
             for step in self._steps(which, complete=False) + [s for s in self._steps(which) if s == epoch]:
                 shutil.rmtree(self.directory / which / str(step))  # an interrupted write, or a re-run
+        self.directory.mkdir(parents=True, exist_ok=True)
+        needed = int(_local_bytes(tree) * 1.05) + 2**22  # + the step's metadata, index and manifest
+        free = shutil.disk_usage(self.directory).free
+        if needed > free:  # orbax's writer threads would fail part-way, each logging it
+            raise OSError(errno.ENOSPC, f"the {which} checkpoint of epoch {epoch} needs "
+                                        f"{needed / 2**20:.1f} MiB, {free / 2**20:.1f} MiB are free "
+                                        f"in {self.directory}")
         _sync(f"recjax-checkpoint-{which}-{epoch}-before")
         manager.reload()
-        manager.save(
-            epoch,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({"format": FORMAT, **meta})
-            ),
-            force=True,
-        )
-        manager.wait_until_finished()
+        try:
+            with _QuietOrbax():  # its writer threads log each failure with a traceback
+                manager.save(
+                    epoch,
+                    args=ocp.args.Composite(
+                        state=ocp.args.StandardSave(tree), meta=ocp.args.JsonSave({"format": FORMAT, **meta})
+                    ),
+                    force=True,
+                )
+                manager.wait_until_finished()
+        except Exception as err:
+            if primary:  # the partial step (orbax's temporary folder) frees its space
+                for partial in (self.directory / which).glob(f"{epoch}.orbax-checkpoint-tmp*"):
+                    shutil.rmtree(partial, ignore_errors=True)
+            if disk_full(err):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC),
+                              str(self.directory / which / str(epoch))) from err
+            raise
         if primary:
             write_manifest(self.directory / which / str(epoch))
             for step in self._steps(which):
@@ -248,7 +303,7 @@ class Checkpoints:
         if meta.get("format") != FORMAT:
             raise CheckpointError(f"{where}/{steps[-1]} is not a recjax checkpoint ({FORMAT})")
         for key, value in expect.items():
-            if meta.get(key) != value:
+            if key not in self.unchecked and meta.get(key) != value:
                 raise CheckpointError(
                     f"{where}/{steps[-1]} was written with a different {key}: "
                     f"{_short(meta.get(key))}, this run has {_short(value)}"
