@@ -473,7 +473,8 @@ def _recommend(args: argparse.Namespace) -> int:
         raise CommandError("--all needs --out FILE.csv (one row per user and item)")
     run = _load_run(args.run)
     tic = time.perf_counter()
-    users = run.data.users.ids if args.all else args.user
+    vocab = run.data.users  # ids as text: "943" is user 943 on integer ids
+    users = vocab.ids if args.all else vocab.ids[vocab.resolve(args.user, "--user", text=True)]
     recs = recommendations(run, users, args.N, measure=args.measure, include_rated=args.include_rated)
     seconds = time.perf_counter() - tic
     if args.out:
@@ -513,7 +514,9 @@ def _neighbors(args: argparse.Namespace) -> int:
     if (args.movie is None) == (args.item is None):
         raise CommandError("give --movie TITLE or --item ID")
     run = _load_run(args.run)
-    found = neighbors(run, args.movie, args.k, measure=args.measure, item_id=args.item,
+    items = run.data.items  # the id as text: "95" is item 95 on integer ids
+    item = None if args.item is None else items.ids[items.resolve(args.item, "--item", text=True)]
+    found = neighbors(run, args.movie, args.k, measure=args.measure, item_id=item,
                       include_self=args.include_self)
     print(f"Nearest neighbors of: {found.title} (item {found.item_id}; {args.measure})")
     if found.others:

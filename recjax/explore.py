@@ -5,8 +5,9 @@ holds its own data, vocabularies and titles, so nothing is re-derived from the
 dataset.
 
 Raw ids in, titles out: users and items are addressed by their dataset ids
-(ml-100k user ``943``, movie ``95``); an unknown id raises
-:class:`recjax.data.UnknownIdError` naming it.
+(ml-100k user ``943``, movie ``95``), which may be written as text (``"943"``), as
+the CLI reads them; an unknown id raises :class:`recjax.data.UnknownIdError` naming
+it and its position.
 
 Example
 -------
@@ -108,14 +109,7 @@ def find_titles(titles: Sequence[str], query: str, n_suggestions: int = 5) -> Ti
 
 # ----------------------------------------------------------------------------- recommend
 def _user_indices(run: Run, user_ids: Any) -> np.ndarray:
-    raw = np.atleast_1d(np.asarray(user_ids))
-    if raw.dtype.kind in "OUS" and run.data.users.ids.dtype.kind in "iu":
-        try:
-            raw = raw.astype(np.int64)
-        except ValueError:
-            raise UnknownIdError(f"unknown user id(s): {', '.join(map(str, raw[:5]))} "
-                                 f"(user ids of {run.dataset} are integers)") from None
-    return run.data.users.index(raw).astype(np.int64)
+    return np.atleast_1d(run.data.users.resolve(user_ids, "user_ids", text=True)).ravel()
 
 
 def _frame(run: Run, users: np.ndarray, top: TopK, score_name: str = "score") -> pd.DataFrame:
@@ -161,7 +155,8 @@ def recommendations(run: Run, user_ids: Any, N: int = 10, *, measure: str = "dot
     Raises
     ------
     UnknownIdError
-        A user id the dataset does not have.
+        A user id the run does not have (``"alice"`` where ids are integers), named
+        with its position (``user_ids[1]: unknown user id ...``).
     ValueError
         ``N < 1`` or an unknown measure.
     """
@@ -235,13 +230,7 @@ def neighbors(run: Run, movie: str | None = None, k: int = 6, *, measure: str = 
             raise UnknownIdError(f"no title contains {movie!r}{hint}")
         index, others, query = int(match.indices[0]), match.titles[1:], movie
     else:
-        raw = np.asarray([item_id])
-        if raw.dtype.kind in "OUS" and run.data.items.ids.dtype.kind in "iu":
-            try:
-                raw = raw.astype(np.int64)
-            except ValueError:
-                raise UnknownIdError(f"unknown item id: {item_id}") from None
-        index, query = int(run.data.items.index(raw)[0]), str(item_id)
+        index, query = int(run.data.items.resolve(item_id, "item_id", text=True)), str(item_id)
     items = run.item_embeddings
     if include_self:
         from recjax.retrieval import topk

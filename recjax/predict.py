@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from recjax.data.dataset import Ratings, UnknownIdError
+from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PairData
 from recjax.data.movielens import MalformedFileError
 from recjax.scoring import module_predictions
@@ -107,13 +107,7 @@ def _movielens_index(trained: Trained, side: int, rows: list[list[int]]) -> np.n
         raise ValueError(f"instance {bad[0]}: a MovieLens run takes one raw id per side, "
                          f"e.g. {{\"in0\": [1], \"in1\": [50]}}; got in{side}={rows[bad[0]]}")
     vocab = trained.data.users if side == 0 else trained.data.items
-    raw = np.array([r[0] for r in rows], dtype=object)
-    if vocab.ids.dtype.kind in "iu" and any(isinstance(r, str) for r in raw):
-        raise UnknownIdError(f"instance {next(n for n, r in enumerate(raw) if isinstance(r, str))}: "
-                             f"this run's {'user' if side == 0 else 'item'} ids are integers")
-    if vocab.ids.dtype.kind not in "iu" and any(not isinstance(r, str) for r in raw):
-        raise UnknownIdError(f"this run's {'user' if side == 0 else 'item'} ids are strings")
-    return vocab.index(raw.astype(vocab.ids.dtype))
+    return vocab.resolve([r[0] for r in rows], "instances")
 
 
 def _token_batch(trained: Trained, side: int, rows: list[list[int]]) -> np.ndarray:

@@ -48,8 +48,8 @@ Example
 >>> top = r.recommend("u3", N=3)
 >>> top.ids.shape, str(top.ids[0])[0]
 ((3,), 'i')
->>> r.recommend(["u3", "u4"], N=3).ids.shape
-(2, 3)
+>>> [len(ids) for ids in r.recommend(["u3", "u4"], N=3).ids]
+[3, 3]
 >>> float(r.predict("u3", "i7")) <= 10.0
 True
 """
@@ -75,7 +75,7 @@ import scipy.sparse as sp
 
 from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
-from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
+from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.retrieval import TopK, dense_topk
 from recjax.scoring import EmbeddingScorer, as_scorer, module_predictions
@@ -716,15 +716,21 @@ class Run:
         Returns
         -------
         TopK
-            ``ids`` raw item ids and ``scores`` (higher is better), best first; shape
-            [N] for a scalar user or a new user, [n, N] for an array of users. A user
-            with fewer than ``N`` candidates left gets score ``-inf`` in the places
-            that could not be filled (their ids are the first candidates', meaningless).
+            ``ids`` raw item ids and ``scores`` (higher is better), best first. Users of
+            the training data get only real candidates, as the CLI and the server answer:
+            arrays [m] for a scalar user, ``m = min(N, candidates left)``; for an array of
+            ``n`` users, ``ids`` and ``scores`` are lists of ``n`` such arrays, row ``u``
+            user ``u``'s (shorter than ``N`` where that user has fewer candidates left: the
+            rows may differ in length). A new user: [N]; with fewer than ``N`` candidates left,
+            score ``-inf`` in the places that could not be filled (their ids are the
+            first candidates', meaningless).
 
         Raises
         ------
         ValueError
-            Unknown raw ids (:class:`recjax.data.UnknownIdError`), ``N`` not a positive
+            Unknown raw ids, or ids of the wrong type (:class:`recjax.data.UnknownIdError`,
+            naming the argument and position: ``users[3]: unknown user id 99999 (the run has
+            943 users)``), ``N`` not a positive
             integer, both or neither of ``users`` and ``new_user_items``, a model family
             that cannot fold in a user.
         """
@@ -733,7 +739,7 @@ class Run:
         n = positive_int(N, "N")
         if (users is None) == (new_user_items is None):
             raise ValueError("give exactly one of users and new_user_items")
-        candidates = None if items is None else np.unique(self._index("item", np.asarray(items).ravel()))
+        candidates = None if items is None else np.unique(self._index("item", items, "items"))
         if new_user_items is not None:
             user_vector, item_vectors, own = self.fold_in(new_user_items, new_user_ratings)
             scores = (item_vectors @ user_vector)[None, :]
@@ -741,8 +747,7 @@ class Run:
                                     shape=(1, self.data.n_items)) if filter_already_liked_items else None
             top = self._top(scores, n, exclude, candidates)
             return TopK(self.data.items.ids[top.ids[0]], top.scores[0])
-        raw = np.asarray(users)
-        index = self._index("user", raw.ravel()).astype(np.int64)
+        index = self._index("user", users, "users").ravel()
         exclude = self.rated if filter_already_liked_items else None
         if candidates is None:
             k = min(n, self.data.n_items)
@@ -750,8 +755,8 @@ class Run:
         else:
             scores = self.scorer("dot").scores(index)
             top = self._top(scores, n, exclude[index] if exclude is not None else None, candidates)
-        ids, scores = self._raw_top(top)
-        return TopK(ids[0], scores[0]) if raw.ndim == 0 else TopK(ids, scores)
+        ids, scores = self._rows(top)
+        return TopK(ids[0], scores[0]) if np.ndim(users) == 0 else TopK(ids, scores)
 
     def similar_items(self, items: Any, N: int = 10, *, measure: str = "cosine") -> TopK:
         """The ``N`` items nearest to each raw item id in the item embedding space
@@ -768,8 +773,7 @@ class Run:
         _check_measure(measure)
         self._need_vocabulary("similar_items")
         n = positive_int(N, "N")
-        raw = np.asarray(items)
-        index = self._index("item", raw.ravel()).astype(np.int64)
+        index = self._index("item", items, "items").ravel()
         k = min(n, self.data.n_items - 1)
         if k < 1:
             raise ValueError("the catalogue has a single item: it has no similar items")
@@ -778,7 +782,7 @@ class Run:
         top = topk(self.item_embeddings[index], self.item_embeddings, k, metric=measure,
                    exclude=self_only)
         ids, scores = self._raw_top(top)
-        return TopK(ids[0], scores[0]) if raw.ndim == 0 else TopK(ids, scores)
+        return TopK(ids[0], scores[0]) if np.ndim(items) == 0 else TopK(ids, scores)
 
     def predict(self, users: Any, items: Any, *, clip: bool = True) -> np.ndarray:
         """Predictions for (user, item) pairs of raw ids, float64 with the inputs'
@@ -801,8 +805,9 @@ class Run:
         if not spec.capabilities.pairs:
             raise ValueError(f"a {self.train_config.model} run scores items for users, not "
                              f"(user, item) pairs; use recommend")
-        u, i = np.broadcast_arrays(np.asarray(users), np.asarray(items))
-        user, item = self._index("user", u.ravel()), self._index("item", i.ravel())
+        u, i = np.broadcast_arrays(self._index("user", users, "users"),
+                                   self._index("item", items, "items"))
+        user, item = u.ravel().astype(np.int32), i.ravel().astype(np.int32)
         part = dataclasses.replace(self.data, user=user, item=item,
                                    rating=np.zeros(len(user), np.float32),
                                    timestamp=np.zeros(len(user), np.int64))
@@ -881,23 +886,28 @@ class Run:
         self._need_vocabulary("evaluate")
         if not isinstance(test, Ratings):
             raise TypeError(f"test must be a recjax.data.Ratings, got {type(test).__name__}")
-        user = self._index("user", test.users.ids[test.user])
-        item = self._index("item", test.items.ids[test.item])
+        user = self._index("user", test.users.ids[test.user], "test.user").astype(np.int32)
+        item = self._index("item", test.items.ids[test.item], "test.item").astype(np.int32)
         part = dataclasses.replace(self.data, user=user, item=item,
                                    rating=np.asarray(test.rating, np.float32),
                                    timestamp=np.asarray(test.timestamp, np.int64))
         return dataclasses.replace(self, splits={**self.splits, "test": part})
 
-    def _index(self, side: str, raw: np.ndarray) -> np.ndarray:
+    def _index(self, side: str, raw: Any, field: str | None = None) -> np.ndarray:
+        """Indices int64 (the shape of ``raw``) of raw ``side`` ids given in the argument
+        ``field`` (default ``users`` / ``items``), through
+        :meth:`recjax.data.Vocabulary.resolve`: an unknown id, or one of the wrong type, is
+        an :class:`~recjax.data.UnknownIdError` naming ``field`` and its position."""
         vocab = self.data.users if side == "user" else self.data.items
-        raw = np.asarray(raw)
-        if raw.dtype.kind in "OUS" and vocab.ids.dtype.kind in "iu" and raw.size:
-            try:
-                raw = raw.astype(np.int64)
-            except (TypeError, ValueError):
-                raise UnknownIdError(f"unknown {side} id(s): {', '.join(map(str, raw.ravel()[:5]))} "
-                                     f"(the run's {side} ids are integers)") from None
-        return vocab.index(raw)
+        return vocab.resolve(raw, field or f"{side}s")
+
+    def _rows(self, top: TopK) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Each row of ``top`` [n, k] as raw item ids [m <= k] and scores [m], the places
+        that could not be filled (``top.ids < 0``: fewer candidates than k) left out."""
+        ids, scores = np.asarray(top.ids), np.asarray(top.scores)
+        valid = ids >= 0
+        raw = self.data.items.ids[np.where(valid, ids, 0)]
+        return [r[v] for r, v in zip(raw, valid)], [s[v] for s, v in zip(scores, valid)]
 
     def _raw_top(self, top: TopK) -> tuple[np.ndarray, np.ndarray]:
         valid = top.ids >= 0

@@ -73,8 +73,8 @@ def test_recommend_all_to_csv(capsys, run_dir, tmp_path):
 
 
 @pytest.mark.parametrize("argv, fragments", [
-    (["--user", "999999"], ["unknown user id(s): 999999"]),
-    (["--user", "bob"], ["unknown user id(s): bob"]),
+    (["--user", "999999"], ["--user[0]: unknown user id 999999 (the run has 1000 users)"]),
+    (["--user", "1", "bob"], ["--user[1]: unknown user id 'bob' (this run's user ids are integers)"]),
     (["--all"], ["--all needs --out"]),
     ([], ["--user ID"]),
     (["--all", "--user", "1"], ["not both"]),
@@ -97,7 +97,7 @@ def test_neighbors(capsys, run_dir):
 @pytest.mark.parametrize("argv, fragments", [
     (["--movie", "Itme 7"], ["no title contains 'Itme 7'", "did you mean"]),
     (["--movie", "qqqqqq"], ["no title contains 'qqqqqq'"]),
-    (["--item", "424242"], ["unknown item id"]),
+    (["--item", "424242"], ["--item: unknown item id 424242 (the run has 500 items)"]),
     ([], ["--movie TITLE or --item ID"]),
 ])
 def test_neighbors_errors(capsys, run_dir, argv, fragments):

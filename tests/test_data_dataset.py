@@ -89,6 +89,93 @@ def test_vocabulary_unknown_ids_listed():
         empty.index([1])
 
 
+# ----------------------------------------------------------------------------- resolve
+
+def _rank_or_none(vocab_ids: list, probe) -> int | None:
+    """The row of a query id, computed from the ids themselves: its rank among the sorted
+    ids if it is one of them *and of their type* (ints for ints, str for str, no bools)."""
+    same_type = (isinstance(probe, str) if isinstance(vocab_ids[0], str)
+                 else isinstance(probe, int) and not isinstance(probe, bool))
+    return sorted(vocab_ids).index(probe) if same_type and probe in vocab_ids else None
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(
+    st.tuples(st.lists(st.integers(-(2**62), 2**62), min_size=1, max_size=30, unique=True),
+              st.lists(st.one_of(st.integers(-(2**70), 2**70), st.booleans(), st.text(max_size=3),
+                                 st.floats(allow_nan=False)), max_size=8)),
+    st.tuples(st.lists(st.text(max_size=3), min_size=1, max_size=30, unique=True),
+              st.lists(st.one_of(st.text(max_size=3), st.integers(-5, 5), st.booleans()), max_size=8)),
+))
+def test_resolve_is_the_rank_or_the_first_unknown_named(case):
+    """``resolve`` of mixed probes (known ids, absent ids, ids of the other type, bools,
+    floats, ints beyond int64) equals the sorted rank of each, or fails at the first
+    probe that is none, naming the field and that position."""
+    ids, raw = case
+    probes = [ids[k % len(ids)] if k % 3 == 0 else p for k, p in enumerate(raw)]  # some known
+    vocab = Vocabulary.from_ids(ids, "user")
+    rows = [_rank_or_none(ids, p) for p in probes]
+    if None not in rows:
+        got = vocab.resolve(probes, "users")
+        assert got.dtype == np.int64 and got.tolist() == rows
+        return
+    first = rows.index(None)
+    with pytest.raises(UnknownIdError) as info:
+        vocab.resolve(probes, "users")
+    err = info.value
+    assert (err.field, err.position, err.where) == ("users", first, f"users[{first}]")
+    assert str(err).startswith(f"users[{first}]: unknown user id ")
+    assert isinstance(err, ValueError)
+
+
+def test_resolve_type_rules():
+    ints = Vocabulary.from_ids([1, 10, 7_000_000, 10**12], "user")
+    words = Vocabulary.from_ids(["1", "10", "u3"], "item")
+    cases = [  # (vocabulary, query, field, text, expected rows or the error's message)
+        (ints, [10**12, 1], "users", False, [3, 0]),
+        (ints, np.array([10, 1], np.uint64), "users", False, [1, 0]),
+        (ints, 7_000_000, "users", False, 2),
+        (ints, ["10", "-3"], "--user", True, "--user[1]: unknown user id -3 (the run has 4 users)"),
+        (ints, ["10", 1], "--user", True, [1, 0]),
+        (ints, ["10"], "users", False,
+         "users[0]: unknown user id '10' (this run's user ids are integers)"),
+        (ints, [1, True], "users", False,
+         "users[1]: unknown user id True (this run's user ids are integers)"),
+        (ints, np.array([True]), "users", False,
+         "users[0]: unknown user id True (this run's user ids are integers)"),
+        (ints, [1.0], "users", False, "users[0]: unknown user id 1.0 (this run's user ids are integers)"),
+        (ints, [1, 2**64 + 1], "users", False,
+         "users[1]: unknown user id 18446744073709551617 (the run has 4 users)"),
+        (ints, np.array([2**64 - 1], np.uint64), "users", False,
+         "users[0]: unknown user id 18446744073709551615 (the run has 4 users)"),
+        (ints, ["1x"], "--user", True, "--user[0]: unknown user id '1x' (this run's user ids are integers)"),
+        (ints, 11, "users", False, "users: unknown user id 11 (the run has 4 users)"),
+        (words, ["u3", "1"], "items", True, [2, 0]),
+        (words, np.array(["10", "u3"]), "items", False, [1, 2]),
+        (words, ["u3", 1], "items", False, "items[1]: unknown item id 1 (this run's item ids are strings)"),
+        (words, 10, "items", False, "items: unknown item id 10 (this run's item ids are strings)"),
+        (words, np.array([1, 10]), "new_user_items", False,
+         "new_user_items[0]: unknown item id 1 (this run's item ids are strings)"),
+    ]
+    for vocab, query, field, text, expected in cases:
+        if isinstance(expected, str):
+            with pytest.raises(UnknownIdError) as info:
+                vocab.resolve(query, field, text=text)
+            assert str(info.value) == expected, (query, str(info.value))
+        else:
+            assert vocab.resolve(query, field, text=text).tolist() == expected, query
+    assert ints.resolve([[1, 10], [10**12, 1]], "users").tolist() == [[0, 1], [3, 0]]  # shape kept
+    assert ints.resolve([], "users").shape == (0,)
+
+
+def test_dataset_module_examples_run():
+    import doctest
+
+    import recjax.data.dataset as module
+
+    assert doctest.testmod(module).failed == 0
+
+
 # ----------------------------------------------------------------------------- Ratings
 
 @pytest.fixture

@@ -760,3 +760,117 @@ def test_gapped_integer_ids_reach_their_own_rows(gapped):
                   lambda: run.recommend(6_999_999, N=3), lambda: run.similar_items(999_999_999_999, N=3)):
         with pytest.raises(UnknownIdError, match="unknown (user|item) id"):
             query()
+
+
+# ----------------------------------------------------------------------------- ids by type; short rows
+@pytest.fixture(scope="module")
+def string_run(tmp_path_factory):
+    """An opened MF run (1 epoch) on :func:`_string_id_frame`'s string ids "u0".., "i0".."""
+    from recjax.config import RunConfig
+    from recjax.data import Ratings, split_ratings
+    from recjax.experiment import run
+    from recjax.models.mf import MFConfig
+    from recjax.runs import Run
+
+    splits = split_ratings(Ratings.from_pandas(_string_id_frame(), rating_scale=(1, 10)), "random", seed=0)
+    out = tmp_path_factory.mktemp("strings") / "run"
+    run(RunConfig(epochs=1, quiet=True, out=str(out)), MFConfig(embedding_dim=4), splits=splits)
+    return Run.open(out)
+
+
+def _unknown(query) -> tuple[str | None, int | None, str]:
+    """(field, position, message) of the UnknownIdError that ``query()`` raises (a ValueError)."""
+    from recjax.data import UnknownIdError
+
+    with pytest.raises(UnknownIdError) as info:
+        query()
+    assert isinstance(info.value, ValueError)
+    return info.value.field, info.value.position, str(info.value)
+
+
+@pytest.mark.parametrize("query, field, position, shown", [
+    (lambda r: r.recommend(7), "users", None, "7"),
+    (lambda r: r.recommend(["u3", 7]), "users", 1, "7"),
+    (lambda r: r.recommend(np.array([3, 4])), "users", 0, "3"),
+    (lambda r: r.recommend("u3", items=["i1", "i2", 5]), "items", 2, "5"),
+    (lambda r: r.predict("u3", 7), "items", None, "7"),
+    (lambda r: r.predict(["u1", 2], "i1"), "users", 1, "2"),
+    (lambda r: r.similar_items(7), "items", None, "7"),
+    (lambda r: r.similar_items(["i1", True]), "items", 1, "True"),
+])
+def test_an_int_id_on_a_string_run_is_an_unknown_id(string_run, query, field, position, shown):
+    """An int (or a bool) where the run's ids are strings is an unknown id named with its
+    argument and position (it was a raw TypeError from comparing int with str)."""
+    side = field[:-1]
+    where = field if position is None else f"{field}[{position}]"
+    assert _unknown(lambda: query(string_run)) == (
+        field, position, f"{where}: unknown {side} id {shown} (this run's {side} ids are strings)")
+
+
+def test_an_absent_string_id_names_the_run_size(string_run):
+    n_users = _string_id_frame()["user"].nunique()
+    assert _unknown(lambda: string_run.recommend(["u1", "u1", "nobody"])) == (
+        "users", 2, f"users[2]: unknown user id 'nobody' (the run has {n_users} users)")
+
+
+def test_ids_of_the_wrong_type_or_in_a_gap_on_an_integer_run(gapped):
+    """A string (even "10", a user's id as text), a bool, a float and an id in a gap or
+    beyond int64 are unknown ids of an integer run, named with argument and position."""
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["mf"])
+    n_users, n_items = frame["user"].nunique(), frame["item"].nunique()
+    assert 10 in set(frame["user"]) and 11 not in set(frame["user"]) and 4 not in set(frame["item"])
+    ints = "this run's {} ids are integers"
+    for query, expected in (
+        (lambda: run.recommend("10"), ("users", None, f"users: unknown user id '10' ({ints.format('user')})")),
+        (lambda: run.recommend([10, True]), ("users", 1, f"users[1]: unknown user id True ({ints.format('user')})")),
+        (lambda: run.predict([10, 500], [3, 99.0]), ("items", 1, f"items[1]: unknown item id 99.0 "
+                                                                 f"({ints.format('item')})")),
+        (lambda: run.recommend([10, 500, 11]), ("users", 2, f"users[2]: unknown user id 11 "
+                                                            f"(the run has {n_users} users)")),
+        (lambda: run.recommend(10, items=[3, 4]), ("items", 1, f"items[1]: unknown item id 4 "
+                                                               f"(the run has {n_items} items)")),
+        (lambda: run.similar_items([3, 2**70]), ("items", 1, f"items[1]: unknown item id {2**70} "
+                                                             f"(the run has {n_items} items)")),
+    ):
+        assert _unknown(query) == expected
+
+
+def test_recommend_leaves_out_places_it_cannot_fill(gapped):
+    """A user with fewer candidates than N gets only them, best first (the rows used to be
+    padded with already-rated items scored -inf): 3 unrated candidates asked for N=10 give
+    3 items; the whole catalogue gives each user their unrated items, rows of their own
+    lengths. Orders and scores from MF's parameters by hand (``b_i + U_u . V_i``)."""
+    from recjax.runs import Run
+
+    frame, runs = gapped
+    run = Run.open(runs["mf"])
+    users, items = _rank_of(frame["user"]), _rank_of(frame["item"])
+    item_ids = np.array(sorted(items))
+    U, V, _, bi, _ = _mf_by_hand(run)
+    rated = {u: set(frame.loc[frame["user"] == u, "item"]) for u in GAPPED_USERS}  # rated anywhere
+
+    def by_hand(u, candidates) -> tuple[list, np.ndarray]:
+        score = bi + U[users[u]] @ V.T
+        order = [k for k in np.argsort(-score, kind="stable") if item_ids[k] in candidates]
+        return item_ids[order].tolist(), score[order]
+
+    user = int(GAPPED_USERS[0])
+    unrated = [i for i in GAPPED_ITEMS.tolist() if i not in rated[user]][:3]
+    asked = unrated + sorted(rated[user])[:4]
+    top = run.recommend(user, N=10, items=asked)
+    assert top.ids.tolist() == by_hand(user, set(unrated))[0] and len(top.ids) == 3
+    np.testing.assert_allclose(top.scores, by_hand(user, set(unrated))[1], rtol=1e-5, atol=1e-5)
+
+    most, fewest = max(rated, key=lambda u: len(rated[u])), min(rated, key=lambda u: len(rated[u]))
+    assert len(rated[most]) > len(rated[fewest])  # rows of different lengths
+    both = run.recommend([most, fewest], N=len(GAPPED_ITEMS))
+    assert isinstance(both.ids, list) and len(both.ids) == len(both.scores) == 2
+    for row, u in enumerate((most, fewest)):
+        want, scores = by_hand(u, set(GAPPED_ITEMS.tolist()) - rated[u])
+        assert both.ids[row].tolist() == want and len(want) == len(GAPPED_ITEMS) - len(rated[u])
+        np.testing.assert_allclose(both.scores[row], scores, rtol=1e-5, atol=1e-5)
+    alone = run.recommend(most, N=len(GAPPED_ITEMS))  # a scalar user: its row alone
+    assert alone.ids.tolist() == both.ids[0].tolist()

@@ -15,6 +15,7 @@ Example
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,6 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 __all__ = ["Vocabulary", "Ratings", "UnknownIdError"]
+
+_DECIMAL = re.compile(r"-?[0-9]+")  # an integer id written as text (the CLI's)
 
 # Integer ids in [0, _TABLE_SLACK * n + 2**16) are indexed through a lookup table.
 _TABLE_SLACK = 4
@@ -71,7 +74,28 @@ def factorize(values: Any) -> tuple[np.ndarray, np.ndarray]:
 
 class UnknownIdError(KeyError, ValueError):
     """A raw user or item id that is not in the vocabulary (a ``KeyError`` for lookups,
-    a ``ValueError`` like every other bad input of the API)."""
+    a ``ValueError`` like every other bad input of the API).
+
+    Attributes
+    ----------
+    field : str or None
+        The argument or request field that held it (``"users"``, ``"new_user_items"``),
+        where known.
+    position : int or None
+        Its place in that field (in the flattened input); ``None`` for a scalar.
+    """
+
+    def __init__(self, message: str, field: str | None = None, position: int | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.position = position
+
+    @property
+    def where(self) -> str | None:
+        """``field[position]`` (``"users[3]"``), ``field`` for a scalar, ``None`` if unknown."""
+        if self.field is None or self.position is None:
+            return self.field
+        return f"{self.field}[{self.position}]"
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0])
@@ -152,6 +176,93 @@ class Vocabulary:
                 f"the dataset has {len(self)} {self.kind}s)"
             )
         return np.searchsorted(self.ids, raw).astype(np.int32)
+
+    def resolve(self, raw_ids: Any, field: str, *, text: bool = False) -> np.ndarray:
+        """Indices of the raw ids a query was given: the one resolver of every query path
+        (:class:`recjax.runs.Run`'s methods, the server, Object2Vec requests, the CLI).
+
+        Stricter than :meth:`index` (which builds datasets from columns): an id must be
+        of the vocabulary's own type. On integer ids, a string is no id (``"7"`` is not
+        ``7``) unless ``text`` (the CLI reads ids as text: ``"7"`` then means 7), and
+        neither is a float; on string ids, an integer is no id. Bools are never ids;
+        integers outside int64 are unknown.
+
+        Parameters
+        ----------
+        raw_ids : raw id, or array-like of raw ids (any shape)
+        field : str
+            The argument or request field that holds them (``"users"``, ``"items"``,
+            ``"new_user_items"``, ``"--user"``): named in the error.
+        text : bool
+            Ids given as text: decimal strings count as integers on integer ids.
+
+        Returns
+        -------
+        np.ndarray int64, the shape of ``raw_ids``
+
+        Raises
+        ------
+        UnknownIdError
+            For the first id that is not known, with its ``field`` and ``position``,
+            e.g. ``users[3]: unknown user id 99999 (the run has 943 users)``.
+
+        Example
+        -------
+        >>> vocab = Vocabulary.from_ids([10, 20, 30], "user")
+        >>> vocab.resolve([30, 10], "users").tolist(), vocab.resolve(["20"], "--user", text=True).tolist()
+        ([2, 0], [1])
+        >>> vocab.resolve(["20"], "users")
+        Traceback (most recent call last):
+        ...
+        recjax.data.dataset.UnknownIdError: users[0]: unknown user id '20' (this run's user ids are integers)
+        """
+        values = raw_ids if isinstance(raw_ids, np.ndarray) else np.asarray(raw_ids, dtype=object)
+        flat = values.ravel()
+        keys, usable, typed = self._typed(flat, text)
+        known = usable.copy()
+        known[usable] = self.contains(keys[usable])
+        if not known.all():
+            n = int(np.flatnonzero(~known)[0])
+            shown = keys[n] if usable[n] else flat[n]  # "7" read as text shows as 7
+            shown = shown.item() if isinstance(shown, np.generic) else shown
+            shown = repr(shown) if len(repr(shown)) <= 60 else repr(shown)[:57] + "..."
+            reason = (f"the run has {len(self)} {self.kind}s" if typed[n] else
+                      f"this run's {self.kind} ids are {'integers' if self._integer else 'strings'}")
+            position = n if values.ndim else None
+            where = field if position is None else f"{field}[{position}]"
+            raise UnknownIdError(f"{where}: unknown {self.kind} id {shown} ({reason})", field, position)
+        return np.searchsorted(self.ids, keys).astype(np.int64).reshape(values.shape)
+
+    @property
+    def _integer(self) -> bool:
+        return self.ids.dtype.kind in "iu"
+
+    def _typed(self, flat: np.ndarray, text: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of raw ids [n]: keys comparable with ``ids`` [n], which entries can be looked up
+        [n] bool, which are of the vocabulary's type [n] bool (an integer outside int64
+        is of the type, yet cannot be looked up). Keys of the others are placeholders."""
+        n_ids = len(flat)
+        if self._integer and flat.dtype.kind in "iu":
+            usable = flat <= np.iinfo(np.int64).max if flat.dtype.kind == "u" else np.ones(n_ids, bool)
+            return np.where(usable, flat, 0).astype(np.int64), usable, np.ones(n_ids, bool)
+        if not self._integer and flat.dtype.kind == "U":
+            return flat, np.ones(n_ids, bool), np.ones(n_ids, bool)
+        if flat.dtype.kind != "O" and not (flat.dtype.kind == "U" and text):
+            return np.zeros(n_ids, self.ids.dtype), np.zeros(n_ids, bool), np.zeros(n_ids, bool)
+        keys = np.zeros(n_ids, np.int64 if self._integer else object)
+        usable, typed = np.zeros(n_ids, bool), np.zeros(n_ids, bool)
+        for n, value in enumerate(flat.tolist()):
+            if self._integer:
+                if isinstance(value, np.integer) or (text and isinstance(value, str)
+                                                     and _DECIMAL.fullmatch(value)):
+                    value = int(value)
+                typed[n] = isinstance(value, int) and not isinstance(value, bool)  # bools are ints
+                usable[n] = typed[n] and -2**63 <= value < 2**63
+            else:
+                typed[n] = usable[n] = isinstance(value, str)
+            if usable[n]:
+                keys[n] = value
+        return keys, usable, typed
 
     def raw(self, indices: Any) -> np.ndarray:
         """Raw ids of ``indices``."""

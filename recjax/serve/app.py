@@ -340,7 +340,7 @@ class _Service:
         except RequestError:
             raise
         except ValueError as err:  # the run refused the request: name the field it is about
-            field = field_of(str(err), QUERY_KEYS[kind])
+            field = field_of(err, QUERY_KEYS[kind])
             raise RequestError(str(err), field or ("instances" if kind == "invocations" else None)
                                ) from None
         log.update(batch_requests=info.requests, batch_rows=info.rows)

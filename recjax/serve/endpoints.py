@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 
+from recjax.data.dataset import UnknownIdError
 from recjax.serve.batching import Job
 
 __all__ = ["DEFAULT_LIMITS", "KINDS", "Limits", "RequestError", "ServedRun"]
@@ -135,9 +136,13 @@ def _offsets(sizes: list[int]) -> list[tuple[int, int]]:
     return [(end - size, end) for size, end in zip(sizes, ends)]
 
 
-def field_of(message: str, keys: tuple[str, ...]) -> str | None:
-    """The request field a library error message is about: Object2Vec's ``instance N``
-    and ``in0``/``in1``, or the first request key the message names."""
+def field_of(err: ValueError, keys: tuple[str, ...]) -> str | None:
+    """The request field a library error is about: an unknown id's own field and position
+    (:class:`~recjax.data.UnknownIdError`); else, read from the message, Object2Vec's
+    ``instance N`` and ``in0``/``in1``, or the first request key the message names."""
+    if isinstance(err, UnknownIdError) and err.where is not None:
+        return err.where
+    message = str(err)
     found = re.search(r"instance (\d+)", message)
     side = re.search(r"\b(in[01])\b", message)
     if found:
@@ -250,29 +255,16 @@ class ServedRun:
             raise RequestError(self.unsupported[kind], field, status=422)
 
     # -- ids
-    def _bad_id(self, values: list[Any], side: str) -> tuple[int, str] | None:
-        """(position, reason) of the first value that is not one of the run's raw ids."""
+    def _ids(self, values: Any, side: str, field: str) -> np.ndarray:
+        """The run's raw ids (of its own dtype) for decoded JSON ``values``: a list [n], or
+        one id; each must be one the run knows, of its type (a JSON string is no id of a
+        run with integer ids). Otherwise a RequestError naming ``field[position]`` (through
+        :meth:`recjax.data.Vocabulary.resolve`, as every query path)."""
         vocab = self.run.data.users if side == "user" else self.run.data.items
-        integer = vocab.ids.dtype.kind in "iu"
-        for n, value in enumerate(values):
-            if not (_is_int(value) if integer else isinstance(value, str)):
-                return n, (f"this run's {side} ids are {'integers' if integer else 'strings'}, "
-                           f"got {value!r}")
-            if integer and not -2**63 <= value < 2**63:
-                return n, f"unknown {side} id {value}"
-        known = vocab.contains(np.asarray(values, dtype=np.int64 if integer else object))
-        if not known.all():
-            n = int(np.flatnonzero(~known)[0])
-            return n, f"unknown {side} id {values[n]!r} (the run has {len(vocab)} {side}s)"
-        return None
-
-    def _ids(self, values: list[Any], side: str, field: str) -> np.ndarray:
-        """Raw ids of the run's type (JSON integers or strings), all in the vocabulary."""
-        bad = self._bad_id(values, side)
-        if bad is not None:
-            raise RequestError(f"{field}[{bad[0]}]: {bad[1]}", f"{field}[{bad[0]}]")
-        vocab = self.run.data.users if side == "user" else self.run.data.items
-        return np.asarray(values, dtype=vocab.ids.dtype)
+        try:
+            return vocab.ids[vocab.resolve(values, field)]
+        except UnknownIdError as err:
+            raise RequestError(str(err), err.where) from None
 
     def _titles(self, ids: np.ndarray) -> list[str]:
         return self.run.item_titles[self.run.data.items.index(ids)].tolist()
@@ -328,24 +320,18 @@ class ServedRun:
         users = np.concatenate([p[0] for p in payloads])
         top = run.recommend(_pad(users), N=max(p[1] for p in payloads),
                             filter_already_liked_items=skip, items=items)
-        ids, scores = top.ids[: len(users)], np.asarray(top.scores[: len(users)], np.float64)
-        # places the run could not fill (fewer candidates than N) score -inf: left out
-        finite = np.isfinite(scores)
-        titles = self.run.item_titles[run.data.items.index(ids)] if self.has_titles else None
-        out = []
-        for (start, end), (mine, n) in zip(_offsets([len(p[0]) for p in payloads]), payloads):
-            entries = []
-            for u, row in zip(mine.tolist(), range(start, end)):
-                keep = finite[row, :n]
-                full = keep.all()
-                entry = {"user": u,
-                         "items": (ids[row, :n] if full else ids[row, :n][keep]).tolist(),
-                         "scores": (scores[row, :n] if full else scores[row, :n][keep]).tolist()}
-                if titles is not None:
-                    entry["titles"] = (titles[row, :n] if full else titles[row, :n][keep]).tolist()
-                entries.append(entry)
-            out.append({"recommendations": entries})
-        return out
+        sizes = [len(p[0]) for p in payloads]
+        # each user's row holds only real candidates (Run.recommend trims): cut to its N
+        cut = [(top.ids[row][:n], np.asarray(top.scores[row][:n], np.float64))
+               for (start, end), (_, n) in zip(_offsets(sizes), payloads) for row in range(start, end)]
+        titles = None
+        if self.has_titles:  # one vocabulary look-up for the whole batch
+            every = np.concatenate([ids for ids, _ in cut])
+            titles = np.split(run.item_titles[run.data.items.index(every)],
+                              np.cumsum([len(ids) for ids, _ in cut])[:-1])
+        entries = [{"user": u, **self._item_list(ids, scores, None if titles is None else titles[k].tolist())}
+                   for k, (u, (ids, scores)) in enumerate(zip(users.tolist(), cut))]
+        return [{"recommendations": entries[start:end]} for start, end in _offsets(sizes)]
 
     def _top_entry(self, ids: np.ndarray, scores: np.ndarray) -> dict[str, Any]:
         keep = np.isfinite(scores)  # places the run could not fill (too few candidates)
@@ -494,9 +480,7 @@ class ServedRun:
                 raise RequestError(f"instance {n}: in{side} holds one raw {word} id for this run, "
                                    f"e.g. [{_plain(self._probe_tokens()[side][0])!r}]; got "
                                    f"{len(value)} values", field)
-            bad = self._bad_id(value, word)
-            if bad is not None:
-                raise RequestError(f"instance {n}: in{side}: {bad[1]}", field)
+            self._ids(value[0], word, field)
             return value
         vocab = self.trained.module.vocab_sizes[side]
         for t in value:
