@@ -75,7 +75,7 @@ import scipy.sparse as sp
 
 from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
-from recjax.data.dataset import Ratings, Vocabulary
+from recjax.data.dataset import Ratings, UnknownIdError, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.retrieval import TopK, dense_topk
 from recjax.scoring import EmbeddingScorer, as_scorer, module_predictions
@@ -707,10 +707,11 @@ class Run:
             validation, test), or the new user's own items.
         items : array of raw item ids, optional
             Rank only these candidates.
-        new_user_items : array of raw item ids, optional
+        new_user_items : array of raw item ids, or a list of such arrays, optional
             A user who was not in the training data, given by the items they
-            interacted with; folded in without retraining (see :meth:`fold_in`).
-        new_user_ratings : array of float, optional
+            interacted with (or many such users, one list each); folded in without
+            retraining, all in one batched call (see :meth:`fold_in`).
+        new_user_ratings : array of float (a list of arrays for many users), optional
             Their ratings of ``new_user_items`` (needed by rating models).
 
         Returns
@@ -721,9 +722,8 @@ class Run:
             arrays [m] for a scalar user, ``m = min(N, candidates left)``; for an array of
             ``n`` users, ``ids`` and ``scores`` are lists of ``n`` such arrays, row ``u``
             user ``u``'s (shorter than ``N`` where that user has fewer candidates left: the
-            rows may differ in length). A new user: [N]; with fewer than ``N`` candidates left,
-            score ``-inf`` in the places that could not be filled (their ids are the
-            first candidates', meaningless).
+            rows may differ in length). New users alike: arrays for one, lists of arrays
+            for a list of them.
 
         Raises
         ------
@@ -741,12 +741,16 @@ class Run:
             raise ValueError("give exactly one of users and new_user_items")
         candidates = None if items is None else np.unique(self._index("item", items, "items"))
         if new_user_items is not None:
-            user_vector, item_vectors, own = self.fold_in(new_user_items, new_user_ratings)
-            scores = (item_vectors @ user_vector)[None, :]
-            exclude = sp.csr_matrix((np.ones(len(own)), (np.zeros(len(own), int), own)),
-                                    shape=(1, self.data.n_items)) if filter_already_liked_items else None
-            top = self._top(scores, n, exclude, candidates)
-            return TopK(self.data.items.ids[top.ids[0]], top.scores[0])
+            many = _many_users(new_user_items)
+            users, own = self.fold_in(new_user_items, new_user_ratings)
+            folded = EmbeddingScorer(users, self._fold_in_items)
+            exclude = own if filter_already_liked_items else None
+            if candidates is None:
+                top = folded.topk(np.arange(len(users)), min(n, self.data.n_items), exclude)
+            else:
+                top = self._top(folded.scores(np.arange(len(users))), n, exclude, candidates)
+            ids, scores = self._rows(top)
+            return TopK(ids, scores) if many else TopK(ids[0], scores[0])
         index = self._index("user", users, "users").ravel()
         exclude = self.rated if filter_already_liked_items else None
         if candidates is None:
@@ -821,45 +825,35 @@ class Run:
             out = np.clip(out, *self.data.rating_scale)
         return out.reshape(u.shape)
 
-    def fold_in(self, items: Any, ratings: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """A user vector for a user not seen in training, from their items (and ratings),
-        without retraining.
+    def fold_in(self, items: Any, ratings: Any = None) -> tuple[np.ndarray, sp.csr_matrix]:
+        """User vectors for users not seen in training, from their items (and ratings),
+        without retraining: one batched call for any number of users.
 
-        The family folds the user in itself, as it declares (the ``fold_in`` capability
+        The family folds the users in itself, as it declares (the ``fold_in`` capability
         of :mod:`recjax.models.base`):
 
-        * MF, regression: the user's factors and bias by ridge regression against the
-          frozen item table and biases (:meth:`recjax.models.mf.MF.fold_in`); needs
-          ``ratings``.
+        * MF, regression, and ALS: each user's factors and bias by ridge regression
+          against the frozen item table and biases; need ``ratings``.
         * MF, binary: L2-regularised logistic regression of the user's positive items
           against every other item as a sampled negative would weigh it; ``ratings``
           above the binary threshold count as positives when given.
+        * iALS: the exact solve of the user's row against the item factors.
+        * EASE: the user's 0/1 row (times ``B`` when scored).
         * softmax and Mult-DAE: the model's user tower over the bag of items.
         * pair and dnn: cannot (their users are tokens learned in training): a
           ``ValueError`` says so.
 
+        Parameters
+        ----------
+        items : raw item ids [m] (one user), or a list of such lists (many users)
+        ratings : floats of the same shape, optional
+
         Returns
         -------
-        (user vector [d'], item vectors [n_items, d'], the items' indices [m]): the
-        user's scores are ``item_vectors @ user_vector``.
+        (user vectors float32 [n, d'], the users' items CSR [n, n_items]): user ``u``'s
+        scores are ``item_vectors @ users[u]``, ``item_vectors`` being the item side of
+        the model's ranking vectors (what :meth:`recommend` scores them against).
         """
-        self._need_vocabulary("fold-in")
-        raw = np.asarray(items).ravel()
-        if raw.size == 0:
-            raise ValueError("new_user_items is empty: give at least one item")
-        index = self._index("item", raw)
-        if len(np.unique(index)) != len(index):
-            raise ValueError("new_user_items lists an item twice")
-        rating = None
-        if ratings is not None:
-            rating = np.asarray(ratings, np.float64).ravel()
-            if rating.shape != index.shape:
-                raise ValueError(f"new_user_ratings has {rating.size} values for {index.size} items")
-            if not np.isfinite(rating).all():
-                raise ValueError("new_user_ratings holds NaN or infinite values")
-            low, high = self.data.rating_scale
-            if rating.min() < low or rating.max() > high:
-                raise ValueError(f"new_user_ratings must lie in the rating scale [{low:g}, {high:g}]")
         from recjax.models import MODELS
 
         family = self.train_config.model
@@ -868,9 +862,77 @@ class Run:
             raise ValueError(f"a {family} run cannot fold in a new user: its users are tokens learned "
                              f"in training (retrain with the user's data, or use "
                              f"{', '.join(able[:-1])} or {able[-1]})")
-        user_vector, item_vectors = self.model().fold_in(
-            index, rating, binary_threshold=self.train_config.binary_threshold)
-        return user_vector, item_vectors, index
+        user_items, flat = self.new_user_rows(items, ratings)
+        users = self.model().fold_in(user_items, flat, binary_threshold=self.train_config.binary_threshold)
+        return users, user_items
+
+    def new_user_rows(self, items: Any, ratings: Any = None) -> tuple[sp.csr_matrix, np.ndarray | None]:
+        """New users' raw item ids (and ratings) checked and resolved, without folding
+        them in: (their items CSR [n, n_items], their ratings float64 [nnz] in its entry
+        order, or None). What :meth:`fold_in` folds in; a server checks each request
+        with it before batching requests together.
+
+        Raises
+        ------
+        ValueError
+            No items, an unknown id, an item listed twice, ratings not one per item,
+            NaN or outside the rating scale: naming the user's list
+            (``new_user_items[3]`` for the fourth of many users).
+        """
+        self._need_vocabulary("fold-in")
+        many = _many_users(items)
+        lists = [np.asarray(raw).ravel() for raw in (items if many else [items])]
+        if not lists:
+            raise ValueError("new_user_items is empty: give at least one user's items")
+        names = [f"new_user_items[{u}]" if many else "new_user_items" for u in range(len(lists))]
+        for raw, name in zip(lists, names):
+            if raw.size == 0:
+                raise ValueError(f"{name} is empty: give at least one item")
+        try:  # every user's ids in one call; an unknown one is then named in its own user's list
+            index = self._index("item", np.concatenate(lists), "new_user_items")
+        except UnknownIdError:
+            for raw, name in zip(lists, names):
+                self._index("item", raw, name)
+            raise
+        lengths = np.array([len(raw) for raw in lists])
+        row = np.repeat(np.arange(len(lists)), lengths)
+        _, first = np.unique(row * np.int64(self.data.n_items) + index, return_index=True)
+        if len(first) != len(index):
+            twice = row[np.setdiff1d(np.arange(len(index)), first)[0]]
+            raise ValueError(f"{names[twice]} lists an item twice")
+        flat = None if ratings is None else self._new_ratings(ratings, lengths, many)
+        user_items = sp.csr_matrix((np.ones(len(index), np.float32), index, np.r_[0, np.cumsum(lengths)]),
+                                   shape=(len(lists), self.data.n_items))
+        return user_items, flat
+
+    def _new_ratings(self, ratings: Any, lengths: np.ndarray, many: bool) -> np.ndarray:
+        """New users' ratings float64 [sum(lengths)], flat: one per item, finite, on the
+        run's scale; a bad one named in its own user's list."""
+        lists = [np.asarray(r, np.float64).ravel() for r in (ratings if many else [ratings])]
+        names = [f"new_user_ratings[{u}]" if many else "new_user_ratings" for u in range(len(lists))]
+        if len(lists) != len(lengths):
+            raise ValueError(f"new_user_ratings has {len(lists)} users' ratings for {len(lengths)} users")
+        for rating, n, name in zip(lists, lengths, names):
+            if rating.size != n:
+                raise ValueError(f"{name} has {rating.size} values for {n} items")
+        flat = np.concatenate(lists)
+        low, high = self.data.rating_scale
+        bad = ~np.isfinite(flat) | (flat < low) | (flat > high)
+        if bad.any():
+            first = int(np.argmax(bad))
+            name = names[int(np.repeat(np.arange(len(lists)), lengths)[first])]
+            if not np.isfinite(flat[first]):
+                raise ValueError(f"{name} holds NaN or infinite values")
+            raise ValueError(f"{name} must lie in the rating scale [{low:g}, {high:g}]")
+        return flat
+
+    @functools.cached_property
+    def _fold_in_items(self) -> np.ndarray:
+        """The item side float32 [n_items, d'] that folded-in users are scored against,
+        made once."""
+        from recjax.models.base import fold_in_items
+
+        return np.ascontiguousarray(fold_in_items(self.model()), np.float32)
 
     # -- helpers
     @property
@@ -933,6 +995,16 @@ class Run:
         if not self.has_vocabulary:
             raise ValueError(f"{self.path} was trained on Object2Vec token files, which have no "
                              f"user or item ids: {what} is not available (use predict)")
+
+
+def _many_users(new_user_items: Any) -> bool:
+    """Whether ``new_user_items`` lists many users' items (a list of lists or arrays) rather
+    than one user's."""
+    if isinstance(new_user_items, np.ndarray):
+        return new_user_items.ndim == 2 or (new_user_items.dtype == object and len(new_user_items) > 0
+                                            and isinstance(new_user_items[0], (list, tuple, np.ndarray)))
+    return (isinstance(new_user_items, (list, tuple)) and len(new_user_items) > 0
+            and isinstance(new_user_items[0], (list, tuple, np.ndarray)))
 
 
 def fingerprint_digest(fp: dict[str, Any]) -> str:

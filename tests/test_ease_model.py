@@ -10,6 +10,7 @@ import pytest
 from flax import nnx
 
 from recjax.config import RunConfig
+from recjax.data.bags import user_rows
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.models import MODELS
 from recjax.models.baselines import EASE
@@ -69,12 +70,12 @@ def test_pairs_ranking_vectors_and_fold_in_all_score_x_times_b():
     np.testing.assert_allclose(pairs, want, rtol=1e-5, atol=1e-6)
     users, items = module.ranking_vectors()
     np.testing.assert_allclose(users @ items.T, want, rtol=1e-5, atol=1e-6)
-    row, items = module.fold_in(np.flatnonzero(x[4]))  # a training user's own row: their scores
-    np.testing.assert_allclose(items @ row, want[4], rtol=1e-5, atol=1e-6)
-    liked, _ = module.fold_in(np.array([0, 1, 2]), np.array([5.0, 2.0, 4.0]))  # rated above 3: 0 and 2
-    assert np.flatnonzero(liked).tolist() == [0, 2]
-    with pytest.raises(ValueError, match="item indices"):
-        module.fold_in(np.array([data.n_items]))
+    rows = module.fold_in(user_rows([np.flatnonzero(x[4]), np.flatnonzero(x[1])], data.n_items)[0])
+    np.testing.assert_allclose(rows @ items.T, want[[4, 1]], rtol=1e-5, atol=1e-6)  # training users' scores
+    liked = module.fold_in(*user_rows([[0, 1, 2]], data.n_items, [[5.0, 2.0, 4.0]]))  # rated above 3: 0, 2
+    assert np.flatnonzero(liked[0]).tolist() == [0, 2]
+    with pytest.raises(ValueError, match=f"{data.n_items + 1} columns"):
+        module.fold_in(user_rows([[data.n_items]], data.n_items + 1)[0])
 
 
 def test_sweep_reports_the_objective_and_bad_settings_are_refused():

@@ -32,7 +32,7 @@ import pytest
 
 from recjax.config import RunConfig
 from recjax.data import Ratings, Vocabulary, split_ratings, synthetic_ratings
-from recjax.data.bags import bags_from_csr
+from recjax.data.bags import bags_from_csr, user_rows
 from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.evaluation.ensemble import blend
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
@@ -45,6 +45,7 @@ from recjax.models.base import (
     PairScorer,
     Ranker,
     capabilities_of,
+    fold_in_items,
 )
 from recjax.models.baselines import MostPopular
 from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
@@ -291,10 +292,14 @@ def test_a_new_user_is_folded_in_or_refused(short_run):
         return
     top = opened.recommend(new_user_items=items, new_user_ratings=[5.0, 4.0, 2.0], N=4)
     assert top.ids.shape == (4,) and not set(top.ids.tolist()) & set(items.tolist())
-    user, item_vectors, index = opened.fold_in(items, [5.0, 4.0, 2.0])
-    scores = item_vectors @ user
+    users, own = opened.fold_in(items, [5.0, 4.0, 2.0])
+    index = own.indices
+    scores = fold_in_items(opened.model()) @ users[0]
     assert np.allclose(np.sort(scores[np.setdiff1d(np.arange(len(scores)), index)])[::-1][:4], top.scores,
                        rtol=1e-5, atol=1e-6)
+    many = opened.recommend(new_user_items=[items, items[:2]], new_user_ratings=[[5.0, 4.0, 2.0], [5.0, 4.0]],
+                            N=4)  # two new users in one call: the first answers as alone
+    assert len(many.ids) == 2 and many.ids[0].tolist() == top.ids.tolist() and len(many.ids[1]) == 4
 
 
 # ----------------------------------------------------------------------------- the checkerboard
@@ -333,8 +338,8 @@ def test_a_folded_in_user_gets_their_group(checkerboard):
         items, ratings = np.concatenate([liked, disliked]), np.array([5.0, 5.0, 5.0, 5.0, 1.0, 1.0])
     else:  # a bag: the items the user chose
         items, ratings = liked, None
-    user, item_vectors = module.fold_in(items, ratings)
-    scores = item_vectors @ user
+    users = module.fold_in(*user_rows([items], module.n_items, None if ratings is None else [ratings]))
+    scores = fold_in_items(module) @ users[0]
     scores[items] = -np.inf
     best = np.argsort(-scores, kind="stable")[:3]
     assert (_group(best, 12) == 0).all(), (family, best, scores)

@@ -128,9 +128,14 @@ class FixedScores:
         self.scores = np.asarray(scores, np.float64)
         self.calls = []
 
-    def fold_in(self, items, ratings=None, *, binary_threshold=3.0):
-        self.calls.append((np.asarray(items).tolist(), np.asarray(ratings).tolist()))
-        return np.ones(1), self.scores[:, None]
+    def fold_in(self, user_items, ratings=None, *, binary_threshold=3.0):
+        for r in range(user_items.shape[0]):
+            span = slice(user_items.indptr[r], user_items.indptr[r + 1])
+            self.calls.append((user_items.indices[span].tolist(), np.asarray(ratings)[span].tolist()))
+        return np.ones((user_items.shape[0], 1), np.float32)
+
+    def ranking_vectors(self):
+        return np.ones((1, 1), np.float32), self.scores[:, None]
 
 
 def test_strong_metrics_by_hand():

@@ -564,6 +564,39 @@ def test_concurrent_clients_get_their_own_answers(live, runs, logs):
     assert len(batched) == 95 and max(batched) > 1  # requests did share model calls
 
 
+def test_concurrent_new_users_share_one_fold_in_and_get_their_own_answers(live, runs, logs):
+    """48 new users at once (different items, ratings and N, one with an out-of-scale
+    rating): they are folded in together, and each answer is what the run gives that
+    user alone; the bad one alone is refused."""
+    rng = np.random.default_rng(7)
+    mf = runs["mf"]
+    item_ids = mf.data.items.ids
+    requests = []
+    for k in range(48):
+        items = rng.choice(item_ids, int(rng.integers(1, 12)), replace=False).tolist()
+        requests.append({"new_user_items": items, "N": int(rng.integers(1, 8)),
+                         "new_user_ratings": rng.integers(1, 6, len(items)).tolist()})
+    requests[9]["new_user_ratings"][0] = 9  # outside the 1-5 scale
+    start = len(logs.records)
+
+    async def go():
+        async with httpx.AsyncClient(base_url=live.url, timeout=30, limits=httpx.Limits(max_connections=64)) as c:
+            return await asyncio.gather(*(c.post("/recommend", json=body) for body in requests))
+
+    answers = asyncio.run(go())
+    for k, (body, answer) in enumerate(zip(requests, answers)):
+        if k == 9:
+            assert answer.status_code == 400 and answer.json()["field"] == "new_user_ratings"
+            continue
+        assert answer.status_code == 200, answer.text
+        (got,) = answer.json()["recommendations"]
+        want = mf.recommend(new_user_items=body["new_user_items"], new_user_ratings=body["new_user_ratings"],
+                            N=body["N"])
+        _same_top(got, want.ids, want.scores)
+    batched = [r["batch_requests"] for r in logs.records[start:] if "batch_requests" in r]
+    assert max(batched) > 1  # new users did share model calls
+
+
 def test_unbatched_server_answers_alike(runs):
     from recjax.serve import create_app
 

@@ -7,7 +7,9 @@ from rating parts (latest first, optionally cut to the ``max_bag`` latest);
 parts; :func:`item_features` the genre and release-year indices the softmax model
 pools alongside the movies. :func:`user_item_pattern` is the same information as a
 binary user x item matrix (what the ranking protocol excludes, EASE's input), and
-:func:`bags_from_csr` turns such a matrix back into bags.
+:func:`bags_from_csr` turns such a matrix back into bags. New users to fold into a
+trained model are such a matrix too (:func:`user_rows`, checked by
+:func:`check_user_items`).
 
 Example
 -------
@@ -20,7 +22,7 @@ Example
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -28,7 +30,8 @@ import scipy.sparse as sp
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 
-__all__ = ["user_bags", "bag_inputs", "bags_from_csr", "user_item_pattern", "item_features"]
+__all__ = ["user_bags", "bag_inputs", "bags_from_csr", "user_item_pattern", "item_features", "user_rows",
+           "check_user_items"]
 
 
 def item_features(data: Ratings) -> tuple[np.ndarray, np.ndarray]:
@@ -120,3 +123,51 @@ def user_item_pattern(parts: Ratings | Sequence[Ratings]) -> sp.csr_matrix:
     m.data[:] = 1.0
     m.sort_indices()
     return m
+
+
+def user_rows(items: Sequence[Sequence[int]], n_items: int,
+              ratings: Sequence[Sequence[float]] | None = None) -> tuple[sp.csr_matrix, np.ndarray | None]:
+    """``user_items`` CSR [n, n_items] of lists of item indices (one list per user, in
+    order), and their ratings float64 [nnz] in the matrix's entry order (or None).
+
+    Raises
+    ------
+    ValueError
+        An index outside ``[0, n_items)``, an item listed twice for one user, or a
+        ratings list whose length differs from its items'.
+    """
+    lengths = np.array([len(row) for row in items], np.int64)
+    indptr = np.concatenate([[0], np.cumsum(lengths)])
+    indices = (np.concatenate([np.asarray(row, np.int64).reshape(-1) for row in items])
+               if len(items) else np.zeros(0, np.int64))
+    values = None
+    if ratings is not None:
+        if len(ratings) != len(items) or any(len(r) != n for r, n in zip(ratings, lengths)):
+            raise ValueError("give one rating per item, for every user")
+        values = (np.concatenate([np.asarray(r, np.float64).reshape(-1) for r in ratings])
+                  if len(ratings) else np.zeros(0))
+    matrix = sp.csr_matrix((np.ones(len(indices), np.float32), indices, indptr), shape=(len(items), n_items))
+    check_user_items(matrix, values, n_items)
+    return matrix, values
+
+
+def check_user_items(user_items: Any, ratings: np.ndarray | None, n_items: int) -> None:
+    """Refuse what no family can fold in: not a CSR matrix [n, n_items], item indices
+    out of range, an item twice in one row, ratings not one finite number per entry."""
+    if not sp.isspmatrix_csr(user_items) and not isinstance(user_items, sp.csr_array):
+        raise TypeError(f"user_items must be a scipy CSR matrix [n, {n_items}], got {type(user_items).__name__}")
+    if user_items.shape[1] != n_items:
+        raise ValueError(f"user_items has {user_items.shape[1]} columns; the model has {n_items} items")
+    indices = user_items.indices
+    if len(indices) and (indices.min() < 0 or indices.max() >= n_items):
+        raise ValueError(f"fold_in: item indices must lie in [0, {n_items})")
+    if ratings is not None:
+        ratings = np.asarray(ratings)
+        if ratings.shape != indices.shape:
+            raise ValueError(f"fold_in: {len(indices)} items but {ratings.size} ratings")
+        if not np.isfinite(ratings).all():
+            raise ValueError("fold_in: ratings hold NaN or infinite values")
+    if len(indices):
+        row = np.repeat(np.arange(user_items.shape[0]), np.diff(user_items.indptr))
+        if len(np.unique(row * np.int64(n_items) + indices)) != len(indices):
+            raise ValueError("fold_in: a user lists an item twice")

@@ -55,7 +55,7 @@ from recjax._checks import positive_int
 from recjax.data.dataset import Ratings
 from recjax.evaluation.metrics import per_user_ranking_metrics
 from recjax.retrieval import TopK
-from recjax.scoring import FunctionScorer, as_scorer
+from recjax.scoring import EmbeddingScorer
 
 __all__ = ["StrongTask", "strong_generalization", "per_user_values", "evaluate_runs_strong", "STRONG_KS"]
 
@@ -235,10 +235,11 @@ def _pattern(row: np.ndarray, col: np.ndarray, shape: tuple[int, int]) -> tuple[
 
 
 def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None) -> Any:
-    """A scorer whose user ``r`` is ``task.users[r]`` folded into ``model``."""
+    """A scorer whose user ``r`` is ``task.users[r]`` folded into ``model``: every held-out
+    user folded in by one batched call of the model's ``fold_in``, scored against the
+    item side of its ranking vectors."""
     from recjax.models import MODELS
-    from recjax.models.base import FoldIn, capabilities_of
-    from recjax.models.baselines import EASE
+    from recjax.models.base import FoldIn, capabilities_of, fold_in_items
 
     if hasattr(model, "train_config") and hasattr(model, "model"):  # a recjax.runs.Run
         family = model.train_config.model
@@ -249,26 +250,12 @@ def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None
         if binary_threshold is None:
             binary_threshold = model.train_config.binary_threshold
         model = model.model()
-    if isinstance(model, EASE):
-        return FunctionScorer(lambda rows: (task.fold[rows] @ model.b_), task.n_items)
-    caps = capabilities_of(model)
-    if caps.bag:
-        return as_scorer(model, bags=task.fold)
-    if caps.fold_in or isinstance(model, FoldIn):
-        threshold = -np.inf if binary_threshold is None else binary_threshold
-
-        def score(rows: np.ndarray) -> np.ndarray:
-            out = np.empty((len(rows), task.n_items), np.float64)
-            for i, r in enumerate(rows):
-                span = slice(task.fold.indptr[r], task.fold.indptr[r + 1])
-                user, items = model.fold_in(task.fold.indices[span], task.fold_ratings[span],
-                                            binary_threshold=threshold)
-                out[i] = np.asarray(items, np.float64) @ np.asarray(user, np.float64)
-            return out
-
-        return FunctionScorer(score, task.n_items)
-    raise ValueError(f"a {type(model).__name__} cannot fold in held-out users: strong "
-                     f"generalisation needs one of {', '.join(_folding_families())} (or EASE)")
+    if not (capabilities_of(model).fold_in or isinstance(model, FoldIn)):
+        raise ValueError(f"a {type(model).__name__} cannot fold in held-out users: strong "
+                         f"generalisation needs one of {', '.join(_folding_families())} (or EASE)")
+    threshold = -np.inf if binary_threshold is None else binary_threshold
+    users = model.fold_in(task.fold, task.fold_ratings, binary_threshold=threshold)
+    return EmbeddingScorer(users, fold_in_items(model))
 
 
 def _folding_families() -> list[str]:

@@ -43,11 +43,14 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 from flax import nnx
 
 from recjax.data.dataset import Ratings
-from recjax.models.als_solvers import SOLVERS, chunk_budget, row_plan, side_plans, solve_side
+from recjax.models.als_solvers import SOLVERS, chunk_budget, side_plans, solve_side
 from recjax.models.base import Capabilities, table
+from recjax.data.bags import check_user_items
+from recjax.models.fold_in import fixed_side, per_model, rating_ridge_users, solve_new_rows
 
 __all__ = ["IALSConfig", "IALS", "ALSConfig", "ALS", "build_ials", "build_als"]
 
@@ -137,16 +140,6 @@ def _side_data(user: np.ndarray, item: np.ndarray, values: np.ndarray, n_users: 
             "item_counts": np.bincount(item, minlength=n_items).astype(np.float32)}
 
 
-def _solve_one(fixed: jax.Array, gram: jax.Array, items: np.ndarray, targets: np.ndarray,
-               reg: float | jax.Array) -> np.ndarray:
-    """One row's exact solve against ``fixed`` [n, k] (its entries ``items`` with
-    ``targets``): the half-sweep's kernel on a one-row plan; float32 [k]."""
-    plan = jax.tree.map(jnp.asarray, row_plan(np.zeros(len(items), np.int64), items, targets, 1))
-    k = fixed.shape[1]
-    x = solve_side(jnp.zeros((1, k), jnp.float32), fixed, gram, plan, jnp.reshape(jnp.float32(reg), (1,)))
-    return np.asarray(x[0], np.float32)
-
-
 def _init(rngs: nnx.Rngs, rows: int, cfg: Any) -> jax.Array:
     return cfg.init_std / np.sqrt(cfg.embedding_dim) * jax.random.normal(rngs.params(), (rows, cfg.embedding_dim))
 
@@ -224,20 +217,26 @@ class IALS(nnx.Module):
         n = jnp.maximum(jnp.sum(data["user_counts"]), 1.0)
         return {**params, "user_factors": w, "item_factors": h}, {"loss": loss / n, "data_loss": data_loss / n}
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A new user's factors: the exact solve of their row against the trained items
-        (every given item an interaction; ``ratings`` are not used).
+    def fold_in(self, user_items: sp.csr_matrix, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """New users' factors: the exact solve of each row against the trained items (every
+        given item an interaction; ``ratings`` are not used), all rows in one batched call
+        (:func:`recjax.models.fold_in.solve_new_rows`, the Gramian computed once per model).
+
+        Parameters
+        ----------
+        user_items : CSR [n, n_items]
+            Each new user's items.
 
         Returns
         -------
-        (user vector [d], item factors [n_items, d]) float32.
+        float32 [n, d]: scored against the item factors (:meth:`ranking_vectors`).
         """
-        index = np.asarray(items, np.int64).reshape(-1)
-        h = jnp.asarray(self.item_factors[...], jnp.float32)
-        reg = self._reg(jnp.float32(len(index)), self.n_items)
-        user = _solve_one(h, self.cfg.unobserved_weight * (h.T @ h), index, np.ones(len(index)), reg)
-        return user, np.asarray(h, np.float32)
+        check_user_items(user_items, ratings, self.n_items)
+        h = self.item_factors[...]
+        fixed = per_model(self, "items", h, lambda: fixed_side(h, self.cfg.unobserved_weight * (h.T @ h)))
+        reg = self._reg(np.diff(user_items.indptr).astype(np.float64), self.n_items)
+        return solve_new_rows(fixed, user_items, np.ones(user_items.nnz, np.float32), reg)
 
 
 class ALS(nnx.Module):
@@ -310,8 +309,8 @@ class ALS(nnx.Module):
                           self.n_users, self.n_items, k)
 
     def _reg(self, counts: jax.Array) -> jax.Array:
-        """Each row's ridge weight ``lambda max(n, 1)^nu`` [rows]."""
-        return self.cfg.regularization * jnp.maximum(counts, 1.0) ** self.cfg.reg_exponent
+        """Each row's ridge weight ``lambda max(n, 1)^nu`` [rows] (NumPy or JAX counts)."""
+        return self.cfg.regularization * counts.clip(1.0) ** self.cfg.reg_exponent
 
     @staticmethod
     def _solve_side(own: jax.Array, own_bias: jax.Array | None, other: jax.Array, other_bias: jax.Array | None,
@@ -352,33 +351,22 @@ class ALS(nnx.Module):
             new["item_bias"] = bq
         return new, {"loss": (squared + penalty) / n, "data_loss": squared / n}
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A new user's factors and bias by the exact ridge solve of their ratings against
-        the trained items (the sweep's ``lambda n^nu``); needs ``ratings``.
+    def fold_in(self, user_items: sp.csr_matrix, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """New users' factors and biases by the exact ridge solve of their ratings against
+        the trained items (the sweep's ``lambda n^nu``), all rows in one batched call;
+        needs ``ratings`` (float [nnz], in ``user_items``' entry order).
 
         Returns
         -------
-        (user vector [d'], item vectors [n_items, d']) float32, as :meth:`ranking_vectors`.
+        float32 [n, d'], as the user side of :meth:`ranking_vectors`.
         """
         if ratings is None:
             raise ValueError("an ALS rating run folds in a user from their ratings: pass new_user_ratings")
-        index = np.asarray(items, np.int64).reshape(-1)
-        rating = np.asarray(ratings, np.float32).reshape(-1)
-        if len(rating) != len(index):
-            raise ValueError(f"fold_in: {len(index)} items but {len(rating)} ratings")
-        q = jnp.asarray(self.item_factors[...], jnp.float32)
-        bq = None if self.item_bias is None else jnp.asarray(self.item_bias[...], jnp.float32)
-        fixed = q if self.user_bias is None else jnp.hstack([q, jnp.ones((len(q), 1), jnp.float32)])
-        targets = rating - self.offset - (0.0 if bq is None else np.asarray(bq)[index])
-        k = fixed.shape[1]
-        x = _solve_one(fixed, jnp.zeros((k, k), jnp.float32), index, targets,
-                       self._reg(jnp.float32(len(index))))
-        user = x[: q.shape[1]]
-        _, item_vectors = self.ranking_vectors()
-        if self.item_bias is not None:
-            user = np.append(user, np.float32(1.0))
-        return user, item_vectors
+        check_user_items(user_items, ratings, self.n_items)
+        reg = self._reg(np.diff(user_items.indptr).astype(np.float64))
+        return rating_ridge_users(self, self.item_factors, self.item_bias, user_bias=self.user_bias is not None,
+                                  offset=self.offset, user_items=user_items, ratings=ratings, reg=reg)
 
 
 def build_ials(cfg: IALSConfig, train: Ratings, task: str = "regression", seed: int = 0) -> IALS:

@@ -51,7 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["SOLVERS", "row_plan", "side_plans", "solve_rows", "solve_side", "observed_residuals",
-           "plan_entries", "chunk_budget"]
+           "plan_entries", "chunk_budget", "spd_solve"]
 
 SOLVERS = ("cholesky", "cg")
 
@@ -236,6 +236,14 @@ def plan_entries(plan: dict[str, Any]) -> int:
     return int(np.asarray(plan["counts"]).sum())
 
 
+def spd_solve(a: jax.Array, b: jax.Array) -> jax.Array:
+    """``a^-1 b`` of a batch of symmetric positive-definite systems, a [..., k, k] and b
+    [..., k], by Cholesky factors."""
+    chol = jnp.linalg.cholesky(a)
+    y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
+    return jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
+
+
 def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.Array, counts: jax.Array,
                slots: jax.Array, reg: jax.Array, x0: jax.Array, *, solver: str = "cholesky",
                cg_steps: int = 3, residual: bool = False) -> jax.Array | tuple[jax.Array, jax.Array]:
@@ -286,9 +294,7 @@ def solve_rows(fixed: jax.Array, gram: jax.Array, cols: jax.Array, targets: jax.
         b = per_row(jnp.einsum("sw,swk->sk", targets, f))
         a = (gram[None] + per_row(jnp.einsum("swk,swj->skj", f, f))
              + reg[:, None, None] * jnp.eye(k, dtype=fixed.dtype))
-        chol = jnp.linalg.cholesky(a)
-        y = jax.scipy.linalg.solve_triangular(chol, b[..., None], lower=True)
-        x = jax.scipy.linalg.solve_triangular(chol, y, lower=True, trans="T")[..., 0]
+        x = spd_solve(a, b)
         return (x, jnp.sum((targets - scores(x)) ** 2)) if residual else x
 
     # conjugate gradient from x0; each step is one pass over F_u for <f, p> and one for F_u^T (.),

@@ -19,8 +19,9 @@ capability     protocol                methods
 ``bag``        :class:`BagModel`       a user is a bag of items [B, L] (``PAD`` = -1):
                                        ``user_embedding(bag)``, ``embeddings(inputs)``
                                        and ``ranking_vectors(bag)``
-``fold_in``    :class:`FoldIn`         ``fold_in(items, ratings) -> (user [d'], items
-                                       [I, d'])``: a user unseen in training, without
+``fold_in``    :class:`FoldIn`         ``fold_in(user_items CSR [n, I], ratings) -> users
+                                       [n, d']`` scored against the ranking vectors'
+                                       items: users unseen in training, without
                                        retraining
 =============  ======================  ==================================================
 
@@ -73,8 +74,8 @@ import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ["Capabilities", "PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "capabilities_of",
-           "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
+__all__ = ["Capabilities", "PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "fold_in_items",
+           "capabilities_of", "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class Capabilities:
     bag : bool
         Takes a user as a bag of items (``user_embedding(bag)``).
     fold_in : bool
-        Folds in a user not seen in training: ``fold_in(items, ratings)``.
+        Folds in users not seen in training: ``fold_in(user_items, ratings)``.
     """
 
     pairs: bool = False
@@ -166,16 +167,30 @@ class BagModel(Protocol):
 
 @runtime_checkable
 class FoldIn(Protocol):
-    """A user unseen in training, from their item indices (and ratings), without retraining.
+    """Users unseen in training, from the items they rated, without retraining.
 
-    ``fold_in(items [m], ratings [m] or None, binary_threshold=...)`` -> (user vector
-    [d'] float32, item vectors [I, d'] float32): the user's scores are
-    ``items @ user``. Raises ``ValueError`` when the family needs what is missing
-    (e.g. the ratings of a rating model).
+    ``fold_in(user_items, ratings, binary_threshold=...)`` -> user vectors float32 [n,
+    d']: ``user_items`` a CSR matrix [n, n_items] (row ``u``: the items of new user
+    ``u``; values ignored), ``ratings`` float [nnz] in its entry order or None. A user's
+    scores are their vector's dot products with the item side of the model's ranking
+    vectors (:func:`fold_in_items`), held once by the caller: many users are one
+    batched call (:mod:`recjax.models.fold_in`). Raises ``ValueError`` when the family
+    needs what is missing (e.g. the ratings of a rating model).
     """
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]: ...
+    def fold_in(self, user_items: Any, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray: ...
+
+
+def fold_in_items(model: Any) -> np.ndarray:
+    """The item side float32 [n_items, d'] that a :class:`FoldIn` model's folded-in user
+    vectors are scored against: its ranking vectors' (a bag model's are the same for
+    every bag)."""
+    from recjax.data.jsonlines import PAD
+
+    if capabilities_of(model).bag:
+        return model.ranking_vectors(np.full((1, 1), PAD, np.int32))[1]
+    return model.ranking_vectors()[1]
 
 
 class BagUser:
@@ -196,17 +211,15 @@ class BagUser:
         users, items = self.embeddings({"bag": bag})
         return np.asarray(users, np.float32), np.asarray(items, np.float32)
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """The user tower over the bag ``items`` (ratings are not used: any item is a
-        positive): (user vector [d'], item vectors [n_items, d']) float32."""
-        from recjax.data.jsonlines import PAD
+    def fold_in(self, user_items: Any, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """The user tower over each row's bag of items (ratings are not used: any item is
+        a positive): float32 [n, d'], the user side of :meth:`ranking_vectors`."""
+        from recjax.data.bags import check_user_items
+        from recjax.models.fold_in import bag_users
 
-        items = np.asarray(items)
-        bag = np.full((1, max(len(items), 1)), PAD, np.int32)
-        bag[0, : len(items)] = items
-        users, item_vectors = self.embeddings({"bag": bag})
-        return np.asarray(users[0], np.float32), np.asarray(item_vectors, np.float32)
+        check_user_items(user_items, ratings, self.n_items)
+        return bag_users(self, user_items)
 
 
 def rating_inputs(part: Any, *, task: str = "regression", binary_threshold: float = 3.0) -> dict[str, np.ndarray]:

@@ -25,11 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from recjax.data.bags import user_item_pattern
+from recjax.data.bags import check_user_items, user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.models.base import Capabilities
 
-__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "interaction_row", "ease_weights"]
+__all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "interaction_rows", "ease_weights"]
 
 
 def _group_mean(index: np.ndarray, values: np.ndarray, size: int, fallback: float) -> np.ndarray:
@@ -188,36 +188,24 @@ class EASE:
         """(X dense [n_users, n_items], B^T [n_items, n_items]): ``X_u . B^T_i = (X B)_ui``."""
         return self.x_.toarray(), np.ascontiguousarray(self.b_.T)
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A new user: (their 0/1 row [n_items] (:func:`interaction_row`), B^T [n_items,
-        n_items]) float32; their scores are ``B^T @ row``."""
-        row = interaction_row(items, ratings, self.b_.shape[0], binary_threshold=binary_threshold)
-        return row, np.ascontiguousarray(self.b_.T)
+    def fold_in(self, user_items: sp.csr_matrix, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """New users: their 0/1 rows [n, n_items] float32 (:func:`interaction_rows`), scored
+        against ``B^T`` (:meth:`ranking_vectors`): a row times ``B``."""
+        check_user_items(user_items, ratings, self.b_.shape[0])
+        return interaction_rows(user_items, ratings, binary_threshold=binary_threshold)
 
 
-def interaction_row(items: np.ndarray, ratings: np.ndarray | None, n_items: int, *,
-                    binary_threshold: float = 3.0) -> np.ndarray:
-    """A user's 0/1 row over the catalogue, float32 [n_items]: EASE's input for a user
-    folded in. It holds every given item index; with ``ratings``, only the items rated
-    above ``binary_threshold`` (a rating given at fold-in says which items the user liked).
-
-    Raises
-    ------
-    ValueError
-        An index outside ``[0, n_items)``, or as many ratings as items not given.
-    """
-    index = np.asarray(items, np.int64).reshape(-1)
-    if len(index) and (index.min() < 0 or index.max() >= n_items):
-        raise ValueError(f"fold_in: item indices must lie in [0, {n_items})")
-    if ratings is not None:
-        rating = np.asarray(ratings, np.float64).reshape(-1)
-        if len(rating) != len(index):
-            raise ValueError(f"fold_in: {len(index)} items but {len(rating)} ratings")
-        index = index[rating > binary_threshold]
-    row = np.zeros(n_items, np.float32)
-    row[index] = 1.0
-    return row
+def interaction_rows(user_items: sp.csr_matrix, ratings: np.ndarray | None, *,
+                     binary_threshold: float = 3.0) -> np.ndarray:
+    """Users' 0/1 rows over the catalogue, float32 [n, n_items] (EASE's input for users
+    folded in): every given item, or with ``ratings`` only those rated above
+    ``binary_threshold`` (a rating given at fold-in says which items the user liked)."""
+    keep = np.ones(user_items.nnz, bool) if ratings is None else np.asarray(ratings) > binary_threshold
+    rows = np.zeros(user_items.shape, np.float32)
+    row = np.repeat(np.arange(user_items.shape[0]), np.diff(user_items.indptr))
+    rows[row[keep], user_items.indices[keep]] = 1.0
+    return rows
 
 
 RANKING_BASELINES = {"most_popular": MostPopular, "ease": EASE}

@@ -46,11 +46,11 @@ import numpy as np
 import scipy.sparse as sp
 from flax import nnx
 
-from recjax.data.bags import bags_from_csr, user_item_pattern
+from recjax.data.bags import bags_from_csr, check_user_items, user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
 from recjax.models.base import Capabilities, Constant
-from recjax.models.baselines import ease_weights, interaction_row
+from recjax.models.baselines import ease_weights, interaction_rows
 
 __all__ = ["EASEConfig", "EASEModel", "build_ease"]
 
@@ -114,19 +114,14 @@ class EASEModel(nnx.Module):
         users, items = self.embeddings()
         return np.asarray(users, np.float32), np.ascontiguousarray(np.asarray(items, np.float32))
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A new user: their 0/1 row over the catalogue, whose product with ``B`` is
-        their scores. The row holds every given item; with ``ratings``, only the items
-        rated above ``binary_threshold`` (a rating given at fold-in says which items the
-        user liked; training counts every rating, the run's data being what it is).
-
-        Returns
-        -------
-        (user row [n_items], B^T [n_items, n_items]) float32.
-        """
-        row = interaction_row(items, ratings, self.n_items, binary_threshold=binary_threshold)
-        return row, np.ascontiguousarray(np.asarray(self.weights[...], np.float32).T)
+    def fold_in(self, user_items: sp.csr_matrix, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """New users: their 0/1 rows over the catalogue [n, n_items] float32
+        (:func:`recjax.models.baselines.interaction_rows`: every given item, or with
+        ``ratings`` only those rated above ``binary_threshold``), scored against ``B^T``
+        (:meth:`ranking_vectors`): a row times ``B``, no copy of ``B`` per user."""
+        check_user_items(user_items, ratings, self.n_items)
+        return interaction_rows(user_items, ratings, binary_threshold=binary_threshold)
 
     # ------------------------------------------------------------------------- training
     def sweep_data(self, train: dict[str, np.ndarray]) -> dict[str, Any]:

@@ -34,9 +34,12 @@ from dataclasses import dataclass, field
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy.sparse as sp
 from flax import nnx
 
+from recjax.data.bags import check_user_items
 from recjax.models.base import Capabilities, table
+from recjax.models.fold_in import rating_ridge_users
 
 __all__ = ["MFConfig", "MF"]
 
@@ -197,56 +200,52 @@ class MF(nnx.Module):
             items = np.hstack([items, b])
         return users, items
 
-    def fold_in(self, items: np.ndarray, ratings: np.ndarray | None = None, *,
-                binary_threshold: float = 3.0) -> tuple[np.ndarray, np.ndarray]:
-        """A user not seen in training, against the frozen item table and biases.
+    def fold_in(self, user_items: sp.csr_matrix, ratings: np.ndarray | None = None, *,
+                binary_threshold: float = 3.0) -> np.ndarray:
+        """Users not seen in training, against the frozen item table and biases.
 
-        * regression: the user's factors and bias by ridge regression (the closed-form
+        * regression: each user's factors and bias by ridge regression (the closed-form
           minimiser of the training objective for this user: squared error plus ``l2``
-          per rating); needs ``ratings``.
-        * binary: L2-regularised logistic regression (Newton steps) of the user's
+          per rating, biases included), all users in one batched call
+          (:func:`recjax.models.fold_in.rating_ridge_users`); needs ``ratings``.
+        * binary: L2-regularised logistic regression (Newton steps) of each user's
           positive items against every other item as a sampled negative would weigh it
-          (``num_negatives`` per positive, uniform); ``ratings`` above
+          (``num_negatives`` per positive, uniform), user by user; ``ratings`` above
           ``binary_threshold`` count as positives when given, else every item does.
 
         Parameters
         ----------
-        items : int array [m]
-            Item indices, distinct.
-        ratings : float array [m], optional
+        user_items : CSR [n, n_items]
+            Each new user's items.
+        ratings : float array [nnz], optional
+            Their ratings, in ``user_items``' entry order.
 
         Returns
         -------
-        (user vector [d'], item vectors [n_items, d']) float32, as
-        :meth:`ranking_vectors`: the user's scores are ``items @ user``.
+        float32 [n, d'], the user side of :meth:`ranking_vectors`: a user's scores are
+        ``items @ user``.
         """
-        index = np.asarray(items)
-        _, item_vectors = self.ranking_vectors()
-        q = np.asarray(self.item_embedding[...], np.float64)
-        b = (np.asarray(self.item_bias[...], np.float64) if self.item_bias is not None
-             else np.zeros(len(q)))
+        check_user_items(user_items, ratings, self.n_items)
+        counts = np.diff(user_items.indptr)
         if self.task == "regression":
             if ratings is None:
                 raise ValueError("an MF rating run folds in a user from their ratings: pass "
                                  "new_user_ratings")
-            rating = np.asarray(ratings, np.float64)
-            p = _ridge_fold_in(q[index], rating - self.offset - b[index], self.cfg.l2 * len(index),
-                               self.user_bias is not None)
-        else:
-            labels = (np.ones(len(index)) if ratings is None
-                      else (np.asarray(ratings, np.float64) > binary_threshold).astype(float))
-            p = _logistic_fold_in(q, b, index, labels, self.cfg.l2 * len(index), self.cfg.num_negatives)
-        user = np.append(p, 1.0) if self.item_bias is not None else p
-        return user.astype(np.float32), item_vectors
-
-
-def _ridge_fold_in(q: np.ndarray, y: np.ndarray, lam: float, bias: bool) -> np.ndarray:
-    """argmin_p ||y - Q p||^2 + lam ||p||^2 (the user bias as a last column of ones,
-    regularised like the factors, as MF's ``l2`` does); returns the factors."""
-    x = np.hstack([q, np.ones((len(q), 1))]) if bias else q
-    gram = x.T @ x + max(lam, 1e-9) * np.eye(x.shape[1])
-    p = np.linalg.solve(gram, x.T @ y)
-    return p[: q.shape[1]]
+            return rating_ridge_users(self, self.item_embedding, self.item_bias,
+                                      user_bias=self.user_bias is not None, offset=self.offset,
+                                      user_items=user_items, ratings=ratings,
+                                      reg=np.maximum(self.cfg.l2 * counts, 1e-9))
+        q = np.asarray(self.item_embedding[...], np.float64)
+        b = np.asarray(self.item_bias[...], np.float64) if self.item_bias is not None else np.zeros(len(q))
+        users = np.zeros((len(counts), q.shape[1] + (self.item_bias is not None)), np.float32)
+        for u in range(len(counts)):
+            span = slice(user_items.indptr[u], user_items.indptr[u + 1])
+            labels = (np.ones(counts[u]) if ratings is None
+                      else (np.asarray(ratings[span], np.float64) > binary_threshold).astype(float))
+            p = _logistic_fold_in(q, b, user_items.indices[span], labels, self.cfg.l2 * counts[u],
+                                  self.cfg.num_negatives)
+            users[u] = np.append(p, 1.0) if self.item_bias is not None else p
+        return users
 
 
 def _logistic_fold_in(q: np.ndarray, b: np.ndarray, index: np.ndarray, labels: np.ndarray,

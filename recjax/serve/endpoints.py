@@ -219,8 +219,21 @@ class ServedRun:
                 probe()
             except ValueError as err:
                 self.unsupported[kind] = str(err)
+        if "fold_in" not in self.unsupported:
+            self._warm_fold_in(high)
         if self.has_titles:
             run.item_titles  # noqa: B018 - built now, not by the first request
+
+    def _warm_fold_in(self, rating: float) -> None:
+        """Compile the batched fold-in at the shapes a server meets most
+        (:data:`recjax.models.fold_in.SHAPES`: batches of new users with up to 32 items)."""
+        from recjax.models.fold_in import SHAPES
+
+        ids = self.run.data.items.ids
+        for users, entries in SHAPES:
+            if entries <= len(ids):
+                items = [ids[:entries]] * users
+                self.run.recommend(new_user_items=items, new_user_ratings=[[rating] * entries] * users, N=1)
 
     def _probe_tokens(self) -> tuple[list[Any], list[Any]]:
         if self.has_vocabulary:
@@ -305,18 +318,29 @@ class ServedRun:
                 if isinstance(r, bool) or not isinstance(r, (int, float)):
                     raise RequestError(f"new_user_ratings[{k}] must be a number, got {r!r}",
                                        f"new_user_ratings[{k}]")
-        # a folded-in user is one call of its own: a unique key
-        return Job(("new", skip, candidates, next(self._fold_in_ids)), (new, ratings, n), rows=1)
+        try:  # checked alone, so that a bad request never fails the batch it would join
+            self.run.new_user_rows(new, ratings)
+        except ValueError as err:
+            raise RequestError(str(err), field_of(err, RECOMMEND_KEYS)) from None
+        # new users with the same flags and candidates are folded in together (one batched solve)
+        return Job(("new", skip, candidates, ratings is None), (new, ratings, n), rows=1)
 
     def recommend_batch(self, key: Hashable, payloads: list[Any]) -> list[dict[str, Any]]:
         run = self.run
         kind, skip, candidates = key[0], key[1], key[2]
         items = None if candidates is None else np.asarray(candidates, dtype=run.data.items.ids.dtype)
         if kind == "new":
-            (new, ratings, n), = payloads
+            n = max(p[2] for p in payloads)
+            if len(payloads) == 1:  # alone (or retried alone): the request's own field names
+                (new, ratings, _), = payloads
+            else:
+                new = [p[0] for p in payloads]
+                ratings = None if payloads[0][1] is None else [p[1] for p in payloads]
             top = run.recommend(new_user_items=new, new_user_ratings=ratings, N=n,
                                 filter_already_liked_items=skip, items=items)
-            return [{"recommendations": [{"user": None, **self._top_entry(top.ids, top.scores)}]}]
+            ids, scores = ([top.ids], [top.scores]) if len(payloads) == 1 else (top.ids, top.scores)
+            return [{"recommendations": [{"user": None, **self._top_entry(ids[k][: p[2]], scores[k][: p[2]])}]}
+                    for k, p in enumerate(payloads)]
         users = np.concatenate([p[0] for p in payloads])
         top = run.recommend(_pad(users), N=max(p[1] for p in payloads),
                             filter_already_liked_items=skip, items=items)
