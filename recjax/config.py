@@ -99,6 +99,12 @@ class RunConfig:
                                   choices=TABLE_UPDATES)
     patience: int | None = _setting(None, "epochs without improvement before stopping", kind=int)
     tolerance: float = _setting(0.001, "smallest validation improvement that counts")
+    val_users: int = _setting(10000, "validation users a ranking or bag family (ials, ease, dae, "
+                                     "softmax) ranks after each epoch: a seeded sample, the same "
+                                     "users every epoch; the run's final val_ metrics are over all; "
+                                     "0 = all")
+    val_every: int = _setting(1, "validate after every k-th epoch and after the last; patience "
+                                 "then counts validations, not epochs")
     refit: bool = _setting(False, "after early stopping, retrain on train + validation for the "
                                   "best epoch count")
     seed: int = _setting(0, "all randomness (init, shuffling, splits, negatives) derives from it")
@@ -133,6 +139,8 @@ class RunConfig:
             "test_fraction": 0 < self.test_fraction < 1,
             "patience": self.patience >= 1,
             "tolerance": self.tolerance >= 0,
+            "val_users": self.val_users >= 0,
+            "val_every": self.val_every >= 1,
             "weight_decay": self.weight_decay >= 0,
             "grad_clip": self.grad_clip >= 0,
             "checkpoint_seconds": self.checkpoint_seconds >= 0,

@@ -364,9 +364,11 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         return [placement.replicate({name: v[start:start + block] for name, v in filled.items()})
                 for start in range(0, n, block)]
 
-    def evaluate(params: dict, part: str, prefix: str, predict=predict) -> dict[str, float]:
+    def evaluate(params: dict, part: str, prefix: str, predict=predict, sample: int = 0) -> dict[str, float]:
+        """The part's metrics; a family's own validator measures ``sample`` of its users
+        (seeded: the same every epoch; 0: all), the task's metrics always all of them."""
         if custom is not None:
-            return custom(params, part, prefix)
+            return custom(params, part, prefix, sample=sample, seed=cfg.seed)
         if part not in device_inputs:
             device_inputs[part] = blocks(inputs[part])
         padded = placement.pad(params)  # as fit lays them out (a no-op for fit's own)
@@ -379,7 +381,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
     monitor, higher = spec.monitor or MONITOR[cfg.task]
     result = spec.fit(
         model, inputs["train"], cfg, task=spec.loss or cfg.task,
-        validate=lambda params: evaluate(params, "val", "val_"),
+        validate=lambda params: evaluate(params, "val", "val_", sample=cfg.val_users),
         monitor=monitor, higher_is_better=higher,
         checkpoints=Checkpoints(run_dir / "checkpoints", unchecked=unchecked), resume=resume,
         identity=identity, on_epoch=writer.log,

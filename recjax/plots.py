@@ -55,7 +55,8 @@ def learning_curves(history: Sequence[dict[str, Any]], title: str = "") -> Figur
     ----------
     history : list of dict
         ``metrics.jsonl`` epoch records: ``epoch``, ``train_data_loss`` (the task
-        loss: MSE or log loss), ``train_loss`` (with regularisation), ``val_*``.
+        loss: MSE or log loss), ``train_loss`` (with regularisation), ``val_*`` (of
+        the validated epochs: ``--val-every``).
 
     Returns
     -------
@@ -68,24 +69,27 @@ def learning_curves(history: Sequence[dict[str, Any]], title: str = "") -> Figur
     epochs = np.array([h["epoch"] for h in history])
     fig = Figure(figsize=(10, 4), layout="constrained")
     left, right = fig.subplots(1, 2)
-    same_scale = next((k for k in ("val_mse", "val_log_loss") if k in history[0]), None)
+    keys = list(dict.fromkeys(k for h in history for k in h))  # every record's, in order
+    validated = lambda key: ([h["epoch"] for h in history if key in h],  # noqa: E731
+                             [h[key] for h in history if key in h])
+    same_scale = next((k for k in ("val_mse", "val_log_loss") if k in keys), None)
     left.plot(epochs, [h["train_data_loss"] for h in history], "o-", ms=3, label="train (data loss)")
     left.plot(epochs, [h["train_loss"] for h in history], "--", color="grey", lw=1,
               label="train (with regularisation)")
     if same_scale:
-        left.plot(epochs, [h[same_scale] for h in history], "o-", ms=3,
-                  label=same_scale.replace("_", " ", 1))
-        best = int(np.argmin([h[same_scale] for h in history]))
-        left.axvline(epochs[best], color="k", lw=0.6, ls=":")
-        left.annotate(f"best epoch {epochs[best]}", (epochs[best], left.get_ylim()[1]),
+        at, values = validated(same_scale)
+        left.plot(at, values, "o-", ms=3, label=same_scale.replace("_", " ", 1))
+        best = at[int(np.argmin(values))]
+        left.axvline(best, color="k", lw=0.6, ls=":")
+        left.annotate(f"best epoch {best}", (best, left.get_ylim()[1]),
                       ha="left", va="top", fontsize=8)
     left.set_xlabel("epoch")
     left.set_ylabel("MSE" if same_scale == "val_mse" else "log loss" if same_scale else "loss")
     left.set_title("loss per epoch")
     left.legend(fontsize=8)
-    others = [k for k in history[0] if k.startswith("val_") and k != same_scale]
+    others = [k for k in keys if k.startswith("val_") and k not in (same_scale, "val_seconds")]
     for key in others:
-        right.plot(epochs, [h[key] for h in history], "o-", ms=3, label=key)
+        right.plot(*validated(key), "o-", ms=3, label=key)
     right.set_xlabel("epoch")
     right.set_title("validation metrics")
     if others:

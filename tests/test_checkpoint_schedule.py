@@ -73,7 +73,8 @@ def _cfg(out: Path, **kwargs) -> RunConfig:
 def _records(run_dir: Path) -> list[dict]:
     """metrics.jsonl without its wall-clock entries."""
     lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    timing = ("seconds", "compile_seconds", "train_seconds", "examples_per_second", "refit_seconds")
+    timing = ("seconds", "epoch_seconds", "val_seconds", "compile_seconds", "train_seconds",
+              "examples_per_second", "refit_seconds")
     return [{k: v for k, v in line.items() if k not in timing} for line in lines]
 
 

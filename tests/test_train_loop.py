@@ -99,8 +99,11 @@ def _same(a: dict, b: dict) -> bool:
     return sorted(a) == sorted(b) and all(np.array_equal(np.asarray(a[k]), np.asarray(b[k])) for k in a)
 
 
+TIMES = ("seconds", "epoch_seconds", "val_seconds")
+
+
 def _strip_seconds(history):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in history]
+    return [{k: v for k, v in record.items() if k not in TIMES} for record in history]
 
 
 # ----------------------------------------------------------------------------- fit
@@ -119,11 +122,14 @@ def test_fit_records_history_and_speed(reference):
     result, _ = reference
     assert [r["epoch"] for r in result.history] == [1, 2, 3, 4]
     for record in result.history:
-        assert {"epoch", "train_loss", "train_data_loss", "val_rmse", "seconds"} <= set(record)
+        assert {"epoch", "train_loss", "train_data_loss", "val_rmse", *TIMES} <= set(record)
         assert record["train_loss"] >= record["train_data_loss"] > 0  # penalty l2 > 0
+        assert record["epoch_seconds"] == record["seconds"] > 0 and record["val_seconds"] > 0
     assert result.history[-1]["train_data_loss"] < result.history[0]["train_data_loss"]
     assert result.compile_seconds > 0 and result.train_seconds > 0
     assert result.examples_per_second == pytest.approx(4 * 800 / result.train_seconds)
+    assert result.train_seconds == pytest.approx(sum(r["epoch_seconds"] for r in result.history))
+    assert result.val_seconds == pytest.approx(sum(r["val_seconds"] for r in result.history))
     assert not result.stopped_early
     assert result.best_epoch == int(np.argmin([r["val_rmse"] for r in result.history])) + 1
 
@@ -164,6 +170,50 @@ def test_early_stopping_stops_returns_the_best_epoch_and_stays_stopped(problem, 
     assert ran == [] and len(seen) == 6
     assert again.stopped_early and again.best_epoch == 3 and _same(again.params, seen[2])
     assert _strip_seconds(again.history) == _strip_seconds(result.history)
+
+
+def test_val_every_validates_every_kth_and_the_last_epoch_and_patience_counts_validations(problem):
+    """val_every 2, patience 2, a made-up curve over the validations (higher is better):
+    epochs 2, 4, 6, 8 are validated; the best is epoch 4's; 6 and 8 do not beat it by
+    the tolerance (0.001): two validations without improvement stop the run at epoch 8,
+    though only four epochs have passed since the best."""
+    scores = [0.5, 0.8, 0.8, 0.8005, 0.9]
+    seen = []
+
+    def validate(params):
+        seen.append(jax.tree.map(np.array, params))
+        return {"val_auc": scores[len(seen) - 1]}
+
+    cfg = dataclasses.replace(BASE, epochs=20, patience=2, val_every=2)
+    result = _fit(problem, cfg, validate=validate, monitor="val_auc", higher_is_better=True)
+    assert [r["epoch"] for r in result.history] == list(range(1, 9))
+    assert [r["epoch"] for r in result.history if "val_auc" in r] == [2, 4, 6, 8]
+    assert result.stopped_early and result.best_epoch == 4 and _same(result.params, seen[1])
+    assert all(r["val_seconds"] == 0 < r["epoch_seconds"] for r in result.history if "val_auc" not in r)
+    assert all(r["val_seconds"] > 0 for r in result.history if "val_auc" in r)
+
+    # the last epoch is always validated, also when it is no multiple of val_every
+    for epochs, every, validated in ((5, 2, [2, 4, 5]), (3, 10, [3])):
+        seen.clear()
+        short = _fit(problem, dataclasses.replace(cfg, epochs=epochs, val_every=every, patience=10),
+                     validate=validate, monitor="val_auc", higher_is_better=True)
+        assert [r["epoch"] for r in short.history if "val_auc" in r] == validated
+        assert short.best_epoch == validated[int(np.argmax(scores[:len(validated)]))]
+
+
+def test_training_and_validation_seconds_are_apart(problem):
+    """A validation that takes 0.3 s: each epoch's val_seconds holds it, its
+    epoch_seconds (9 small steps) and the run's train_seconds do not."""
+    import time
+
+    def slow(params):
+        time.sleep(0.3)
+        return problem[2](params)
+
+    result = _fit(problem, dataclasses.replace(BASE, epochs=2), validate=slow)
+    for record in result.history:
+        assert record["val_seconds"] >= 0.3 > record["epoch_seconds"] > 0
+    assert result.val_seconds >= 0.6 > result.train_seconds
 
 
 def test_divergence_is_an_error(problem):

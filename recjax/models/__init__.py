@@ -65,8 +65,9 @@ class ModelSpec:
         of ``run_cfg.task``'s.
     validator : str, optional
         The dotted name of the family's validation function,
-        ``validator(model, inputs) -> evaluate(params, part, prefix) -> metrics``
-        (e.g. :func:`recjax.train.validation.bag_validator`), replacing the task's
+        ``validator(model, inputs) -> evaluate(params, part, prefix, sample, seed) -> metrics``
+        (e.g. :func:`recjax.train.validation.bag_validator`; ``sample``: how many of the
+        part's users to measure, seeded, 0 for all), replacing the task's
         rating or binary metrics of its predictions; named, not imported, as
         :attr:`trainer` is.
     monitor : (str, bool), optional

@@ -1,8 +1,9 @@
 """The training loop of alternating-least-squares families: one epoch is one sweep.
 
 :func:`fit` has :func:`recjax.train.loop.fit`'s contract (same parameters, a
-:class:`~recjax.train.loop.FitResult`, validation after every epoch, the same early
-stopping, ``last``/``best`` checkpoints on the same schedule through :class:`~recjax.train.checkpoint.Checkpoints`
+:class:`~recjax.train.loop.FitResult`, validation after every epoch (or every
+``cfg.val_every``-th and the last), the same early stopping, ``last``/``best``
+checkpoints on the same schedule through :class:`~recjax.train.checkpoint.Checkpoints`
 and bitwise resume: the same loop, :func:`~recjax.train.loop.run_epochs`) for a module
 that trains by sweeps instead of optimiser steps:
 

@@ -1,9 +1,10 @@
 """The training loop: compiled epochs, validation, early stopping, checkpoints, resume.
 
 :func:`fit` runs whole epochs as single compiled calls (see
-:func:`recjax.train.step.make_epoch`), validates after each, keeps the best
-parameters in memory (Object2Vec's early stopping: stop after ``patience`` epochs
-whose validation metric did not beat the best by more than ``tolerance``) and
+:func:`recjax.train.step.make_epoch`), validates after each (or after every
+``cfg.val_every``-th and the last), keeps the best parameters in memory (Object2Vec's
+early stopping: stop after ``patience`` validations whose metric did not beat the best
+by more than ``tolerance``) and
 writes its ``last`` checkpoint (state and best parameters) on a schedule
 (:class:`~recjax.train.checkpoint.CheckpointSchedule`: at most every
 ``cfg.checkpoint_seconds``) and ``best`` and ``last`` at the end, from which
@@ -93,14 +94,18 @@ class FitResult:
     params : dict
         The best parameters (by the monitored validation metric).
     history : list of dict
-        One record per epoch: ``epoch``, ``train_loss``, ``train_data_loss``,
-        the validation metrics (``val_*``) and ``seconds``.
+        One record per epoch: ``epoch``, ``train_loss``, ``train_data_loss``, the
+        validation metrics (``val_*``; absent from an epoch not validated), the epoch's
+        training seconds ``epoch_seconds`` (also under their first name, ``seconds``)
+        and its validation seconds ``val_seconds`` (0 when not validated).
     best_epoch : int
     stopped_early : bool
     compile_seconds : float
         Time to compile the epoch function (once per run).
     train_seconds : float
-        Wall time of the compiled epochs, compile excluded.
+        Wall time of the compiled epochs, compile and validation excluded.
+    val_seconds : float
+        Wall time of the validations after the epochs.
     examples_per_second : float
         Training examples processed per second of ``train_seconds``.
     """
@@ -111,6 +116,7 @@ class FitResult:
     stopped_early: bool = False
     compile_seconds: float = 0.0
     train_seconds: float = 0.0
+    val_seconds: float = 0.0
     examples_per_second: float = 0.0
 
 
@@ -364,6 +370,11 @@ def run_epochs(
     early stopping, the divergence and collapse checks, checkpoints on their schedule, the
     progress bar.
 
+    An epoch is validated when its number is a multiple of ``cfg.val_every`` or it is
+    ``cfg.epochs``; only a validated epoch can be the best, and ``patience`` counts
+    validations without improvement (with ``val_every`` 2 and patience 3, a run stops
+    at the third validation, six epochs, after its best).
+
     Parameters
     ----------
     epoch : callable
@@ -399,6 +410,7 @@ def run_epochs(
     bar = tqdm(range(start, cfg.epochs + 1), desc=f"{unit}s", unit=unit, disable=cfg.quiet,
                initial=start - 1, total=cfg.epochs)
     schedule = CheckpointSchedule(cfg.checkpoint_seconds)
+    shown: dict[str, str] = {}
     for number in bar:
         tic = time.perf_counter()
         state, metrics = epoch(state, number)
@@ -407,16 +419,19 @@ def run_epochs(
         result.train_seconds += seconds
         _check_training(number, metrics, check(state.params) if check is not None else None,
                         untrained_loss, advice, unit)
-        record = {"epoch": number, "train_loss": metrics["loss"],
-                  "train_data_loss": metrics["data_loss"],
-                  **(validate(state.params) if validate is not None else {}),
-                  "seconds": seconds}
-        _check_validation(number, record, monitor if validate is not None else None, advice, unit)
+        validated = validate is not None and (number % cfg.val_every == 0 or number == cfg.epochs)
+        tic = time.perf_counter()
+        measured = validate(state.params) if validated else {}
+        val_seconds = time.perf_counter() - tic if validated else 0.0
+        result.val_seconds += val_seconds
+        record = {"epoch": number, "train_loss": metrics["loss"], "train_data_loss": metrics["data_loss"],
+                  **measured, "seconds": seconds, "epoch_seconds": seconds, "val_seconds": val_seconds}
+        _check_validation(number, record, monitor if validated else None, advice, unit)
         result.history.append(record)
         if validate is None:  # no validation: the last epoch is the result
             improved, stopper.best_epoch = True, number
         else:
-            improved = stopper.update(number, record[monitor])
+            improved = validated and stopper.update(number, record[monitor])
         if improved:
             best = _copy_tree(state.params)  # the next epoch donates state.params
         finished = stopper.should_stop or number == cfg.epochs
@@ -430,7 +445,8 @@ def run_epochs(
                 checkpoints.save_best(stopper.best_epoch, best, meta)
             checkpoints.save_last(number, state, best, meta)
             schedule.written()
-        shown = {monitor: f"{record[monitor]:.4f}"} if validate is not None else {}
+        if validated:
+            shown = {monitor: f"{record[monitor]:.4f}"}
         bar.set_postfix(train=f"{record['train_data_loss']:.4f}", **shown)
         if stopper.should_stop:
             result.stopped_early = True
@@ -465,7 +481,8 @@ def fit(
     Parameters
     ----------
     validate : callable or None
-        ``validate(params) -> {"val_rmse": ..., ...}``, called after each epoch.
+        ``validate(params) -> {"val_rmse": ..., ...}``, called after each epoch (or after
+        every ``cfg.val_every``-th and the last: :func:`run_epochs`).
         ``None`` trains all ``cfg.epochs`` and keeps the last parameters.
     monitor : str or None
         The key of ``validate``'s result that drives early stopping.
