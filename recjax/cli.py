@@ -128,7 +128,18 @@ def train_configs(args: argparse.Namespace) -> tuple[RunConfig, Any]:
     from recjax.config import from_dict
     from recjax.models import MODELS
 
-    given = {k: v for k, v in vars(args).items() if k not in _RUN_ONLY}
+    train_values, model_values = given_settings(args, _RUN_ONLY)
+    model = train_values.get("model", "mf")
+    return from_dict(RunConfig, train_values), from_dict(MODELS[model].config, model_values)
+
+
+def given_settings(args: argparse.Namespace, not_settings: Sequence[str]) -> tuple[dict, dict]:
+    """({RunConfig field: value}, {model config field: value}) a command was given: a TOML
+    file's (``--config``, optional) overridden by flags; ``not_settings``: the command's
+    own flags. Raises :class:`CommandError` for an unknown model or another family's flag."""
+    from recjax.models import MODELS
+
+    given = {k: v for k, v in vars(args).items() if k not in not_settings}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
     train_names = {f.name for f in dataclasses.fields(RunConfig)}
     train_values = {**train_file, **{k: v for k, v in given.items() if k in train_names}}
@@ -142,7 +153,7 @@ def train_configs(args: argparse.Namespace) -> tuple[RunConfig, Any]:
         owners = _model_flag_owners()
         detail = ", ".join(f"{_flag(k)} ({'/'.join(owners[k])})" for k in foreign)
         raise CommandError(f"flag(s) not used by model {model!r}: {detail}")
-    return from_dict(RunConfig, train_values), from_dict(MODELS[model].config, {**model_file, **model_flags})
+    return train_values, {**model_file, **model_flags}
 
 
 _RUN_ONLY = ("func", "command", "config", "resume", "coordinator", "num_processes", "process_id",
@@ -173,27 +184,8 @@ def start_distributed(args: argparse.Namespace) -> None:
         raise CommandError(f"cannot start jax.distributed: {err}") from None
 
 
-def enable_compilation_cache(directory: str) -> None:
-    """JAX's persistent compilation cache in ``directory`` (created if missing): a later
-    run of the same programs (same model shapes, settings, JAX version and device) loads
-    them instead of compiling. Every program is kept, however quickly it compiled (JAX's
-    own default keeps only those over 1 s: most of a run's are faster)."""
-    import jax
-    from jax.experimental.compilation_cache import compilation_cache
-
-    path = Path(directory).expanduser()
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise CommandError(f"--compilation-cache {directory}: cannot create the folder "
-                           f"({err.strerror}); give a writable folder") from None
-    compilation_cache.reset_cache()  # a cache set up before (without a folder) is dropped
-    jax.config.update("jax_compilation_cache_dir", str(path))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def _train(args: argparse.Namespace) -> int:
-    from recjax.experiment import run
+    from recjax.experiment import enable_compilation_cache, run
     from recjax.report import print_run_summary
 
     train_cfg, model_cfg = train_configs(args)
@@ -236,7 +228,16 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
     hosts.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1")
     hosts.add_argument("--distributed", action="store_true",
                        help="let JAX detect the cluster (SLURM, Open MPI, TPU, JAX_COORDINATOR_ADDRESS)")
-    settings = train.add_argument_group("run settings (RunConfig)")
+    _add_settings(train, model)
+    train.set_defaults(func=_train)
+
+
+def _add_settings(parser: argparse.ArgumentParser, model: str) -> None:
+    """A flag for every RunConfig field and every model config field (``model``'s listed,
+    the other families' accepted unlisted, so that such a flag is named as theirs)."""
+    from recjax.models import MODELS
+
+    settings = parser.add_argument_group("run settings (RunConfig)")
     _add_dataclass_flags(settings, RunConfig, RunConfig(model=model), skip={"model"})
     settings.add_argument("--model", metavar="{" + ",".join(MODELS) + "}", default=argparse.SUPPRESS,
                           help=f"model family (default 'mf'; shown: {model})")
@@ -244,11 +245,10 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
                           help="alias of --learning-rate")
     spec = MODELS[model]
     added = _add_dataclass_flags(
-        train.add_argument_group(f"{model} model settings ({spec.config.__name__})"),
+        parser.add_argument_group(f"{model} model settings ({spec.config.__name__})"),
         spec.config, spec.config(), skip=set())
     for other in MODELS.values():  # accepted, so that a flag of another family is named as such
-        added |= _add_dataclass_flags(train, other.config, other.config(), skip=added, hidden=True)
-    train.set_defaults(func=_train)
+        added |= _add_dataclass_flags(parser, other.config, other.config(), skip=added, hidden=True)
 
 
 def chosen_model(argv: Sequence[str]) -> str:
@@ -655,10 +655,85 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 
 # ----------------------------------------------------------------------------- main
+def _tune(args: argparse.Namespace) -> int:
+    from recjax.tuning.report import summary_lines, write_report
+    from recjax.tuning.study import tune
+
+    train, model_values = given_settings(args, _TUNE_ONLY)
+    study = train.pop("out", None)
+    if not study:
+        raise CommandError("tune needs --out STUDY: the folder of the study (its storage, trials and report)")
+    result = tune(train.pop("model", "mf"), out=study, metric=args.metric, trials=args.trials,
+                  timeout=args.timeout, space=args.space, sampler=args.sampler, pruner=args.pruner,
+                  storage=args.storage, jobs=args.jobs, seed=train.pop("seed", 0), resume=args.resume,
+                  refit_best=args.refit_best, bootstrap=args.bootstrap, train=train,
+                  model_settings=model_values, progress=True)
+    print("\n".join(summary_lines(write_report(result.study_dir), result.trials)))
+    print(f"study: {result.study_dir} (trials.csv, best.json, plots); best run: {result.best_run}")
+    return 0
+
+
+def _tune_report(argv: Sequence[str]) -> int:
+    """``tune report STUDY``: the report written anew and its table printed."""
+    from recjax.tuning.report import summary_lines, trials_frame, write_report
+    from recjax.tuning.study import open_study
+
+    parser = argparse.ArgumentParser(prog="recjax tune report",
+                                     description="Write a study's report (trials.csv, best.json, plots) "
+                                                 "and print its table.")
+    parser.add_argument("study", help="the study folder (tune --out)")
+    args = parser.parse_args(argv)
+    report = write_report(args.study)
+    print("\n".join(summary_lines(report, trials_frame(open_study(Path(args.study))))))
+    return 0
+
+
+_TUNE_ONLY = ("func", "command", "config", "metric", "space", "trials", "timeout", "sampler", "pruner",
+              "storage", "jobs", "resume", "refit_best", "bootstrap")
+
+
+def _add_tune(sub: argparse._SubParsersAction, model: str = "mf") -> None:
+    from recjax.models import MODELS
+    from recjax.tuning.study import PRUNERS, SAMPLERS
+
+    if model not in MODELS:  # reported when the settings are read; the help shows mf's
+        model = "mf"
+    tune = sub.add_parser(
+        "tune", help="hyper-parameter search on the validation carve (Optuna; 'tune report STUDY' "
+                     "reports a study)",
+        description="Search a model family's settings with Optuna: every trial a run folder under "
+                    "STUDY/trials, trained on the training part less the validation carve and scored "
+                    "on the validation carve; the test part only with --refit-best, once. Run "
+                    "settings and model settings given as flags are shared by every trial; the "
+                    "searched ones come from the family's default space or --space. 'python -m "
+                    "recjax tune report STUDY' writes and prints a study's report.")
+    tune.add_argument("--config", help="TOML file with [train] and [model] tables (flags override)")
+    search = tune.add_argument_group("search")
+    search.add_argument("--metric", help="validation metric to optimise: rmse, mae, ndcg@10, ... "
+                                         "(default: the family's early-stopping metric)")
+    search.add_argument("--space", metavar="FILE.toml", help="search space replacing the family's default")
+    search.add_argument("--trials", type=_positive, default=20, help="trials in the study (default 20)")
+    search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop searching after this long")
+    search.add_argument("--sampler", choices=SAMPLERS, default="tpe", help="default tpe (seeded by --seed)")
+    search.add_argument("--pruner", choices=PRUNERS, default="median", help="default median")
+    search.add_argument("--storage", metavar="URL", help="Optuna storage: an RDB URL or journal:PATH, "
+                                                         "for several processes or machines on one "
+                                                         "study (default sqlite in STUDY)")
+    search.add_argument("--jobs", type=_positive, default=1, help="processes searching at once (default 1)")
+    search.add_argument("--resume", action="store_true", help="continue the study in --out")
+    search.add_argument("--refit-best", action="store_true",
+                        help="then train the best and the default settings on the whole split and score "
+                             "the test part once, with a paired bootstrap interval")
+    search.add_argument("--bootstrap", type=_positive, default=1000, help="resamples of that interval")
+    _add_settings(tune, model)
+    tune.set_defaults(func=_tune)
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_train, _add_data, _add_evaluate, _add_recommend, _add_neighbors, _add_plot]
 COMMANDS.append(_add_predict)
 COMMANDS.append(_add_serve)
+COMMANDS.append(_add_tune)
 
 
 def build_parser(model: str = "mf") -> argparse.ArgumentParser:
@@ -669,7 +744,7 @@ def build_parser(model: str = "mf") -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     for add in COMMANDS:
-        if add is _add_train:
+        if add in (_add_train, _add_tune):
             add(sub, model)
         else:
             add(sub)
@@ -689,10 +764,13 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(chosen_model(argv))
-    args = parser.parse_args(argv)
+    if argv[:2] == ["tune", "report"]:
+        func: Callable[[], int] = lambda: _tune_report(argv[2:])  # noqa: E731
+    else:
+        args = build_parser(chosen_model(argv)).parse_args(argv)
+        func = lambda: args.func(args)  # noqa: E731
     try:
-        return args.func(args)
+        return func()
     except _expected_errors() as err:
         print(f"recjax: error: {err}", file=sys.stderr)
         return 2

@@ -49,7 +49,7 @@ import errno
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -212,6 +212,38 @@ def _settings_differences(saved: dict[str, Any], cfg: RunConfig, model_cfg: Any)
     return out
 
 
+def _both(first: Callable[[dict[str, Any]], None],
+          then: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+    def call(record: dict[str, Any]) -> None:
+        first(record)
+        then(record)
+    return call
+
+
+def enable_compilation_cache(directory: str | Path) -> None:
+    """JAX's persistent compilation cache in ``directory`` (created if missing): a later
+    run of the same programs (same model shapes, settings, JAX version and device) loads
+    them instead of compiling. Every program is kept, however quickly it compiled (JAX's
+    own default keeps only those over 1 s: most of a run's are faster).
+
+    Raises
+    ------
+    ValueError
+        The folder cannot be created.
+    """
+    from jax.experimental.compilation_cache import compilation_cache
+
+    path = Path(directory).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ValueError(f"compilation cache {directory}: cannot create the folder "
+                         f"({err.strerror}); give a writable folder") from None
+    compilation_cache.reset_cache()  # a cache set up before (without a folder) is dropped
+    jax.config.update("jax_compilation_cache_dir", str(path))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def _build(spec: Any, model_cfg: Any, train: Any, cfg: RunConfig) -> Any:
     """The family's module for a training part: the run gives it its task and seed only."""
     return spec.build(model_cfg, train, task=cfg.task, seed=cfg.seed)
@@ -230,14 +262,17 @@ def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> 
 
 
 def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
-        splits: Splits | dict[str, Ratings] | None = None) -> RunResult:
+        splits: Splits | dict[str, Ratings] | None = None,
+        on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Train ``cfg.model`` with ``model_cfg``; write and return the run.
 
     ``splits`` (:class:`recjax.data.Splits`, or a dict ``{"train", "val", "test"}``, of
     :class:`Ratings` sharing one vocabulary, e.g. from
     :func:`recjax.data.split_ratings` of your own data) replaces the data ``cfg``
     names; the run folder stores them, so it is used without them afterwards
-    (:meth:`recjax.runs.Run.open`).
+    (:meth:`recjax.runs.Run.open`). ``on_epoch(record)`` is called with each epoch's
+    record (``epoch``, ``train_*``, ``val_*``) once it is logged; an exception it raises
+    stops the run (a study prunes a trial so).
 
     Raises
     ------
@@ -282,7 +317,7 @@ def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
             writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
                          splits, resume=resume, dataset="" if given else _dataset_name(cfg, model_cfg),
                          split="" if given else cfg.split)
-            return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume, unchecked)
+            return _train(cfg, model_cfg, spec, splits, run_dir, writer, resume, unchecked, on_epoch)
 
 
 @contextlib.contextmanager
@@ -339,9 +374,11 @@ def _check_folder(writer: RunWriter, cfg: RunConfig, model_cfg: Any, splits: dic
 
 
 def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], run_dir: Path,
-           writer: RunWriter, resume: bool, unchecked: tuple[str, ...]) -> RunResult:
+           writer: RunWriter, resume: bool, unchecked: tuple[str, ...],
+           on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
     """Fit (and refit), score, and finish the run folder; ``unchecked``: the identity
-    entries a resumed checkpoint need not match (:func:`_check_folder`)."""
+    entries a resumed checkpoint need not match (:func:`_check_folder`); ``on_epoch``
+    (:func:`run`) sees each validated epoch's record after it is logged."""
     identity = {**_identity(cfg, model_cfg), "data_fingerprint": fingerprint_digest(fingerprint(splits))}
     module = _build(spec, model_cfg, splits["train"], cfg)
     model = Model.split(module)
@@ -384,7 +421,7 @@ def _train(cfg: RunConfig, model_cfg: Any, spec: Any, splits: dict[str, Any], ru
         validate=lambda params: evaluate(params, "val", "val_", sample=cfg.val_users),
         monitor=monitor, higher_is_better=higher,
         checkpoints=Checkpoints(run_dir / "checkpoints", unchecked=unchecked), resume=resume,
-        identity=identity, on_epoch=writer.log,
+        identity=identity, on_epoch=writer.log if on_epoch is None else _both(writer.log, on_epoch),
         layout=layout,
     )
     metrics: dict[str, float] = evaluate(result.params, "val", "val_")
