@@ -36,6 +36,9 @@ Evaluation
     (:func:`catalogue_coverage`, :func:`diversity`, :func:`novelty`); ensembles
     (:func:`blend`, :func:`average_predictions`); baselines (:class:`EASE`,
     :class:`MostPopular`).
+Search
+    :func:`tune`: a fair hyper-parameter search (Optuna, the ``tune`` extra) on the
+    validation carve, every trial a run folder, returning a :class:`TuneResult`.
 
 Example
 -------
@@ -89,6 +92,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     ),
     "recjax.evaluation.ensemble": ("blend", "average_predictions"),
     "recjax.models.baselines": ("EASE", "MostPopular"),
+    "recjax.tuning.study": ("tune", "TuneResult"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
@@ -111,6 +115,8 @@ __all__ = [
     "hit_rate", "catalogue_coverage", "diversity", "novelty",
     # ensembles and baselines
     "blend", "average_predictions", "EASE", "MostPopular",
+    # hyper-parameter search (the tune extra: Optuna)
+    "tune", "TuneResult",
 ]
 
 
@@ -167,3 +173,4 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
     from recjax.models.softmax import SoftmaxConfig
     from recjax.retrieval import TopK, similar_items, topk
     from recjax.runs import Embeddings, Run, RunFolderError
+    from recjax.tuning.study import TuneResult, tune

@@ -298,16 +298,16 @@ def evaluation_table(results: dict[str, dict[str, float]], k: int, markdown: boo
     return format_table(["model"] + [h for _, h in columns], rows, markdown=markdown)
 
 
-#: ``evaluate --protocol``: the protocol a run's split implies, and the split each needs
-PROTOCOL_OF_SPLIT = {"users": "strong", "last_one": "loo"}
 _STRONG_COLUMNS = [("recall@20", "Recall@20"), ("recall@50", "Recall@50"), ("ndcg@100", "NDCG@100"),
                    ("users", "users")]
 
 
 def _protocol(args: argparse.Namespace, runs: Sequence[Any]) -> str:
     """The protocol asked for (or implied by the runs' split), checked against each run."""
+    from recjax.data.splits import protocol_of_split
+
     for path, run in zip(args.run, runs):
-        implied = PROTOCOL_OF_SPLIT.get(run.split, "ua")
+        implied = protocol_of_split(run.split)
         protocol = args.protocol or implied
         if protocol != implied:
             need = {"strong": "a 'users' split (train --split users)",
@@ -315,7 +315,7 @@ def _protocol(args: argparse.Namespace, runs: Sequence[Any]) -> str:
                     "ua": "a split with test ratings of training users (ua, random, per_user, ...)"}
             raise CommandError(f"--protocol {protocol} does not fit {path} (split {run.split!r}): it "
                                f"needs {need[protocol]}; its split implies --protocol {implied}")
-    return args.protocol or PROTOCOL_OF_SPLIT.get(runs[0].split, "ua")
+    return args.protocol or protocol_of_split(runs[0].split)
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -663,7 +663,8 @@ def _tune(args: argparse.Namespace) -> int:
     study = train.pop("out", None)
     if not study:
         raise CommandError("tune needs --out STUDY: the folder of the study (its storage, trials and report)")
-    result = tune(train.pop("model", "mf"), out=study, metric=args.metric, trials=args.trials,
+    result = tune(train.pop("model", "mf"), out=study, metric=args.metric, protocol=args.protocol,
+                  trials=args.trials,
                   timeout=args.timeout, space=args.space, sampler=args.sampler, pruner=args.pruner,
                   storage=args.storage, jobs=args.jobs, seed=train.pop("seed", 0), resume=args.resume,
                   refit_best=args.refit_best, bootstrap=args.bootstrap, train=train,
@@ -688,12 +689,13 @@ def _tune_report(argv: Sequence[str]) -> int:
     return 0
 
 
-_TUNE_ONLY = ("func", "command", "config", "metric", "space", "trials", "timeout", "sampler", "pruner",
+_TUNE_ONLY = ("func", "command", "config", "metric", "protocol", "space", "trials", "timeout", "sampler", "pruner",
               "storage", "jobs", "resume", "refit_best", "bootstrap")
 
 
 def _add_tune(sub: argparse._SubParsersAction, model: str = "mf") -> None:
     from recjax.models import MODELS
+    from recjax.data.splits import PROTOCOLS
     from recjax.tuning.study import PRUNERS, SAMPLERS
 
     if model not in MODELS:  # reported when the settings are read; the help shows mf's
@@ -711,6 +713,10 @@ def _add_tune(sub: argparse._SubParsersAction, model: str = "mf") -> None:
     search = tune.add_argument_group("search")
     search.add_argument("--metric", help="validation metric to optimise: rmse, mae, ndcg@10, ... "
                                          "(default: the family's early-stopping metric)")
+    search.add_argument("--protocol", choices=tuple(PROTOCOLS),
+                        help="ranking protocol: ua (further ratings of training users), strong (held-out "
+                             "users: --split users), loo (latest rating: --split last_one); default the "
+                             "one the split implies")
     search.add_argument("--space", metavar="FILE.toml", help="search space replacing the family's default")
     search.add_argument("--trials", type=_positive, default=20, help="trials in the study (default 20)")
     search.add_argument("--timeout", type=float, metavar="SECONDS", help="stop searching after this long")

@@ -38,6 +38,7 @@ PUBLIC_API = [
     "SoftmaxConfig",
     "Splits",
     "TopK",
+    "TuneResult",
     "UnknownIdError",
     "Vocabulary",
     "average_predictions",
@@ -66,6 +67,7 @@ PUBLIC_API = [
     "strong_generalization",
     "synthetic_ratings",
     "topk",
+    "tune",
 ]
 
 ROOT = Path(recjax.__file__).resolve().parent

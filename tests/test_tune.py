@@ -196,3 +196,21 @@ def test_refit_best_scores_the_test_part_once_against_the_defaults(ratings_file,
                                                         rel=1e-4)
     assert test["bootstrap"]["low"] <= test["bootstrap"]["difference"] <= test["bootstrap"]["high"]
     assert test["bootstrap"]["resamples"] == 200
+
+
+def test_the_protocol_chooses_the_split_and_refuses_one_that_does_not_fit(ratings_file, tmp_path, capsys):
+    from recjax.runs import Run
+    from recjax.tuning.study import tune
+
+    flags = _flags(ratings_file, tmp_path / "refused", _space(tmp_path), "--protocol", "strong")
+    assert main(flags) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--protocol strong does not fit --split random" in err and len(err.splitlines()) == 1
+    result = tune("ials", out=tmp_path / "strong", protocol="strong", trials=1, pruner="none",
+                  train={"data": str(ratings_file), "columns": "user,item,rating", "epochs": 2})
+    settings = json.loads((tmp_path / "strong" / "tune.json").read_text())
+    assert settings["protocol"] == "strong" and settings["train"]["split"] == "users"
+    run = Run.open(result.best_run)  # trained less the held-out validation users, scored on them
+    trained = set(run.splits["train"].users.ids[run.splits["train"].user])
+    scored = set(run.splits["test"].users.ids[run.splits["test"].user])
+    assert scored and not scored & trained  # scored on held-out users, none of them trained on

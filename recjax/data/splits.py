@@ -53,6 +53,8 @@ __all__ = [
     "temporal_split",
     "kfold",
     "PROTOCOL_SPLITS",
+    "PROTOCOLS",
+    "protocol_of_split",
     "user_split",
     "last_one_split",
 ]
@@ -63,6 +65,16 @@ SPLIT_METHODS = ("random", "per_user", "temporal", "kfold")
 #: The splits of the literature's ranking protocols (:mod:`recjax.evaluation.strong`):
 #: held-out users (strong generalisation) and leave-last-one-out with its validation.
 PROTOCOL_SPLITS = ("users", "last_one")
+#: The ranking protocols (``evaluate --protocol``, ``tune --protocol``) and the split
+#: each needs: ``ua`` any split of further ratings of training users (ua, random,
+#: per_user, ...), ``strong`` held-out users, ``loo`` each user's latest rating.
+PROTOCOLS = {"ua": None, "strong": "users", "loo": "last_one"}
+
+
+def protocol_of_split(split: str) -> str:
+    """The protocol a split implies: ``"strong"`` for ``users``, ``"loo"`` for
+    ``last_one``, ``"ua"`` for any other."""
+    return {need: name for name, need in PROTOCOLS.items() if need}.get(split, "ua")
 
 
 class Split(NamedTuple):

@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from recjax.data.splits import PROTOCOLS, protocol_of_split
 from recjax.tuning.space import Space, load_space
 
 __all__ = ["tune", "TuneResult", "StudyError", "SAMPLERS", "PRUNERS", "metric_key", "open_study"]
@@ -120,7 +121,8 @@ class TuneResult:
         return self.test
 
 
-def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, trials: int = 20,
+def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, protocol: str | None = None,
+         trials: int = 20,
          timeout: float | None = None, space: str | Path | None = None, sampler: str = "tpe",
          pruner: str = "median", storage: str | None = None, jobs: int = 1, seed: int = 0,
          resume: bool = False, refit_best: bool = False, bootstrap: int = 1000,
@@ -137,6 +139,12 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, trial
     metric : str, optional
         The validation metric to optimise (``rmse``, ``ndcg@10``, ...; default the
         family's early-stopping metric). It must be one the family's validation reports.
+    protocol : {"ua", "strong", "loo"}, optional
+        The ranking protocol (:data:`recjax.data.splits.PROTOCOLS`): ``strong`` trains
+        on a ``users`` split (held-out users folded in), ``loo`` on ``last_one``; ``ua``
+        on a split of further ratings of the training users (the dataset's default or
+        ``train["split"]``). Default: the one the split implies. The trials' validation
+        and ``refit_best``'s test follow it.
     trials : int
         Trials of the study in all (finished or pruned), over every process and resume.
     timeout : float, optional
@@ -184,8 +192,8 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, trial
             raise StudyError(f"{name} must be a positive integer, got {value!r}")
     if timeout is not None and not timeout > 0:
         raise StudyError(f"timeout must be > 0 seconds, got {timeout!r}")
-    train = {k: v for k, v in (train or {}).items() if k not in ("model", "out", "seed")}
-    make_configs(model, train, model_settings)  # the shared settings are valid before anything is written
+    train = _protocol_split(protocol, {k: v for k, v in (train or {}).items() if k not in ("model", "out", "seed")})
+    cfg, _ = make_configs(model, train, model_settings)  # the shared settings are valid before anything is written
     searched = load_space(model, space)
     searched.defaults()  # trial 0 trains the defaults: they must lie inside the space
     both = sorted(p.key for p in searched.params
@@ -194,7 +202,8 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, trial
         raise StudyError(f"{', '.join(both)} is searched by the space ({searched.source}) and also fixed "
                          f"by the settings given: drop the setting, or give a space without it")
     key, direction = metric_key(metric or _monitor(model, train))
-    settings = {"model": model, "metric": key, "direction": direction, "train": train,
+    settings = {"model": model, "metric": key, "direction": direction, "protocol": protocol_of_split(cfg.split),
+                "train": train,
                 "model_settings": model_settings or {}, "space": str(searched.source),
                 "space_text": Path(searched.source).read_text(), "sampler": sampler, "pruner": pruner,
                 "seed": seed, "storage": storage, "own_data": splits is not None}
@@ -228,6 +237,19 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, trial
     else:
         write_report(study_dir)
     return result
+
+
+def _protocol_split(protocol: str | None, train: dict[str, Any]) -> dict[str, Any]:
+    """``train`` with the split ``protocol`` needs (checked against a split given)."""
+    if protocol is None:
+        return train
+    if protocol not in PROTOCOLS:
+        raise StudyError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    split, need = train.get("split"), PROTOCOLS[protocol]
+    if split is not None and protocol_of_split(split) != protocol:
+        raise StudyError(f"--protocol {protocol} does not fit --split {split}: it needs "
+                         f"{f'--split {need}' if need else 'a split of ratings of training users (ua, random, ...)'}")
+    return {**train, "split": need} if need and split is None else train
 
 
 def _monitor(model: str, train: dict[str, Any]) -> str:
@@ -473,23 +495,26 @@ def _refit_best(study_dir: Path, settings: dict[str, Any], best_params: dict[str
         runs[name] = Run.open(folder)
         out[name] = {"run": name, "params": flat,
                      **{k: float(v) for k, v in result.metrics.items() if k.startswith("test_")}}
-    out["bootstrap"] = _compare(runs["best"], runs["defaults"], settings["metric"], bootstrap)
+    out["bootstrap"] = _compare(runs["best"], runs["defaults"], settings["metric"], settings["protocol"],
+                                bootstrap)
     return out
 
 
-def _compare(best: Any, defaults: Any, key: str, n_resamples: int) -> dict[str, Any]:
+def _compare(best: Any, defaults: Any, key: str, protocol: str, n_resamples: int) -> dict[str, Any]:
     """Paired bootstrap over test users of best minus defaults: the study's metric per
-    user (a rating metric as each user's mean squared / absolute error)."""
+    user under ``protocol`` (a rating metric as each user's mean squared / absolute error)."""
     import numpy as np
 
     from recjax.evaluation.compare import bootstrap_runs
     from recjax.evaluation.protocol import RankingTask
     from recjax.evaluation.significance import paired_bootstrap
+    from recjax.evaluation.strong import StrongTask
 
     name = key[4:]
     if "@" in name:
         metric, k = name.split("@")
-        row = bootstrap_runs([defaults, best], RankingTask.from_run(best), int(k), metric=metric,
+        task = (StrongTask if protocol == "strong" else RankingTask).from_run(best)
+        row = bootstrap_runs([defaults, best], task, int(k), metric=metric,
                              n_resamples=n_resamples)
         return {"metric": f"test_{name}", **next(iter(row.values()))}
     per_user = []
