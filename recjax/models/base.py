@@ -230,8 +230,9 @@ def rating_inputs(part: Any, *, task: str = "regression", binary_threshold: floa
 
 
 class Constant(nnx.Variable):
-    """A constant table of a model (token sequences, feature indices, log-frequencies):
-    part of its state, never trained."""
+    """A constant of a model (token sequences, feature indices, log-frequencies, a
+    regularisation weight): part of its state, never trained; an input of the compiled
+    train step (:func:`recjax.train.step.make_train_step`), not a constant of it."""
 
 
 def parse_dims(text: str, name: str = "hidden_dims") -> tuple[int, ...]:

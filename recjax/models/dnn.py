@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.models.base import Capabilities, parse_dims, table
+from recjax.models.base import Capabilities, Constant, parse_dims, table
 
 __all__ = ["DNNConfig", "DNN"]
 
@@ -95,6 +95,7 @@ class DNN(nnx.Module):
         self.out = nnx.Linear(width, 1, bias_init=jax.nn.initializers.constant(bias), rngs=rngs)
         self.input_dropout = nnx.Dropout(cfg.input_dropout)
         self.dropout = nnx.Dropout(cfg.dropout)
+        self.l2 = Constant(jnp.float32(cfg.l2))  # a study's trials of other l2 share the compiled step
 
     def __call__(self, batch: dict[str, jax.Array], *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -115,7 +116,7 @@ class DNN(nnx.Module):
         rows = (jnp.sum(self.user_embedding[batch["user"]] ** 2, -1)
                 + jnp.sum(self.item_embedding[batch["item"]] ** 2, -1))
         weight = batch.get("weight", jnp.ones_like(rows))
-        return self.cfg.l2 * jnp.sum(rows * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+        return self.l2[...] * jnp.sum(rows * weight) / jnp.maximum(jnp.sum(weight), 1.0)
 
     def row_lookups(self) -> dict[tuple, tuple[str, ...]]:
         """The tables by the batch fields indexing their rows (see :mod:`recjax.models.base`)."""

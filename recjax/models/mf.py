@@ -38,7 +38,7 @@ import scipy.sparse as sp
 from flax import nnx
 
 from recjax.data.bags import check_user_items
-from recjax.models.base import Capabilities, table
+from recjax.models.base import Capabilities, Constant, table
 from recjax.models.fold_in import rating_ridge_users
 
 __all__ = ["MFConfig", "MF"]
@@ -121,6 +121,7 @@ class MF(nnx.Module):
         use_mean = cfg.global_mean and task == "regression"
         self.offset = float(global_mean) if use_mean else 0.0
         self.rating_scale = tuple(float(x) for x in rating_scale)
+        self.l2 = Constant(jnp.float32(cfg.l2))  # a study's trials of other l2 share the compiled step
 
     def __call__(self, batch: dict[str, jax.Array], *, train: bool = False,
                  rngs: nnx.Rngs | None = None) -> jax.Array:
@@ -147,7 +148,7 @@ class MF(nnx.Module):
             if self.item_bias is not None:
                 rows = rows + self.item_bias[item] ** 2
             weight = batch.get("weight", jnp.ones_like(rows))
-            total = total + cfg.l2 * jnp.sum(rows * weight) / jnp.maximum(jnp.sum(weight), 1.0)
+            total = total + self.l2[...] * jnp.sum(rows * weight) / jnp.maximum(jnp.sum(weight), 1.0)
         if cfg.l2_table:
             total = total + cfg.l2_table * (
                 jnp.sum(self.user_embedding[...] ** 2) + jnp.sum(self.item_embedding[...] ** 2)

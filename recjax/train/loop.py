@@ -189,15 +189,15 @@ def _untrained_loss(model: Model, task: str, train: Batch, cfg: RunConfig) -> fl
     per_example = TASK_LOSSES[task]
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(cfg.seed), _STEPS), 0)
 
-    def loss(params: dict, batch: Batch) -> jax.Array:
-        module = model.bind(params)
+    def loss(params: dict, batch: Batch, rest: nnx.State) -> jax.Array:
+        module = model.bind(params, rest)
         augment = getattr(module, "augment", None)
         if augment is not None:
             batch = augment(batch, jax.random.fold_in(key, 1))
         predictions = module(batch, train=True, rngs=nnx.Rngs(dropout=key))
         return masked_mean(per_example(predictions, batch["label"]), batch["weight"]) + module.penalty(batch)
 
-    return float(jax.jit(loss)(model.params, batch))
+    return float(jax.jit(loss)(model.params, batch, model.rest))
 
 
 @dataclass(frozen=True)
@@ -518,7 +518,7 @@ def fit(
     epoch_fn = make_epoch(make_train_step(model, tx, task), n, cfg.batch_size,
                           state_sharding=state_sharding, batch_sharding=layout.batch)
     tic = time.perf_counter()
-    compiled = epoch_fn.lower(state, data, epoch_keys).compile()
+    compiled = epoch_fn.lower(state, data, epoch_keys, model.rest).compile()
     compile_seconds = time.perf_counter() - tic
     device, sharing = _memory_device(layout)
     check_epoch_memory(compiled, batch_size=cfg.batch_size, n_examples=n, n_devices=sharing,
@@ -526,7 +526,7 @@ def fit(
     untrained_loss = _untrained_loss(model, task, train, cfg)
 
     def epoch(state: TrainState, number: int) -> tuple[TrainState, dict[str, jax.Array]]:
-        return compiled(state, data, jax.random.fold_in(epoch_keys, number))
+        return compiled(state, data, jax.random.fold_in(epoch_keys, number), model.rest)
 
     return run_epochs(epoch, state, progress, cfg, n_examples=n, validate=validate, monitor=monitor,
                       checkpoints=checkpoints, on_epoch=on_epoch, to_host=layout.to_host,

@@ -11,12 +11,11 @@ row of the dense gradient. :class:`SparseOptimizer` then applies the optimiser r
 to those rows and scatters them back in place (and their optimiser state); every
 other row, the mesh's padding rows included, is never read or written.
 
-Rules (learning rate from the same optax schedule at the global step):
+Rules: the optimiser's own optax transformation (:class:`SparseOptimizer`), on the
+gathered rows and their rows of its state, its step count global:
 
-* ``sgd``: ``w -= lr g``; the same parameters as dense SGD (a row not looked up has
-  a zero gradient).
-* ``adagrad``: optax's (``initial_accumulator_value`` 0.1, ``eps`` 1e-7 inside the
-  square root); a zero gradient leaves dense adagrad's row unchanged, so this too
+* ``sgd``: the same parameters as dense SGD (a row not looked up has a zero gradient).
+* ``adagrad``: a zero gradient leaves dense adagrad's row unchanged, so this too
   equals dense.
 * ``adam`` / ``adamw``: **lazy** Adam (TF's LazyAdam, torch's SparseAdam): the
   moments of a row decay and the row moves only in the steps that look it up;
@@ -48,12 +47,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-__all__ = ["TABLE_RULES", "NO_ROW", "SparseOptimizer", "lookup_groups", "unique_rows", "get_path",
-           "assign_paths"]
+__all__ = ["NO_ROW", "SparseOptimizer", "lookup_groups", "unique_rows", "get_path", "assign_paths"]
 
-TABLE_RULES = ("sgd", "adagrad", "adam", "adamw")
-ADAM = {"b1": 0.9, "b2": 0.999, "eps": 1e-8}  # optax.adam's defaults
-ADAGRAD = {"initial_accumulator_value": 0.1, "eps": 1e-7}  # optax.adagrad's defaults
 NO_ROW = int(jnp.iinfo(jnp.int32).max)  # an unused slot: gathers zeros, its scatter is dropped
 
 Path = tuple
@@ -129,59 +124,44 @@ def unique_rows(indices: Sequence[jax.Array], size: int) -> tuple[jax.Array, lis
 @dataclass(frozen=True, eq=False)
 class SparseOptimizer:
     """The optimiser of a run with sparse table updates (built by
-    :func:`recjax.train.optim.make_optimizer`).
+    :func:`recjax.train.optim.make_optimizer`): one optax rule, applied to the dense
+    parameters as optax does and to the looked-up rows of the tables.
 
-    Its state is ``(dense optax state, table state)``: the first is
-    ``optax.masked(dense)`` over the parameters (tables masked out), the second a
-    dict ``{slot name: {table path...: array like the table}}`` (``sum_of_squares``
-    for adagrad, ``mu`` and ``nu`` for adam/adamw, nothing for sgd), laid out like
-    the tables on a mesh.
+    Its state is ``(dense state, table state)``: ``optax.masked(rule)``'s over the
+    parameters (tables masked out), and ``rule``'s own state of the tables alone
+    (a nested dict of the tables, laid out like them on a mesh): its per-element
+    leaves (``sum_of_squares``, ``mu``, ``nu``) hold a row per table row, its scalars
+    (the step count, the injected learning rate) are the rule's as they are.
+    :meth:`update_rows` gathers the rows of those per-element leaves, runs
+    ``rule.update`` on the gathered rows and scatters them back, so the count moves
+    once per step (Adam's bias correction by the global step) while a row's moments
+    move only in the steps that look it up.
 
     Attributes
     ----------
-    rule : {"sgd", "adagrad", "adam", "adamw"}
-    schedule : optax.Schedule
-        The learning rate by global step.
-    dense : optax.GradientTransformation
-        The rule for every other parameter (unclipped: :meth:`clip` clips the whole).
+    rule : optax.GradientTransformation
+        The optimiser's optax transformation, unclipped (:meth:`clip` clips the whole
+        gradient first).
     tables : frozenset of tuple
         Paths of the tables updated by rows.
     grad_clip : float
         Global-norm clipping of the whole gradient; 0 = off.
-    weight_decay : float
-        adamw's decoupled decay.
     """
 
-    rule: str
-    schedule: optax.Schedule
-    dense: optax.GradientTransformation
+    rule: optax.GradientTransformation
     tables: frozenset
     grad_clip: float = 0.0
-    weight_decay: float = 0.0
-
-    def __post_init__(self) -> None:
-        if self.rule not in TABLE_RULES:
-            raise ValueError(f"no sparse table rule for optimizer {self.rule!r}; choose one of "
-                             f"{', '.join(TABLE_RULES)} or table_updates='dense'")
 
     def _masked(self, params: dict) -> optax.GradientTransformation:
         mask = jax.tree_util.tree_map_with_path(lambda path, _: _path(path) not in self.tables, params)
-        return optax.masked(self.dense, mask)
+        return optax.masked(self.rule, mask)
 
-    def _slots(self) -> dict[str, float]:
-        """Optimiser state per table row: slot name -> initial value."""
-        if self.rule == "adagrad":
-            return {"sum_of_squares": ADAGRAD["initial_accumulator_value"]}
-        if self.rule in ("adam", "adamw"):
-            return {"mu": 0.0, "nu": 0.0}
-        return {}
+    def _tables(self, params: dict) -> dict:
+        return assign_paths({}, {path: get_path(params, path) for path in self.tables})
 
-    def init(self, params: dict) -> tuple[Any, dict]:
+    def init(self, params: dict) -> tuple[Any, Any]:
         """The optimiser state of ``params`` (tables as stored, padding included)."""
-        slots = {name: assign_paths({}, {path: jnp.full_like(get_path(params, path), value)
-                                         for path in self.tables})
-                 for name, value in self._slots().items()}
-        return self._masked(params).init(params), slots
+        return self._masked(params).init(params), self.rule.init(self._tables(params))
 
     def clip(self, grads: Any) -> Any:
         """``grads`` clipped to global norm ``grad_clip`` (optax's rule), unchanged when off."""
@@ -197,42 +177,37 @@ class SparseOptimizer:
             params, updates)
         return params, opt_state
 
-    def update_rows(self, params: dict, slots: dict, ids: dict[Path, jax.Array], rows: dict[Path, jax.Array],
-                    grads: dict[Path, jax.Array], step: jax.Array) -> tuple[dict, dict]:
+    def update_rows(self, params: dict, table_state: Any, ids: dict[Path, jax.Array],
+                    rows: dict[Path, jax.Array], grads: dict[Path, jax.Array]) -> tuple[dict, Any]:
         """Apply the rule to the rows ``ids`` of each table and scatter them back.
 
         ``rows[path]`` [S, ...] are the rows gathered at ``ids[path]`` [S] (unused
         slots :data:`NO_ROW`, dropped), ``grads[path]`` their summed gradients.
-        Returns (params, slots) with only those rows changed.
+        Returns (params, table state) with only those rows changed (and the rule's
+        scalars moved on by one step).
         """
-        lr = self.schedule(step)
-        t = (step + 1).astype(jnp.float32)
-        new_tables: dict[Path, jax.Array] = {}
-        new_slots: dict[str, dict[Path, jax.Array]] = {name: {} for name in slots}
-        for path, index in ids.items():
-            w, g = rows[path], grads[path]
-            state = {name: get_path(slots[name], path).at[index].get(mode="fill", fill_value=0)
-                     for name in slots}
-            if self.rule == "sgd":
-                w = w - lr * g
-            elif self.rule == "adagrad":
-                acc = state["sum_of_squares"] + g * g
-                w = w - lr * jnp.where(acc > 0, jax.lax.rsqrt(acc + ADAGRAD["eps"]), 0.0) * g
-                state = {"sum_of_squares": acc}
-            else:
-                b1, b2 = ADAM["b1"], ADAM["b2"]
-                mu = b1 * state["mu"] + (1 - b1) * g
-                nu = b2 * state["nu"] + (1 - b2) * g * g
-                u = (mu / (1 - b1 ** t)) / (jnp.sqrt(nu / (1 - b2 ** t)) + ADAM["eps"])
-                if self.rule == "adamw":
-                    u = u + self.weight_decay * w
-                w = w - lr * u
-                state = {"mu": mu, "nu": nu}
-            new_tables[path] = get_path(params, path).at[index].set(w, mode="drop")
-            for name, value in state.items():
-                new_slots[name][path] = get_path(slots[name], path).at[index].set(value, mode="drop")
-        return (assign_paths(params, new_tables),
-                {name: assign_paths(slots[name], new_slots[name]) for name in slots})
+        index = assign_paths({}, ids)
+        per_row = self._per_row(table_state, index)  # the index of each per-element leaf, else None
+        gathered = jax.tree.map(lambda leaf, at: leaf if at is None else leaf.at[at].get(
+            mode="fill", fill_value=0), table_state, per_row, is_leaf=_is_none)
+        rows_tree = assign_paths({}, rows)
+        updates, new_state = self.rule.update(assign_paths({}, grads), gathered, rows_tree)
+        new_rows = optax.apply_updates(rows_tree, updates)
+        params = assign_paths(params, {path: get_path(params, path).at[at].set(get_path(new_rows, path), mode="drop")
+                                       for path, at in ids.items()})
+        table_state = jax.tree.map(lambda leaf, new, at: new if at is None else leaf.at[at].set(new, mode="drop"),
+                                   table_state, new_state, per_row, is_leaf=_is_none)
+        return params, table_state
+
+    def _per_row(self, table_state: Any, index: dict) -> Any:
+        """``table_state`` with each leaf that holds a row per table row replaced by that
+        table's row indices and every other leaf by ``None``."""
+        return optax.tree_utils.tree_map_params(self.rule, lambda _, at: at, table_state, index,
+                                                transform_non_params=lambda _: None)
+
+
+def _is_none(leaf: Any) -> bool:
+    return leaf is None
 
 
 def _path(keys: Sequence[Any]) -> Path:

@@ -113,21 +113,27 @@ class Model:
         graphdef, params, rest = nnx.split(module, nnx.Param, ...)
         return cls(graphdef, nnx.to_pure_dict(params), rest, tables, lookups)
 
-    def bind(self, params: dict) -> nnx.Module:
-        """The module with ``params`` (a fresh object; nothing is mutated).
+    def bind(self, params: dict, rest: nnx.State | None = None) -> nnx.Module:
+        """The module with ``params`` and ``rest`` (default :attr:`rest`; a fresh object,
+        nothing is mutated).
 
         Tables stored with padding rows (on a mesh) are cut to their real rows.
         """
         real = jax.tree.map(lambda value, initial: value[: np.shape(initial)[0]]
                             if np.ndim(initial) and np.shape(value)[0] != np.shape(initial)[0] else value,
                             params, self.params)
-        return nnx.merge(self.graphdef, real, self.rest)
+        return nnx.merge(self.graphdef, real, self.rest if rest is None else rest)
 
 
 def make_train_step(
     model: Model, tx: optax.GradientTransformation | SparseOptimizer, task: str
-) -> Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]]:
-    """``step(state, batch) -> (state, metrics)``: one optimiser update, pure.
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """``step(state, batch, rest=None) -> (state, metrics)``: one optimiser update, pure.
+
+    ``rest`` is the model's non-trained state (default ``model.rest``, then constants
+    of the compiled step); given as an argument it is an input of the compiled
+    program, so models that differ only in it (a regularisation weight, a study's
+    trials) share one program.
 
     ``metrics`` holds ``loss`` (data loss + penalty) and ``data_loss`` (the task
     loss alone), both averaged over the batch's real examples. With a
@@ -143,9 +149,10 @@ def make_train_step(
                              f"row_lookups for them; use table_updates='dense'")
         groups = lookup_groups({path: model.row_lookups[path] for path in tx.tables})
 
-    def step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, jax.Array]]:
+    def step(state: TrainState, batch: Batch, rest: nnx.State | None = None
+             ) -> tuple[TrainState, dict[str, jax.Array]]:
         key = jax.random.fold_in(state.key, state.step)
-        module = model.bind(state.params)
+        module = model.bind(state.params, rest)
         augment = getattr(module, "augment", None)
         if augment is not None:
             batch = augment(batch, jax.random.fold_in(key, 1))
@@ -156,7 +163,7 @@ def make_train_step(
                 mode="fill", fill_value=0) for path, index in ids.items()})
 
         def objective(params: dict) -> tuple[jax.Array, jax.Array]:
-            module = model.bind(params)
+            module = model.bind(params, rest)
             predictions = module(batch, train=True, rngs=nnx.Rngs(dropout=key))
             data_loss = masked_mean(per_example(predictions, batch["label"]), batch["weight"])
             return data_loss + module.penalty(batch), data_loss
@@ -165,10 +172,10 @@ def make_train_step(
         if sparse:
             grads = tx.clip(grads)
             new_params, dense_state = tx.update_dense(grads, state.opt_state[0], state.params)
-            new_params, slots = tx.update_rows(
+            new_params, table_state = tx.update_rows(
                 new_params, state.opt_state[1], ids, {path: get_path(params, path) for path in ids},
-                {path: get_path(grads, path) for path in ids}, state.step)
-            opt_state = (dense_state, slots)
+                {path: get_path(grads, path) for path in ids})
+            opt_state = (dense_state, table_state)
         else:
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             new_params = optax.apply_updates(state.params, updates)
@@ -205,14 +212,15 @@ def batch_layout(n_examples: int, batch_size: int) -> tuple[int, int]:
 
 
 def make_epoch(
-    step: Callable[[TrainState, Batch], tuple[TrainState, dict[str, jax.Array]]],
+    step: Callable[..., tuple[TrainState, dict[str, jax.Array]]],
     n_examples: int,
     batch_size: int,
     *,
     state_sharding: Any = None,
     batch_sharding: Any = None,
 ) -> Callable[[TrainState, Batch, jax.Array], tuple[TrainState, dict[str, jax.Array]]]:
-    """``epoch(state, data, epoch_key) -> (state, mean metrics)``: one jit-compiled call.
+    """``epoch(state, data, epoch_key, rest=None) -> (state, mean metrics)``: one
+    jit-compiled call (``rest``: the model's non-trained state, passed to ``step``).
 
     ``data`` holds arrays with leading axis ``n_examples`` (or more: rows past
     ``n_examples`` are padding, never drawn), resident on the device(s).
@@ -226,7 +234,7 @@ def make_epoch(
     size, n_batches = batch_layout(n_examples, batch_size)
     padded = size * n_batches
 
-    def epoch(state: TrainState, data: Batch, epoch_key: jax.Array):
+    def epoch(state: TrainState, data: Batch, epoch_key: jax.Array, rest: nnx.State | None = None):
         order = jnp.resize(jax.random.permutation(epoch_key, n_examples), padded)
         real = (jnp.arange(padded) < n_examples).astype(jnp.float32)
         order, real = order.reshape(n_batches, size), real.reshape(n_batches, size)
@@ -237,7 +245,7 @@ def make_epoch(
             batch["weight"] = batch["weight"] * mask if "weight" in batch else mask
             if batch_sharding is not None:
                 batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-            carry, metrics = step(carry, batch)
+            carry, metrics = step(carry, batch, rest)
             return carry, (metrics, jnp.sum(mask))
 
         state, (metrics, counts) = jax.lax.scan(body, state, (order, real))
