@@ -23,9 +23,10 @@ import numpy as np
 from recjax.config import make_configs
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
-from recjax.evaluation import average_predictions, evaluate_runs, mse, rmse
+from recjax.evaluation import average_predictions, evaluate_runs
 from recjax.experiment import RunResult, run
 from recjax.explore import load_run
+from recjax.metrics import mse, rmse
 from recjax.models import MODELS
 from recjax.models.baselines import BiasModel, GlobalMean, UserMean
 from recjax.report import format_table

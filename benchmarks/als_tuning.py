@@ -48,8 +48,8 @@ from collections.abc import Callable
 import numpy as np
 
 from recjax.config import RunConfig
-from recjax.evaluation.metrics import task_metrics
 from recjax.experiment import load_splits
+from recjax.metrics import task_metrics
 from recjax.models import MODELS
 from recjax.models.base import rating_inputs
 from recjax.train.step import Model

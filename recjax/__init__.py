@@ -86,7 +86,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.evaluation.protocol": ("RankingTask", "evaluate_ranking"),
     "recjax.evaluation.strong": ("strong_generalization",),
     "recjax.evaluation.significance": ("paired_bootstrap",),
-    "recjax.evaluation.metrics": (
+    "recjax.metrics": (
         "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
         "hit_rate", "catalogue_coverage", "diversity", "novelty",
     ),
@@ -145,7 +145,7 @@ if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported
         synthetic_ratings,
     )
     from recjax.evaluation.ensemble import average_predictions, blend
-    from recjax.evaluation.metrics import (
+    from recjax.metrics import (
         catalogue_coverage,
         diversity,
         hit_rate,

@@ -68,7 +68,7 @@ from recjax.data.splits import (
     split_ratings,
 )
 from recjax.data.synthetic import synthetic_ratings
-from recjax.evaluation.metrics import task_metrics
+from recjax.metrics import task_metrics
 from recjax.models import MODELS
 from recjax.models.base import capabilities_of
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest

@@ -32,8 +32,8 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from recjax.evaluation.metrics import norm_popularity_correlation
 from recjax.evaluation.protocol import RankingTask
+from recjax.metrics import norm_popularity_correlation
 
 __all__ = ["learning_curves", "norm_vs_ratings", "projection", "rating_histograms", "plot_run",
            "save_png"]

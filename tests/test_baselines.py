@@ -99,7 +99,7 @@ def test_bias_model_default_iterations_are_plenty(small_synthetic):
 
 def test_bias_model_beats_the_means_on_held_out_ratings(small_synthetic):
     from recjax.data import holdout_split
-    from recjax.evaluation import rmse
+    from recjax.metrics import rmse
 
     data, _ = small_synthetic
     train, test, _ = holdout_split(data, 0.2, seed=3)

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from recjax.evaluation.metrics import (
+from recjax.metrics import (
     accuracy,
     auc,
     binary_metrics,
@@ -312,7 +312,7 @@ def test_blocked_beyond_accuracy_metrics_equal_the_unblocked_formulas(block_size
 def test_diversity_normalises_a_large_table_in_item_blocks(monkeypatch):
     """With a working memory smaller than the unit table, the table is normalised a block
     of items at a time (and the users go one by one): the same answer."""
-    import recjax.evaluation.metrics as evaluation
+    import recjax.metrics as evaluation
 
     ids, _, _, rng = _random_lists(4, n_users=13, k=23)
     ids[0, :3] = [7, 7, 7]  # a repeated item counts each time, as in the formula

@@ -260,7 +260,7 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
     import jax.numpy as jnp
 
     from recjax.config import RunConfig
-    from recjax.evaluation import rmse
+    from recjax.metrics import rmse
     from recjax.experiment import run as train_run
     from recjax.models.mf import MFConfig
 
@@ -278,7 +278,7 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
 
 def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     from recjax.config import RunConfig
-    from recjax.evaluation import mse, rmse
+    from recjax.metrics import mse, rmse
     from recjax.evaluation.compare import evaluate_runs
     from recjax.experiment import run as train_run
     from recjax.models.mf import MFConfig

@@ -431,7 +431,8 @@ def test_every_hyper_parameter_changes_the_output(family, tiny):
 MODEL_LAYER_MODULES = ["recjax.models", "recjax.models.base", "recjax.models.mf", "recjax.models.dnn",
                        "recjax.models.pair", "recjax.models.softmax", "recjax.models.dae",
                        "recjax.models.baselines", "recjax.scoring", "recjax.evaluation.protocol",
-                       "recjax.evaluation.compare", "recjax.explore", "recjax.runs", "recjax.experiment"]
+                       "recjax.evaluation.compare", "recjax.explore", "recjax.runs", "recjax.experiment",
+                       "recjax.metrics"]
 
 
 def test_public_names_are_public_and_one_name_means_one_thing():

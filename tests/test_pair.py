@@ -14,7 +14,7 @@ from flax import nnx
 from recjax.config import RunConfig
 from recjax.data.jsonlines import PAD, PairData, ratings_to_pairs, write_jsonlines
 from recjax.data.tokens import movielens_tokens
-from recjax.evaluation import auc
+from recjax.metrics import auc
 from recjax.models.pair import (
     PairConfig,
     PairModel,

@@ -21,9 +21,9 @@ from recjax.evaluation import (
     compare_pair,
     evaluate_ranking,
     paired_bootstrap,
-    per_user_ranking_metrics,
     strong_generalization,
 )
+from recjax.metrics import per_user_ranking_metrics
 from recjax.models.baselines import EASE, MostPopular
 
 

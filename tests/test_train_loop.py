@@ -12,7 +12,7 @@ from flax import nnx
 import recjax.train.loop as loop_module
 from recjax.config import RunConfig
 from recjax.data import synthetic_ratings
-from recjax.evaluation import rmse
+from recjax.metrics import rmse
 from recjax.models.mf import MF, MFConfig
 from recjax.train.checkpoint import CheckpointError, Checkpoints
 from recjax.train.loop import EarlyStopping, fit

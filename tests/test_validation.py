@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from recjax.data import synthetic_ratings
 from recjax.data.splits import holdout_split
-from recjax.evaluation.metrics import ranking_metrics
+from recjax.metrics import ranking_metrics
 from recjax.models.softmax import SoftmaxConfig, build_softmax, softmax_inputs
 from recjax.retrieval import dense_topk
 from recjax.train.step import Model

@@ -3,10 +3,6 @@
 =====================  =================================================================
 module                 what it holds
 =====================  =================================================================
-``metrics``            rating (MSE, RMSE, MAE), binary (accuracy, AUC, log loss), ranking
-                       (precision, recall, NDCG, MAP, MRR, hit rate at k, coverage) and
-                       beyond-accuracy metrics (diversity, novelty) of NumPy arrays: a
-                       leaf (NumPy and SciPy only), also used to validate during training
 ``protocol``           the ranking protocol: :class:`RankingTask` and
                        :func:`evaluate_ranking` (models ranked through
                        :func:`recjax.scoring.as_scorer`, by the model contract)
@@ -20,28 +16,21 @@ module                 what it holds
                        :func:`compare_models` of in-memory models
 =====================  =================================================================
 
-Each name is imported from its module on first use, so ``recjax.evaluation.metrics``
-(imported by the training layer) pulls in nothing above it.
+The metrics themselves are a leaf below this package, :mod:`recjax.metrics` (NumPy
+and SciPy only, also used to validate during training). Each name here is imported
+from its module on first use.
 
 Example
 -------
 >>> import numpy as np
->>> from recjax.evaluation import rmse, ranking_metrics
->>> rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
-0.7071067811865476
->>> ranking_metrics(np.array([[2, 0]]), np.array([[0, 0, 1]]), k=1)["precision@1"]
-1.0
+>>> from recjax.evaluation import paired_bootstrap
+>>> paired_bootstrap(np.array([1.0, 0.5]), np.array([0.0, 0.5]), n_resamples=10)["difference"]
+0.5
 """
 
 from recjax._lazy import lazy_getattr as _lazy_getattr
 
 _MODULES: dict[str, tuple[str, ...]] = {
-    "recjax.evaluation.metrics": (
-        "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
-        "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k",
-        "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage", "diversity", "novelty",
-        "norm_popularity_correlation", "per_user_ranking_metrics", "PER_USER_METRICS",
-    ),
     "recjax.evaluation.protocol": (
         "RankingTask", "evaluate_ranking",
     ),
@@ -57,11 +46,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
-    "mse", "rmse", "mae", "accuracy", "auc", "log_loss", "rating_metrics", "binary_metrics",
-    "task_metrics", "RATING_NAMES", "RANKING_METRICS", "precision_at_k", "recall_at_k",
-    "ndcg_at_k", "map_at_k", "mrr", "hit_rate", "ranking_metrics", "catalogue_coverage",
-    "diversity", "novelty", "norm_popularity_correlation", "per_user_ranking_metrics",
-    "PER_USER_METRICS", "RankingTask", "evaluate_ranking", "BlendScorer", "blend",
+    "RankingTask", "evaluate_ranking", "BlendScorer", "blend",
     "average_predictions", "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines",
     "EASE_MAX_ITEMS", "row_names", "bootstrap_runs", "StrongTask", "strong_generalization",
     "per_user_values", "evaluate_runs_strong", "STRONG_KS", "paired_bootstrap",

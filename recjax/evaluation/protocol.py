@@ -47,7 +47,7 @@ import scipy.sparse as sp
 from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
-from recjax.evaluation.metrics import catalogue_coverage, diversity, novelty, ranking_metrics
+from recjax.metrics import catalogue_coverage, diversity, novelty, ranking_metrics
 from recjax.retrieval import TopK
 from recjax.scoring import EmbeddingScorer, as_scorer
 

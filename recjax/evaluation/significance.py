@@ -25,7 +25,7 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from recjax._checks import positive_int
-from recjax.evaluation.metrics import per_user_ranking_metrics
+from recjax.metrics import per_user_ranking_metrics
 
 __all__ = ["paired_bootstrap", "per_user_metric", "compare_pair"]
 

@@ -17,7 +17,7 @@ users``). For every held-out user:
 4. every catalogue item not folded in is ranked, and the held-out 20% are the
    relevant items: Recall@20 and Recall@50 normalised by ``min(k, held out)``
    (Liang's ``Recall_at_k_batch``: ``capped_recall`` of
-   :func:`recjax.evaluation.metrics.per_user_ranking_metrics`) and binary NDCG@100
+   :func:`recjax.metrics.per_user_ranking_metrics`) and binary NDCG@100
    (``NDCG_binary_at_k_batch``, ideal DCG over ``min(k, held out)`` hits).
 
 EASE (:class:`recjax.models.baselines.EASE`, fitted on the training users) folds a
@@ -53,7 +53,7 @@ import scipy.sparse as sp
 
 from recjax._checks import positive_int
 from recjax.data.dataset import Ratings
-from recjax.evaluation.metrics import per_user_ranking_metrics
+from recjax.metrics import per_user_ranking_metrics
 from recjax.retrieval import TopK
 from recjax.scoring import EmbeddingScorer
 
@@ -215,7 +215,7 @@ def strong_generalization(model: Any, task: StrongTask, *, ks: Sequence[int] = S
 
 def per_user_values(model: Any, task: StrongTask, ks: Sequence[int]) -> dict[str, np.ndarray]:
     """Per evaluated user (rows as ``task.users``), every metric of
-    :func:`recjax.evaluation.metrics.per_user_ranking_metrics` at each cut-off of
+    :func:`recjax.metrics.per_user_ranking_metrics` at each cut-off of
     ``ks``, keyed ``name@k``, from one ranking of the top ``max(ks)``."""
     ks = [positive_int(k, "k") for k in ks]
     top = task.rank(model, max(ks))

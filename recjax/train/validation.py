@@ -1,7 +1,7 @@
 """Validation during training for families with their own measure: bag and ranking models.
 
 Rating models are validated by their task's metrics
-(:func:`recjax.evaluation.metrics.task_metrics`) of their predictions; a bag model
+(:func:`recjax.metrics.task_metrics`) of their predictions; a bag model
 (softmax, Mult-DAE) has no per-rating predictions and is validated by ranking: its
 held-out loss and precision / recall at ``k`` of each user's held-out movies, computed
 on the device in one jitted call per epoch (:func:`bag_validator`). A family trained
@@ -36,7 +36,7 @@ import numpy as np
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PAD
-from recjax.evaluation.metrics import ranking_metrics
+from recjax.metrics import ranking_metrics
 from recjax.models.base import capabilities_of
 from recjax.models.softmax import EXCLUDED_LOGIT, bag_mask
 from recjax.retrieval import recommend
@@ -82,7 +82,7 @@ def bag_validator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
     "precision@k", "recall@k"}`` of a bag model (softmax, Mult-DAE): each user's bag of
     training movies ranks the catalogue, bag movies excluded, against the part's
     held-out ``targets``; the same precision and recall as
-    :func:`recjax.evaluation.metrics.ranking_metrics` (a test checks them against it),
+    :func:`recjax.metrics.ranking_metrics` (a test checks them against it),
     computed on the device during training.
 
     ``model`` is a :class:`recjax.train.step.Model`; ``inputs`` the family's examples
@@ -139,7 +139,7 @@ def bag_validator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
 def ranking_validator(model: Any, inputs: dict[str, dict[str, np.ndarray]], *,
                       k: int = 10) -> Callable[..., dict[str, float]]:
     """``evaluate(params, part, prefix, sample=0, seed=0)``: the ranking metrics at ``k``
-    (:func:`recjax.evaluation.metrics.ranking_metrics`: ``ndcg@k``, ``recall@k``, ...)
+    (:func:`recjax.metrics.ranking_metrics`: ``ndcg@k``, ``recall@k``, ...)
     of a model that ranks, as the ranking protocol scores a run
     (:func:`recjax.evaluation.protocol.evaluate_ranking`; a test checks they agree).
 

@@ -25,7 +25,7 @@ Example
 -------
 >>> import numpy as np
 >>> import scipy.sparse as sp
->>> from recjax.evaluation import rmse, accuracy, ranking_metrics
+>>> from recjax.metrics import rmse, accuracy, ranking_metrics
 >>> rmse(np.array([1.0, 3.0]), np.array([2.0, 3.0]))
 0.7071067811865476
 >>> accuracy(np.array([2.0, -1.0, 0.5]), np.array([1, 0, 0]))
