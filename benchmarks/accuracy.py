@@ -27,7 +27,7 @@ from recjax.evaluation import average_predictions, evaluate_runs
 from recjax.experiment import RunResult, run
 from recjax.explore import load_run
 from recjax.metrics import mse, rmse
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.baselines import BiasModel, GlobalMean, UserMean
 from recjax.report import format_table
 

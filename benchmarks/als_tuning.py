@@ -50,7 +50,7 @@ import numpy as np
 from recjax.config import RunConfig
 from recjax.experiment import load_splits
 from recjax.metrics import task_metrics
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.base import rating_inputs
 from recjax.train.step import Model
 from recjax.train.validation import ranking_validator

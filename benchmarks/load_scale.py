@@ -232,7 +232,7 @@ def run_stages(folder: Path) -> tuple[list[tuple], int]:
     from recjax.config import RunConfig
     from recjax.data.movielens import load_movielens
     from recjax.data.splits import carve_validation, holdout_split
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     cfg = RunConfig(dataset="ml-25m", split="random", model="mf")
     jax.devices()  # backend start-up is not part of any stage

@@ -34,7 +34,7 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
 
     from recjax.config import make_configs, parse_mesh
     from recjax.data.synthetic import synthetic_ratings
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.train.loop import fit, initial_state
     from recjax.train.optim import make_optimizer
     from recjax.train.sharding import Layout, make_mesh

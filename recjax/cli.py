@@ -101,7 +101,7 @@ def _add_dataclass_flags(parser: Any, cls: type, defaults: Any, skip: set[str], 
 
 def _model_flag_owners() -> dict[str, list[str]]:
     """Model config field -> the model families that have it."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     owners: dict[str, list[str]] = {}
     for name, spec in MODELS.items():
@@ -126,7 +126,7 @@ def train_configs(args: argparse.Namespace) -> tuple[RunConfig, Any]:
     what neither sets is the library's default (the model family's recommended training
     settings included), exactly as ``RunConfig(...)`` in research code."""
     from recjax.config import from_dict
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     train_values, model_values = given_settings(args, _RUN_ONLY)
     model = train_values.get("model", "mf")
@@ -137,7 +137,7 @@ def given_settings(args: argparse.Namespace, not_settings: Sequence[str]) -> tup
     """({RunConfig field: value}, {model config field: value}) a command was given: a TOML
     file's (``--config``, optional) overridden by flags; ``not_settings``: the command's
     own flags. Raises :class:`CommandError` for an unknown model or another family's flag."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     given = {k: v for k, v in vars(args).items() if k not in not_settings}
     train_file, model_file = _read_toml(args.config) if args.config else ({}, {})
@@ -203,7 +203,7 @@ def _train(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
     """The train command; ``model`` (from ``--model`` or the TOML file, else mf) decides
     whose defaults ``--help`` shows and whose flags it lists."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     if model not in MODELS:  # reported by train_configs; the help shows mf's defaults
         model = "mf"
@@ -235,7 +235,7 @@ def _add_train(sub: argparse._SubParsersAction, model: str = "mf") -> None:
 def _add_settings(parser: argparse.ArgumentParser, model: str) -> None:
     """A flag for every RunConfig field and every model config field (``model``'s listed,
     the other families' accepted unlisted, so that such a flag is named as theirs)."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     settings = parser.add_argument_group("run settings (RunConfig)")
     _add_dataclass_flags(settings, RunConfig, RunConfig(model=model), skip={"model"})
@@ -694,7 +694,7 @@ _TUNE_ONLY = ("func", "command", "config", "metric", "protocol", "space", "trial
 
 
 def _add_tune(sub: argparse._SubParsersAction, model: str = "mf") -> None:
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.data.splits import PROTOCOLS
     from recjax.tuning.study import PRUNERS, SAMPLERS
 

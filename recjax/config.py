@@ -40,7 +40,7 @@ TASKS = ("regression", "binary")
 DATASETS = (*_DOWNLOADS, "synthetic")  # a MovieLens release, or recjax.data.synthetic_ratings
 SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal", "users",
           "last_one")
-# settings a model family recommends (recjax.models.ModelSpec.train_defaults); these are
+# settings a model family recommends (recjax.families.ModelSpec.train_defaults); these are
 # used where a family recommends none
 _FAMILY_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,
                     "patience": 3}
@@ -63,7 +63,7 @@ def describe(field: dataclasses.Field) -> tuple[str, type, tuple[str, ...] | Non
 class RunConfig:
     """Everything about a run except the model's architecture."""
 
-    model: str = _setting("mf", "model family (a key of recjax.models.MODELS)")
+    model: str = _setting("mf", "model family (a key of recjax.families.MODELS)")
     dataset: str = _setting("ml-100k", "a MovieLens release, or synthetic", choices=DATASETS)
     data_dir: str | None = _setting(None, "folder holding the dataset (default: RECJAX_DATA, then "
                                           "the cache)", kind=str)
@@ -157,7 +157,7 @@ class RunConfig:
 
 def family_settings(model: str) -> dict[str, Any]:
     """The training settings model family ``model`` recommends (its ModelSpec's)."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
@@ -188,7 +188,7 @@ def make_configs(model: str = "mf", train: dict[str, Any] | None = None,
     >>> run_cfg.optimizer, run_cfg.split, mf_cfg.embedding_dim
     ('sgd', 'u1', 1024)
     """
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")

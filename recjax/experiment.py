@@ -69,7 +69,7 @@ from recjax.data.splits import (
 )
 from recjax.data.synthetic import synthetic_ratings
 from recjax.metrics import task_metrics
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.base import capabilities_of
 from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints, disk_full

@@ -506,7 +506,7 @@ class Run:
             damaged.
         """
         from recjax.config import from_dict
-        from recjax.models import MODELS
+        from recjax.families import MODELS
 
         path = Path(path)
         if not path.is_dir():
@@ -629,7 +629,7 @@ class Run:
         recjax.train.CheckpointError
             A damaged, missing or foreign checkpoint.
         """
-        from recjax.models import MODELS
+        from recjax.families import MODELS
         from recjax.train.checkpoint import Checkpoints, param_shapes
         from recjax.train.step import Model
 
@@ -658,7 +658,7 @@ class Run:
         RunFolderError
             The model predicts no per-rating values (softmax, Mult-DAE).
         """
-        from recjax.models import MODELS
+        from recjax.families import MODELS
 
         spec = MODELS[self.train_config.model]
         if not spec.capabilities.pairs:
@@ -678,7 +678,7 @@ class Run:
         network over all items; ``cosine`` / ``l2``: the raw embeddings of
         ``embeddings.npz``.
         """
-        from recjax.models import MODELS
+        from recjax.families import MODELS
 
         _check_measure(measure)
         self._need_vocabulary("ranking")
@@ -793,7 +793,7 @@ class Run:
         broadcast shape: ratings for regression runs (clipped to the rating scale
         unless ``clip=False``), probabilities of the positive class for binary runs;
         for a family that ranks by its own scores (iALS's preferences, EASE's ``X B``:
-        :attr:`recjax.models.ModelSpec.predicts_ratings` is false) its raw scores,
+        :attr:`recjax.families.ModelSpec.predicts_ratings` is false) its raw scores,
         never clipped to a rating scale they are not on.
 
         Raises
@@ -802,7 +802,7 @@ class Run:
             Unknown ids; a model that scores items for users rather than pairs
             (softmax, Mult-DAE: use :meth:`recommend`).
         """
-        from recjax.models import MODELS
+        from recjax.families import MODELS
 
         self._need_vocabulary("predict")
         spec = MODELS[self.train_config.model]
@@ -854,7 +854,7 @@ class Run:
         scores are ``item_vectors @ users[u]``, ``item_vectors`` being the item side of
         the model's ranking vectors (what :meth:`recommend` scores them against).
         """
-        from recjax.models import MODELS
+        from recjax.families import MODELS
 
         family = self.train_config.model
         if not MODELS[family].capabilities.fold_in:

@@ -21,7 +21,7 @@ from recjax.config import RunConfig
 from recjax.data import synthetic_ratings
 from recjax.data.splits import holdout_split
 from recjax.experiment import run
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.dnn import DNNConfig
 from recjax.models.mf import MFConfig
 from recjax.models.pair import PairConfig

@@ -14,7 +14,7 @@ import pytest
 import recjax.train.loop as loop_module
 from recjax.cli import build_parser, main, train_configs
 from recjax.evaluation import evaluate_run
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.mf import MFConfig
 from recjax.runs import Run
 

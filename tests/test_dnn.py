@@ -10,7 +10,7 @@ import pytest
 from flax import nnx
 
 from recjax.config import RunConfig
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.base import parse_dims, rating_inputs
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.train.loop import fit

@@ -12,7 +12,7 @@ from flax import nnx
 from recjax.config import RunConfig
 from recjax.data.bags import user_rows
 from recjax.data.dataset import Ratings, Vocabulary
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.baselines import EASE
 from recjax.models.ease import EASEConfig, EASEModel, build_ease
 from recjax.train.alternating import fit

@@ -204,7 +204,7 @@ def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run)
 
     import jax.numpy as jnp
 
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.scoring import FunctionScorer, as_scorer
 
     spec = MODELS["dnn"]

@@ -17,7 +17,7 @@ from jax.test_util import check_grads
 from recjax.config import RunConfig
 from recjax.data import holdout_split, synthetic_ratings
 from recjax.metrics import auc, binary_metrics, rmse
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.baselines import BiasModel
 from recjax.models.mf import MF, MFConfig, gravity
 from recjax.train.loop import fit

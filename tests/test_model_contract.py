@@ -1,6 +1,6 @@
 """The model contract, checked once for every registered family (implicit's
 ``RecommenderBaseTestMixin`` is the model): a family registered in
-``recjax.models.MODELS`` gets all of these tests by registering.
+``recjax.families.MODELS`` gets all of these tests by registering.
 
 For each family: what it declares (:class:`recjax.models.base.Capabilities`) it has
 (the protocols of :mod:`recjax.models.base`); one short epoch on the synthetic
@@ -36,7 +36,7 @@ from recjax.data.bags import bags_from_csr, user_rows
 from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.evaluation.ensemble import blend
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.base import (
     BagModel,
     Capabilities,

@@ -78,7 +78,7 @@ def folders(tmp_path_factory):
     """{name: run folder}: mf, pair (synthetic, int ids, titles) and dae (string ids)."""
     from recjax.config import RunConfig
     from recjax.experiment import run
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.models.mf import MFConfig
     from recjax.models.pair import PairConfig
 

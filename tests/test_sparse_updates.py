@@ -19,7 +19,7 @@ from flax import nnx
 
 from recjax.config import RunConfig
 from recjax.data import split_ratings, synthetic_ratings
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.mf import MF, MFConfig
 from recjax.train.losses import TASK_LOSSES, masked_mean

@@ -108,7 +108,7 @@ def test_from_dict_accepts_integers_for_floats():
 def test_model_dependent_settings_default_to_the_family_recommendation():
     """One source of defaults: what a family recommends is what RunConfig gives, unless
     set; what is set stays."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     for name, spec in MODELS.items():
         cfg = RunConfig(model=name)
@@ -122,7 +122,7 @@ def test_model_dependent_settings_default_to_the_family_recommendation():
 
 def test_cli_and_library_defaults_are_the_same():
     from recjax.cli import build_parser, train_configs
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     for name in MODELS:
         args = build_parser(name).parse_args(["train", "--model", name])
@@ -154,7 +154,7 @@ def _help(argv, capsys) -> str:
 def test_every_setting_documents_itself():
     """Help text lives with each field (its metadata), for RunConfig and every family."""
     from recjax.config import describe
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     for cls in [RunConfig] + [spec.config for spec in MODELS.values()]:
         for field in dataclasses.fields(cls):

@@ -11,7 +11,7 @@ import pytest
 
 from recjax.config import RunConfig
 from recjax.experiment import load_splits, run
-from recjax.models import MODELS, ModelSpec
+from recjax.families import MODELS, ModelSpec
 from recjax.models.mf import MF, MFConfig
 
 

@@ -14,7 +14,7 @@ import pytest
 
 from recjax.cli import build_parser, train_configs
 from recjax.config import RunConfig
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.tuning.space import GRID_POINTS, default_space_path, load_space
 
 optuna = pytest.importorskip("optuna")  # the tune extra

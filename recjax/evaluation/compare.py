@@ -19,7 +19,7 @@ from recjax.data.dataset import Ratings
 from recjax.evaluation.ensemble import average_predictions, blend, mixture_weights
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.metrics import rating_metrics, task_metrics
-from recjax.models import MODELS
+from recjax.families import MODELS
 from recjax.models.baselines import EASE, GlobalMean, MostPopular, UserMean
 from recjax.runs import Run
 

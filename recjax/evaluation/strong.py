@@ -238,7 +238,7 @@ def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None
     """A scorer whose user ``r`` is ``task.users[r]`` folded into ``model``: every held-out
     user folded in by one batched call of the model's ``fold_in``, scored against the
     item side of its ranking vectors."""
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.models.base import FoldIn, capabilities_of, fold_in_items
 
     if hasattr(model, "train_config") and hasattr(model, "model"):  # a recjax.runs.Run
@@ -259,7 +259,7 @@ def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None
 
 
 def _folding_families() -> list[str]:
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     return [name for name, spec in MODELS.items() if spec.capabilities.fold_in]
 

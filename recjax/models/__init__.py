@@ -1,184 +1,23 @@
 """Model families, each a Flax NNX module with a config dataclass, and rating baselines.
 
-:data:`MODELS` maps a ``--model`` name to its :class:`ModelSpec`: the config class,
-the module class (which declares its :class:`~recjax.models.base.Capabilities`, the
-contract of :mod:`recjax.models.base`), a builder from (config, training ratings,
-run config) to the module, and the tasks it supports.
+Each module declares its :class:`~recjax.models.base.Capabilities` (the contract of
+:mod:`recjax.models.base`); :data:`recjax.families.MODELS` registers the families a run
+trains.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import numpy as np
-from flax import nnx
-
-from recjax.data.dataset import Ratings
-from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials
-from recjax.models.base import Capabilities, capabilities_of, rating_inputs
+from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig
+from recjax.models.base import Capabilities
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
-from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
+from recjax.models.dae import DAE, DAEConfig
 from recjax.models.dnn import DNN, DNNConfig
-from recjax.models.ease import EASEConfig, EASEModel, build_ease
+from recjax.models.ease import EASEConfig, EASEModel
 from recjax.models.mf import MF, MFConfig
-from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_splits, pair_inputs
-from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, build_softmax, softmax_inputs
+from recjax.models.pair import PairConfig, PairModel
+from recjax.models.softmax import SoftmaxConfig, SoftmaxModel
 
-__all__ = ["MODELS", "ModelSpec", "Capabilities", "MF", "MFConfig", "PairModel",
+__all__ = ["Capabilities", "MF", "MFConfig", "PairModel",
            "PairConfig", "DNN", "DNNConfig", "SoftmaxModel", "SoftmaxConfig", "DAE", "DAEConfig", "GlobalMean",
            "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "IALS", "IALSConfig", "ALS", "ALSConfig",
            "EASEModel", "EASEConfig"]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """How the training core builds one model family.
-
-    Attributes
-    ----------
-    config : type
-        The model's frozen config dataclass.
-    build : callable
-        ``build(model_cfg, train, *, task, seed) -> nnx.Module``: the module for a
-        training part (its vocabularies and statistics), a task and a seed; never the
-        run's configuration.
-    tasks : tuple of str
-        Supported ``RunConfig.task`` values.
-    inputs : callable
-        ``inputs(part, *, task, binary_threshold) -> dict`` of NumPy arrays with a
-        leading example axis, holding ``label``: what the module's ``__call__`` reads
-        from a batch.
-    train_defaults : dict
-        The model's recommended :class:`RunConfig` settings; the CLI applies them
-        under any value from a config file or a flag.
-    load : callable, optional
-        ``load(model_cfg, *, task, val_fraction, seed) -> {"train", "val", "test"} or
-        None``: the model's own data source (e.g. Object2Vec JSON Lines); ``None``
-        falls back to the dataset split. ``build`` and ``inputs`` then receive its parts.
-    prepare : callable, optional
-        ``prepare(model_cfg, parts) -> {part: arrays}``: replaces ``inputs`` when a
-        part's examples depend on the model config or on other parts (the softmax
-        model's validation bags are the training movies).
-    loss : str, optional
-        The :data:`recjax.train.losses.TASK_LOSSES` entry trained with, instead
-        of ``run_cfg.task``'s.
-    validator : str, optional
-        The dotted name of the family's validation function,
-        ``validator(model, inputs) -> evaluate(params, part, prefix, sample, seed) -> metrics``
-        (e.g. :func:`recjax.train.validation.bag_validator`; ``sample``: how many of the
-        part's users to measure, seeded, 0 for all), replacing the task's
-        rating or binary metrics of its predictions; named, not imported, as
-        :attr:`trainer` is.
-    monitor : (str, bool), optional
-        Validation metric driving early stopping and whether higher is better,
-        instead of the task's.
-    module : type
-        The family's module class; its ``capabilities`` attribute declares what the
-        family can do (:attr:`capabilities`).
-    trainer : str
-        The dotted name of the family's training function, with
-        :func:`recjax.train.loop.fit`'s parameters and result (the default: SGD epochs);
-        :meth:`fit` calls it. Named, not imported, so that the model layer does not
-        import the training package.
-    """
-
-    config: type
-    build: Callable[..., nnx.Module]
-    tasks: tuple[str, ...]
-    inputs: Callable[..., dict[str, np.ndarray]] = rating_inputs
-    train_defaults: dict[str, Any] = field(default_factory=dict)
-    load: Callable[..., dict[str, Any] | None] | None = None
-    prepare: Callable[[Any, dict[str, Any]], dict[str, dict[str, np.ndarray]]] | None = None
-    loss: str | None = None
-    validator: str | None = None
-    monitor: tuple[str, bool] | None = None
-    module: type | None = None
-    trainer: str = "recjax.train.loop.fit"
-
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
-        """Train with the family's :attr:`trainer` (its parameters and
-        :class:`recjax.train.loop.FitResult`)."""
-        import importlib
-
-        module, name = self.trainer.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
-
-    @property
-    def predicts_ratings(self) -> bool:
-        """Whether the family's pair scores are its task's labels (ratings, or binary
-        logits): it scores pairs and is validated by the task's metrics. A family with
-        its own validator scores pairs for ranking only (iALS's preferences, EASE's
-        scores); no rating metric or rating scale applies to them."""
-        return self.capabilities.pairs and self.validator is None
-
-    def make_validator(self, model: Any, inputs: dict[str, dict[str, np.ndarray]]) -> Any:
-        """The family's :attr:`validator` of ``model`` on ``inputs`` (None without one)."""
-        import importlib
-
-        if self.validator is None:
-            return None
-        module, name = self.validator.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)(model, inputs)
-
-    @property
-    def capabilities(self) -> Capabilities:
-        """What the family's models can do (:class:`recjax.models.base.Capabilities`),
-        as its module class declares."""
-        return capabilities_of(self.module)
-
-    def examples(self, model_cfg: Any, parts: dict[str, Any], *, task: str = "regression",
-                 binary_threshold: float = 3.0) -> dict[str, dict[str, np.ndarray]]:
-        """The training examples of every part: ``prepare(model_cfg, parts)``, or
-        ``inputs`` of each part."""
-        if self.prepare is not None:
-            return self.prepare(model_cfg, parts)
-        return {name: self.inputs(part, task=task, binary_threshold=binary_threshold)
-                for name, part in parts.items()}
-
-
-def _build_mf(cfg: MFConfig, train: Ratings, task: str = "regression", seed: int = 0) -> MF:
-    return MF(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)),
-              rating_scale=train.rating_scale, task=task, rngs=nnx.Rngs(seed))
-
-
-def _build_dnn(cfg: DNNConfig, train: Ratings, task: str = "regression", seed: int = 0) -> DNN:
-    return DNN(cfg, train.n_users, train.n_items, global_mean=float(np.mean(train.rating)), task=task,
-               rngs=nnx.Rngs(seed))
-
-
-MODELS: dict[str, ModelSpec] = {
-    # Chosen on validation (5% of u1.base; dim 1024 also on u2.base): plain SGD beat
-    # adam/adagrad/adamw; 1024 factors beat 512 (val RMSE 0.9037 vs 0.9060, 0.9000 vs 0.9004).
-    "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), module=MF, train_defaults=dict(
-        optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5)),
-    # Object2Vec's adam at lr 1e-3; dropout 0.7 and side features chosen on validation (ua.base minus 5%)
-    "pair": ModelSpec(PairConfig, build_pair, ("regression", "binary"), inputs=pair_inputs,
-                      load=load_jsonl_splits, module=PairModel, train_defaults=dict(
-                          optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=80, patience=4)),
-    "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), module=DNN, train_defaults=dict(
-        optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=60, patience=4)),
-    # examples are users: a batch of 64 users trains on 64 x targets_per_user held-out movies
-    "softmax": ModelSpec(SoftmaxConfig, build_softmax, ("regression",), prepare=softmax_inputs,
-                         loss="classification", validator="recjax.train.validation.bag_validator",
-                         monitor=("val_loss", False), module=SoftmaxModel, train_defaults=dict(
-                             optimizer="adam", learning_rate=3e-3, batch_size=64, epochs=200, patience=10)),
-    # Mult-DAE: examples are users, each reconstructing its whole bag; its dropout and width
-    # chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
-    "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, loss="classification",
-                     validator="recjax.train.validation.bag_validator", monitor=("val_loss", False), module=DAE,
-                     train_defaults=dict(
-                         optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
-    # alternating least squares: an epoch is one sweep (users, then items); no optimiser
-    # epochs 16 / patience 3 (Rendle et al. 2021 run ~16): on ub the chosen setting's best sweep was the 4th
-    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
-                      monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
-                      train_defaults=dict(epochs=16, patience=3)),
-    # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 5th
-    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
-                     train_defaults=dict(epochs=20, patience=3)),
-    # EASE's closed form is one "sweep": B solved exactly from the training pattern
-    "ease": ModelSpec(EASEConfig, build_ease, ("regression",), validator="recjax.train.validation.ranking_validator",
-                      monitor=("val_ndcg@10", True), module=EASEModel, trainer="recjax.train.alternating.fit",
-                      train_defaults=dict(epochs=1, patience=1)),
-}

@@ -26,8 +26,8 @@ capability     protocol                methods
 =============  ======================  ==================================================
 
 Callers ask the declaration (:func:`capabilities_of`), never the type of a model or
-the signature of its methods. A family is registered in :data:`recjax.models.MODELS`
-(a :class:`recjax.models.ModelSpec` naming its module class); the contract test
+the signature of its methods. A family is registered in :data:`recjax.families.MODELS`
+(a :class:`recjax.families.ModelSpec` naming its module class); the contract test
 (``tests/test_model_contract.py``) then checks every declared capability of it.
 
 Embedding tables are marked with :func:`table` (an ``nnx.Param`` with

@@ -283,7 +283,7 @@ def load_space(family: str, path: str | os.PathLike | None = None) -> Space:
 def _classes(family: str) -> dict[str, type]:
     """{table: config class} of ``family``."""
     from recjax.config import RunConfig
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     if family not in MODELS:
         raise ValueError(f"unknown model {family!r}; choose one of {', '.join(MODELS)}")
@@ -335,7 +335,7 @@ def _param(file: Path, family: str, classes: dict[str, type], table: str, name: 
 
 def _fixed_reason(family: str, table: str, name: str, kind: type) -> str | None:
     """Why ``[table] name`` cannot be searched (None: it can)."""
-    from recjax.models import MODELS, ModelSpec
+    from recjax.families import MODELS, ModelSpec
 
     if kind not in (bool, int, float, str):
         return f"it is not a bool, int, float or str setting ({kind.__name__})"

@@ -133,7 +133,7 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, proto
     Parameters
     ----------
     model : str
-        The family (``recjax.models.MODELS``).
+        The family (``recjax.families.MODELS``).
     out : path
         The study folder (created; with ``resume``, an existing study's).
     metric : str, optional
@@ -256,7 +256,7 @@ def _monitor(model: str, train: dict[str, Any]) -> str:
     """The family's early-stopping metric for the task (``val_rmse``, ``val_ndcg@10``...)."""
     from recjax.config import make_configs
     from recjax.experiment import MONITOR
-    from recjax.models import MODELS
+    from recjax.families import MODELS
 
     cfg, _ = make_configs(model, train)
     return (MODELS[model].monitor or MONITOR[cfg.task])[0]
@@ -473,7 +473,7 @@ def _refit_best(study_dir: Path, settings: dict[str, Any], best_params: dict[str
     validation where the family can) and score the test part once; their paired
     bootstrap over test users."""
     from recjax.experiment import run
-    from recjax.models import MODELS
+    from recjax.families import MODELS
     from recjax.runs import Run
 
     if settings["own_data"]:
