@@ -1,7 +1,7 @@
 """One training run end to end: data, split, model, fit, test, run folder.
 
-The run folder is written through :class:`recjax.runs.RunWriter` (see
-:mod:`recjax.runs` for its layout): locked while training, the configuration and
+The run folder is written through :class:`recjax.run_folder.RunWriter` (see
+:mod:`recjax.run_folder` for its layout): locked while training, the configuration and
 the exact data (vocabularies, parts, their fingerprint) first, ``metrics.jsonl``
 (one line per epoch with ``train_*``/``val_*`` keys, then a ``final`` line with
 ``train_*``, ``val_*``, ``test_*`` and baseline metrics) rewritten atomically each
@@ -71,7 +71,7 @@ from recjax.data.synthetic import synthetic_ratings
 from recjax.metrics import task_metrics
 from recjax.families import MODELS
 from recjax.models.base import capabilities_of
-from recjax.runs import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
+from recjax.run_folder import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints, disk_full
 from recjax.train.loop import FitResult
 from recjax.train.memory import abstract_params, check_training_memory

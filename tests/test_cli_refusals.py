@@ -27,7 +27,7 @@ import orbax.checkpoint as ocp
 import pytest
 from _subprocess_env import subprocess_env
 
-import recjax.runs as runs_module
+import recjax.run_folder as run_folder_module
 import recjax.train.loop as loop_module
 from recjax.cli import main
 from recjax.runs import Run
@@ -115,7 +115,7 @@ def test_a_full_disk_says_so_and_how_to_resume(capsys, tmp_path, monkeypatch, wh
     argv = [*MF, "--checkpoint-seconds", "0", "--out", run_dir]
     with monkeypatch.context() as patch:
         if where == "run_folder":  # metrics.jsonl after epoch 2 (begin wrote 3 files, epoch 1 one)
-            _enospc_after(patch, runs_module, "write_atomic",
+            _enospc_after(patch, run_folder_module, "write_atomic",
                           OSError(errno.ENOSPC, "No space left on device"), nth=5)
         else:
             error = OSError(errno.ENOSPC, "No space left on device") if where == "orbax_oserror" \

@@ -603,7 +603,7 @@ def test_resume_after_kill_9_is_bitwise_identical(tmp_path):
 def test_a_resumed_epoch_replaces_every_later_record_of_its_phase(tmp_path):
     """A resume restarts at its last checkpoint, possibly several epochs back: the
     records logged after it, from before the interruption, are dropped as it re-logs."""
-    from recjax.runs import RunWriter
+    from recjax.run_folder import RunWriter
 
     writer = RunWriter(tmp_path / "run")
     writer.records = [{"epoch": e, "train_loss": 1.0} for e in (1, 2, 3, 4)]

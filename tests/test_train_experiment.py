@@ -82,7 +82,7 @@ def _started_run_folder(tmp_path, cfg: RunConfig, model_cfg: MFConfig):
     """A run folder as a run leaves it when interrupted before its first checkpoint."""
     import dataclasses
 
-    from recjax.runs import RunWriter
+    from recjax.run_folder import RunWriter
 
     with RunWriter(tmp_path / "run") as writer:
         writer.begin({"train": dataclasses.asdict(cfg), "model": dataclasses.asdict(model_cfg)},
