@@ -103,6 +103,8 @@ class Run:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     dataset: str = ""
     split: str = ""
+    # the model and scorers built so far: on the Run itself, so they go with it
+    _built: dict[Any, Any] = field(default_factory=dict, init=False, repr=False)
 
     # -- opening
     @classmethod
@@ -227,7 +229,6 @@ class Run:
                           self.item_embeddings)
 
     # -- the model
-    @functools.cache
     def model(self) -> Any:
         """The trained model whose test metrics the run reports: the best parameters
         (``checkpoints/best``), or, for a ``--refit`` run, the refitted model
@@ -240,6 +241,12 @@ class Run:
         recjax.train.CheckpointError
             A damaged, missing or foreign checkpoint.
         """
+        if "model" not in self._built:
+            self._built["model"] = self._restore_model()
+        return self._built["model"]
+
+    def _restore_model(self) -> Any:
+        """The model of :meth:`model`, restored from its verified checkpoint."""
         from recjax.families import MODELS
         from recjax.train.checkpoint import Checkpoints, param_shapes
         from recjax.train.step import Model
@@ -278,7 +285,6 @@ class Run:
         inputs = spec.inputs(self.splits[part], **self._labels)
         return module_predictions(self.model(), inputs), np.asarray(inputs["label"], np.float64)
 
-    @functools.cache
     def scorer(self, measure: str = "dot") -> Any:
         """How this run ranks items for its users (built once per measure).
 
@@ -289,10 +295,16 @@ class Run:
         network over all items; ``cosine`` / ``l2``: the raw embeddings of
         ``embeddings.npz``.
         """
-        from recjax.families import MODELS
-
         _check_measure(measure)
         self._need_vocabulary("ranking")
+        if ("scorer", measure) not in self._built:
+            self._built["scorer", measure] = self._build_scorer(measure)
+        return self._built["scorer", measure]
+
+    def _build_scorer(self, measure: str) -> Any:
+        """The scorer of :meth:`scorer` for a checked ``measure``."""
+        from recjax.families import MODELS
+
         if measure != "dot":
             return EmbeddingScorer(self.user_embeddings, self.item_embeddings, measure)
         spec = MODELS[self.train_config.model]

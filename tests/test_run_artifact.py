@@ -874,3 +874,24 @@ def test_recommend_leaves_out_places_it_cannot_fill(gapped):
         np.testing.assert_allclose(both.scores[row], scores, rtol=1e-5, atol=1e-5)
     alone = run.recommend(most, N=len(GAPPED_ITEMS))  # a scalar user: its row alone
     assert alone.ids.tolist() == both.ids[0].tolist()
+
+
+def test_a_dropped_run_is_garbage_collected(synthetic_run):
+    """A Run's model and scorers are cached on the Run itself: opening many runs (a
+    study, a server reloading) and dropping them frees them, not a module-level cache."""
+    import gc
+    import weakref
+
+    from recjax.runs import Run
+
+    run = Run.open(synthetic_run)
+    user = run.data.users.ids[0]
+    first = run.recommend(user, N=3)  # builds and caches the model and the dot scorer
+    assert run.model() is run.model() and run.scorer("dot") is run.scorer("dot")
+    run.similar_items(run.data.items.ids[0], N=2)
+    gone = weakref.ref(run)
+    del run
+    gc.collect()
+    assert gone() is None, "a Run opened and dropped is still referenced"
+    again = Run.open(synthetic_run).recommend(user, N=3)  # a fresh Run answers alike
+    assert again.ids.tolist() == first.ids.tolist()
