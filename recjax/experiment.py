@@ -70,7 +70,7 @@ from recjax.data.splits import (
 from recjax.data.synthetic import synthetic_ratings
 from recjax.metrics import task_metrics
 from recjax.families import MODELS
-from recjax.models.base import capabilities_of
+from recjax.models.capabilities import capabilities_of
 from recjax.run_folder import Embeddings, RunWriter, data_differences, fingerprint, fingerprint_digest
 from recjax.train.checkpoint import Checkpoints, disk_full
 from recjax.train.loop import FitResult

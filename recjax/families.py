@@ -15,7 +15,8 @@ from flax import nnx
 
 from recjax.data.dataset import Ratings
 from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials
-from recjax.models.base import Capabilities, capabilities_of, rating_inputs
+from recjax.models.base import rating_inputs
+from recjax.models.capabilities import Capabilities, capabilities_of
 from recjax.models.dae import DAE, DAEConfig, build_dae, dae_inputs
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.ease import EASEConfig, EASEModel, build_ease

@@ -223,7 +223,8 @@ def as_scorer(model: Any, metric: str = "dot", *, bags: Any = None) -> Scorer:
         raise _unrankable(model)
     # a model: ask what it declares (recjax.models is imported only here, so that ranking
     # vectors and scorers need no JAX)
-    from recjax.models.base import Ranker, capabilities_of
+    from recjax.models.base import Ranker
+    from recjax.models.capabilities import capabilities_of
 
     caps = capabilities_of(model)
     if caps.bag:

@@ -37,16 +37,8 @@ from recjax.evaluation.compare import compare_models, evaluate_run
 from recjax.evaluation.ensemble import blend
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.families import MODELS
-from recjax.models.base import (
-    BagModel,
-    Capabilities,
-    Embedder,
-    FoldIn,
-    PairScorer,
-    Ranker,
-    capabilities_of,
-    fold_in_items,
-)
+from recjax.models.base import BagModel, Embedder, FoldIn, PairScorer, Ranker, fold_in_items
+from recjax.models.capabilities import Capabilities, capabilities_of
 from recjax.models.baselines import MostPopular
 from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
 from recjax.train.step import Model, TrainState, make_train_step

@@ -239,7 +239,8 @@ def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None
     user folded in by one batched call of the model's ``fold_in``, scored against the
     item side of its ranking vectors."""
     from recjax.families import MODELS
-    from recjax.models.base import FoldIn, capabilities_of, fold_in_items
+    from recjax.models.base import FoldIn, fold_in_items
+    from recjax.models.capabilities import capabilities_of
 
     if hasattr(model, "train_config") and hasattr(model, "model"):  # a recjax.runs.Run
         family = model.train_config.model

@@ -8,7 +8,7 @@ trains.
 from __future__ import annotations
 
 from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig
-from recjax.models.base import Capabilities
+from recjax.models.capabilities import Capabilities
 from recjax.models.baselines import EASE, BiasModel, GlobalMean, ItemMean, MostPopular, UserMean
 from recjax.models.dae import DAE, DAEConfig
 from recjax.models.dnn import DNN, DNNConfig

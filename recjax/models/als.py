@@ -48,7 +48,8 @@ from flax import nnx
 
 from recjax.data.dataset import Ratings
 from recjax.models.als_solvers import SOLVERS, chunk_budget, side_plans, solve_side
-from recjax.models.base import Capabilities, table
+from recjax.models.base import table
+from recjax.models.capabilities import Capabilities
 from recjax.data.bags import check_user_items
 from recjax.models.fold_in import fixed_side, per_model, rating_ridge_users, solve_new_rows
 

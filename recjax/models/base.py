@@ -3,8 +3,9 @@
 Every model family is a Flax NNX module that trains through one step function
 (:mod:`recjax.train.step`): ``model(batch, train=..., rngs=...)`` gives predictions
 and ``model.penalty(batch)`` its regularisation. What else it can do, it
-**declares** in a class attribute ``capabilities`` (a :class:`Capabilities`), and
-each capability comes with the methods of one protocol:
+**declares** in a class attribute ``capabilities`` (a
+:class:`~recjax.models.capabilities.Capabilities`, plain Python: a NumPy model declares
+it without JAX), and each capability comes with the methods of one protocol:
 
 =============  ======================  ==================================================
 capability     protocol                methods
@@ -25,10 +26,11 @@ capability     protocol                methods
                                        retraining
 =============  ======================  ==================================================
 
-Callers ask the declaration (:func:`capabilities_of`), never the type of a model or
-the signature of its methods. A family is registered in :data:`recjax.families.MODELS`
-(a :class:`recjax.families.ModelSpec` naming its module class); the contract test
-(``tests/test_model_contract.py``) then checks every declared capability of it.
+Callers ask the declaration (:func:`~recjax.models.capabilities.capabilities_of`),
+never the type of a model or the signature of its methods. A family is registered in
+:data:`recjax.families.MODELS` (a :class:`recjax.families.ModelSpec` naming its module
+class); the contract test (``tests/test_model_contract.py``) then checks every declared
+capability of it.
 
 Embedding tables are marked with :func:`table` (an ``nnx.Param`` with
 ``row_sharded=True`` metadata), which :mod:`recjax.train.sharding` splits by rows
@@ -52,7 +54,8 @@ Example
 -------
 >>> import jax.numpy as jnp
 >>> from flax import nnx
->>> from recjax.models.base import FoldIn, Ranker, capabilities_of
+>>> from recjax.models.base import FoldIn, Ranker
+>>> from recjax.models.capabilities import capabilities_of
 >>> from recjax.models.mf import MF, MFConfig
 >>> model = MF(MFConfig(embedding_dim=2), n_users=3, n_items=4, rngs=nnx.Rngs(0))
 >>> caps = capabilities_of(model)
@@ -67,55 +70,15 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 import jax
 import numpy as np
 from flax import nnx
 
-__all__ = ["Capabilities", "PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "fold_in_items",
-           "capabilities_of", "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
+from recjax.models.capabilities import capabilities_of
 
-
-@dataclass(frozen=True)
-class Capabilities:
-    """What a model family can do, beyond training (see the module docstring).
-
-    Attributes
-    ----------
-    pairs : bool
-        Scores (user, item) index pairs: ``model({"user", "item"}) -> [B]``.
-    ranks : bool
-        Gives ranking vectors, ``ranking_vectors()`` (``ranking_vectors(bag)`` for
-        bag models); a ``pairs`` model without them is ranked by its dense scores.
-    embeds : bool
-        Gives user and item vectors, ``embeddings()`` (``embeddings(inputs)`` for bag
-        models).
-    bag : bool
-        Takes a user as a bag of items (``user_embedding(bag)``).
-    fold_in : bool
-        Folds in users not seen in training: ``fold_in(user_items, ratings)``.
-    """
-
-    pairs: bool = False
-    ranks: bool = False
-    embeds: bool = False
-    bag: bool = False
-    fold_in: bool = False
-
-    def names(self) -> tuple[str, ...]:
-        """The declared capabilities, by name."""
-        return tuple(name for name in ("pairs", "ranks", "embeds", "bag", "fold_in") if getattr(self, name))
-
-
-NOTHING = Capabilities()
-
-
-def capabilities_of(model: Any) -> Capabilities:
-    """The capabilities a model (or model class) declares; none declared: nothing."""
-    caps = getattr(model, "capabilities", None)
-    return caps if isinstance(caps, Capabilities) else NOTHING
+__all__ = ["PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "fold_in_items", "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
 
 
 @runtime_checkable

@@ -27,7 +27,7 @@ import numpy as np
 
 from recjax.data.bags import check_user_items, user_item_pattern
 from recjax.data.dataset import Ratings
-from recjax.models.base import Capabilities
+from recjax.models.capabilities import Capabilities
 
 __all__ = ["GlobalMean", "UserMean", "ItemMean", "BiasModel", "MostPopular", "EASE", "interaction_rows", "ease_weights"]
 

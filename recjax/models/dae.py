@@ -44,7 +44,8 @@ from flax import nnx
 from recjax.data.bags import bag_inputs
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.base import BagUser, Capabilities, parse_dims, table
+from recjax.models.base import BagUser, parse_dims, table
+from recjax.models.capabilities import Capabilities
 
 __all__ = ["DAEConfig", "DAE"]
 

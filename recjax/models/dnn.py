@@ -27,7 +27,8 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from recjax.models.base import Capabilities, Constant, parse_dims, table
+from recjax.models.base import Constant, parse_dims, table
+from recjax.models.capabilities import Capabilities
 
 __all__ = ["DNNConfig", "DNN"]
 

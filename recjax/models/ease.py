@@ -49,7 +49,8 @@ from flax import nnx
 from recjax.data.bags import bags_from_csr, check_user_items, user_item_pattern
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.base import Capabilities, Constant
+from recjax.models.base import Constant
+from recjax.models.capabilities import Capabilities
 from recjax.models.baselines import ease_weights, interaction_rows
 
 __all__ = ["EASEConfig", "EASEModel", "build_ease"]

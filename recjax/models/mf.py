@@ -38,7 +38,8 @@ import scipy.sparse as sp
 from flax import nnx
 
 from recjax.data.bags import check_user_items
-from recjax.models.base import Capabilities, Constant, table
+from recjax.models.base import Constant, table
+from recjax.models.capabilities import Capabilities
 from recjax.models.fold_in import rating_ridge_users
 
 __all__ = ["MFConfig", "MF"]

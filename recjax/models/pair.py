@@ -88,7 +88,8 @@ from flax import nnx
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD, PairData
 from recjax.data.tokens import check_class_labels, movielens_tokens, pair_vocab, read_pair_parts
-from recjax.models.base import TABLE, Capabilities, Constant, rating_inputs
+from recjax.models.base import TABLE, Constant, rating_inputs
+from recjax.models.capabilities import Capabilities
 
 __all__ = ["PairConfig", "PairModel"]
 

@@ -60,7 +60,8 @@ from flax import nnx
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.base import BagUser, Capabilities, Constant, parse_dims, table
+from recjax.models.base import BagUser, Constant, parse_dims, table
+from recjax.models.capabilities import Capabilities
 
 __all__ = ["SoftmaxConfig", "SoftmaxModel", "EXCLUDED_LOGIT", "bag_mask"]
 

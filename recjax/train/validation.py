@@ -37,7 +37,7 @@ from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PAD
 from recjax.metrics import ranking_metrics
-from recjax.models.base import capabilities_of
+from recjax.models.capabilities import capabilities_of
 from recjax.models.softmax import EXCLUDED_LOGIT, bag_mask
 from recjax.retrieval import recommend
 
