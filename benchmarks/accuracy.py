@@ -23,7 +23,7 @@ import numpy as np
 from recjax.config import make_configs
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
-from recjax.evaluation import average_predictions, evaluate_runs
+from recjax.evaluation import average_predictions, experiment_of_runs
 from recjax.experiment import RunResult, run
 from recjax.explore import load_run
 from recjax.metrics import mse, rmse
@@ -156,7 +156,7 @@ def ranking(models: list[str], seed: int) -> None:
         result = train(model, seed, model_values, split="ua", **overrides)
         runs.append(load_run(result.run_dir))
         names.append(name)
-    table = evaluate_runs(runs, 10)  # the runs in order, then the ranking baselines
+    table = experiment_of_runs(runs, k=10).run().table  # the runs in order, then the ranking baselines
     labels = names + list(table)[len(runs):]
     rows = [[label, m["precision@10"], m["ndcg@10"]] for label, m in zip(labels, table.values())
             if "ndcg@10" in m]
@@ -164,12 +164,14 @@ def ranking(models: list[str], seed: int) -> None:
     daes = [runs[names.index("dae")]] + [
         load_run(train("dae", seed + i, split="ua").run_dir) for i in range(1, ENSEMBLE_SEEDS)]
     for weight in (0.0, ENSEMBLE_EASE_WEIGHT):
-        m = list(evaluate_runs(daes, 10, baselines=False, ensemble=weight).values())[-1]  # its row
+        table = experiment_of_runs(daes, k=10, baselines=False, ensemble=weight).run().table
+        m = list(table.values())[-1]  # its row
         label = f"ensemble of {len(daes)} dae seeds" + (f" + EASE ({weight:g})" if weight else "")
         rows.append([label, m["precision@10"], m["ndcg@10"]])
     ials = runs[names.index("ials")]
-    m = list(evaluate_runs([ials, *daes], 10, baselines=False, ensemble=0.0,
-                           weights=ENSEMBLE_IALS_WEIGHTS).values())[-1]
+    table = experiment_of_runs([ials, *daes], k=10, baselines=False, ensemble=0.0,
+                               weights=ENSEMBLE_IALS_WEIGHTS).run().table
+    m = list(table.values())[-1]
     share = ENSEMBLE_IALS_WEIGHTS[0] / sum(ENSEMBLE_IALS_WEIGHTS)
     rows.append([f"ials + {len(daes)} dae seeds (ials at {share:g})", m["precision@10"], m["ndcg@10"]])
     print("\n### ml-100k, ranking on ua (top 10, train movies excluded)\n")

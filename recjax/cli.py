@@ -321,9 +321,7 @@ def _protocol(args: argparse.Namespace, runs: Sequence[Any]) -> str:
 def _evaluate(args: argparse.Namespace) -> int:
     import json
 
-    from recjax.evaluation.compare import bootstrap_runs, evaluate_runs, row_names
-    from recjax.evaluation.protocol import RankingTask
-    from recjax.evaluation.strong import STRONG_KS, evaluate_runs_strong
+    from recjax.evaluation.compare import experiment_of_runs, row_names
     from recjax.report import format_table
 
     runs = [_load_run(path) for path in args.run]
@@ -341,22 +339,22 @@ def _evaluate(args: argparse.Namespace) -> int:
                            f"{len(runs)} runs: give one per run, in the runs' order")
     if args.bootstrap and len(runs) < 2:
         raise CommandError("--bootstrap compares runs with the first: give at least two runs")
+    if protocol == "strong" and args.ensemble:
+        raise CommandError("--ensemble is not available with --protocol strong")
+    experiment = experiment_of_runs(
+        runs, protocol, k=None if protocol == "strong" else args.k, baselines=not args.no_baselines,
+        ease_lambda=args.ease_lambda, ensemble=(args.ensemble_ease or 0.0) if args.ensemble else None,
+        weights=args.ensemble_weights, threshold=args.threshold, seed=args.seed)
+    result = experiment.run(args.bootstrap or 0, seed=args.seed, compared=row_names(runs)[1:])
+    results, significance, k = result.table, result.bootstrap, experiment.cutoff
     if protocol == "strong":
-        if args.ensemble:
-            raise CommandError("--ensemble is not available with --protocol strong")
-        results, task = evaluate_runs_strong(runs, threshold=args.threshold, seed=args.seed,
-                                             baselines=not args.no_baselines,
-                                             ease_lambda=args.ease_lambda)
-        k, columns = STRONG_KS[1], _STRONG_COLUMNS
-        print(f"{first.dataset} split {first.split!r} (strong generalisation): {len(task.users)} "
-              f"held-out test users with >= 5 positives (rating >= {args.threshold:g}); 80% of "
-              f"each user's positives folded in, the other 20% ranked against every training item\n")
+        columns = _STRONG_COLUMNS
+        print(f"{first.dataset} split {first.split!r} (strong generalisation): "
+              f"{len(experiment.protocol.users)} held-out test users with >= 5 positives (rating >= "
+              f"{args.threshold:g}); 80% of each user's positives folded in, the other 20% ranked "
+              f"against every training item\n")
     else:
-        ensemble = (args.ensemble_ease or 0.0) if args.ensemble else None
-        results = evaluate_runs(runs, args.k, baselines=not args.no_baselines, ensemble=ensemble,
-                                weights=args.ensemble_weights, ease_lambda=args.ease_lambda)
-        task = RankingTask.from_run(first) if args.bootstrap else None
-        k, columns = args.k, None
+        columns = None
         what = ("the user's latest rating (leave-last-one-out)" if protocol == "loo"
                 else "the user's test items")
         print(f"{first.dataset} split {first.split!r}: "
@@ -367,9 +365,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"\nrating metrics on the test part; novelty@{k} = mean self-information "
               f"-log2 p(item) in bits, pop@{k} = mean share of users who rated a recommended "
               f"item; div@{k} measured in {first.name}'s item embedding space")
-    significance = None
-    if args.bootstrap:
-        significance = bootstrap_runs(runs, task, k, n_resamples=args.bootstrap, seed=args.seed)
+    if significance:
         rows = [[name, r["difference"], r["low"], r["high"], r["share_a_better"]]
                 for name, r in significance.items()]
         print(f"\npaired bootstrap over {next(iter(significance.values()))['users']} users "

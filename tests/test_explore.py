@@ -222,36 +222,37 @@ def test_a_model_without_ranking_vectors_is_ranked_by_its_full_forward_pass(run)
     np.testing.assert_allclose(top.scores, -np.sort(-full, axis=1)[:, :4], rtol=1e-5, atol=1e-6)
 
 
-def test_evaluate_runs_share_one_table(run):
+def test_runs_share_one_table(run):
     import dataclasses
 
-    from recjax.evaluation.compare import evaluate_runs
+    from recjax.evaluation.compare import experiment_of_runs
 
-    results = evaluate_runs([run, run], 5, baselines=False)
+    results = experiment_of_runs([run, run], k=5, baselines=False).run().table
     assert list(results) == ["mf (run)", "mf (run, 2)"]
     assert results["mf (run)"]["ndcg@5"] == results["mf (run, 2)"]["ndcg@5"]
     other = dataclasses.replace(run, splits={**run.splits, "test": run.splits["test"].subset(slice(0, 50))})
     with pytest.raises(ValueError, match="different splits"):
-        evaluate_runs([run, other], 5)
+        experiment_of_runs([run, other], k=5)
     with pytest.raises(ValueError, match="no runs"):
-        evaluate_runs([], 5)
+        experiment_of_runs([], k=5)
 
 
-def test_evaluate_runs_ensemble_row(run):
-    from recjax.evaluation.compare import evaluate_runs
+def test_runs_ensemble_row(run):
+    from recjax.evaluation.compare import experiment_of_runs
 
-    alone = evaluate_runs([run], 5, baselines=False)["mf"]
+    alone = experiment_of_runs([run], k=5, baselines=False).run().table["mf"]
     # a run blended with itself ranks exactly as the run does
-    same = evaluate_runs([run, run], 5, baselines=False, ensemble=0.0)["ensemble of 2 runs"]
+    same = experiment_of_runs([run, run], k=5, baselines=False,
+                              ensemble=0.0).run().table["ensemble of 2 runs"]
     for name in ("ndcg@5", "precision@5", "coverage@5"):
         assert same[name] == alone[name]
-    with_ease = evaluate_runs([run], 5, ensemble=0.5)
+    with_ease = experiment_of_runs([run], k=5, ensemble=0.5).run().table
     assert list(with_ease) == ["mf", "ensemble of 1 runs + EASE (0.5)", "most popular",
                                "EASE (lambda 250)", "global mean", "user mean"]
     assert with_ease["ensemble of 1 runs + EASE (0.5)"]["ndcg@5"] != alone["ndcg@5"]
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match=r"in \[0, 1\)"):
-            evaluate_runs([run], 5, ensemble=bad)
+            experiment_of_runs([run], k=5, ensemble=bad)
 
 
 def test_refit_run_reloads_the_refitted_model(tmp_path):
@@ -279,7 +280,7 @@ def test_refit_run_reloads_the_refitted_model(tmp_path):
 def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     from recjax.config import RunConfig
     from recjax.metrics import mse, rmse
-    from recjax.evaluation.compare import evaluate_runs
+    from recjax.evaluation.compare import experiment_of_runs
     from recjax.experiment import run as train_run
     from recjax.models.mf import MFConfig
 
@@ -289,16 +290,19 @@ def test_rating_predictions_and_ensemble_rating_metrics(run, tmp_path):
     train_run(RunConfig(dataset="synthetic", split="random", epochs=2, quiet=True,
                           out=str(other_dir)), MFConfig(embedding_dim=4))
     other = load_run(other_dir)
-    row = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0)["ensemble of 2 runs"]
+    row = experiment_of_runs([run, other], k=5, baselines=False,
+                             ensemble=0.0).run().table["ensemble of 2 runs"]
     by_hand = (predicted + other.rating_predictions("test")[0]) / 2
     assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
     assert row["rmse"] < max(run.final_metrics["test_rmse"], other.final_metrics["test_rmse"])
     # weighted: the rating average and the ranking blend take the same normalised weights
-    weighted = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0, weights=[3, 1])
+    weighted = experiment_of_runs([run, other], k=5, baselines=False, ensemble=0.0,
+                                  weights=[3, 1]).run().table
     row = weighted["ensemble of 2 runs (weighted)"]
     by_hand = 0.75 * predicted + 0.25 * other.rating_predictions("test")[0]
     assert row["mse"] == pytest.approx(mse(by_hand, labels), rel=1e-9)
-    only_other = evaluate_runs([run, other], 5, baselines=False, ensemble=0.0, weights=[0, 1])
+    only_other = experiment_of_runs([run, other], k=5, baselines=False, ensemble=0.0,
+                                    weights=[0, 1]).run().table
     assert only_other["ensemble of 2 runs (weighted)"]["ndcg@5"] == only_other["mf (dim4)"]["ndcg@5"]
     assert only_other["ensemble of 2 runs (weighted)"]["mse"] == pytest.approx(
         other.final_metrics["test_mse"], rel=1e-6)
@@ -314,12 +318,12 @@ def test_ensemble_errors(run, monkeypatch):
         return dataclasses.replace(run, train_config=cfg)
 
     with pytest.raises(ValueError, match="label the test part differently"):
-        compare.evaluate_runs([binary(3.0), binary(4.0)], 5, baselines=False, ensemble=0.0)
+        compare.experiment_of_runs([binary(3.0), binary(4.0)], k=5, baselines=False, ensemble=0.0)
     monkeypatch.setattr(compare, "EASE_MAX_ITEMS", 5)
     with pytest.raises(ValueError, match="EASE is not fitted above 5 items"):
-        compare.evaluate_runs([run], 5, ensemble=0.5)
-    assert "ensemble of 1 runs" in compare.evaluate_runs([run], 5, ensemble=0.0)  # runs alone still work
+        compare.experiment_of_runs([run], k=5, ensemble=0.5)
+    assert "ensemble of 1 runs" in compare.experiment_of_runs([run], k=5, ensemble=0.0).run().table  # runs alone
     with pytest.raises(ValueError, match="weights are the ensemble's"):
-        compare.evaluate_runs([run], 5, weights=[1.0])
+        compare.experiment_of_runs([run], k=5, weights=[1.0])
     with pytest.raises(ValueError, match="2 models but 1 weights"):
-        compare.evaluate_runs([run, run], 5, ensemble=0.0, weights=[1.0])
+        compare.experiment_of_runs([run, run], k=5, ensemble=0.0, weights=[1.0])

@@ -33,8 +33,9 @@ import pytest
 from recjax.config import RunConfig
 from recjax.data import Ratings, Vocabulary, split_ratings, synthetic_ratings
 from recjax.data.bags import bags_from_csr, user_rows
-from recjax.evaluation.compare import compare_models, evaluate_run
+from recjax.evaluation.compare import evaluate_run
 from recjax.evaluation.ensemble import blend
+from recjax.evaluation.experiment import Experiment
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.families import MODELS
 from recjax.models.base import BagModel, Embedder, FoldIn, PairScorer, Ranker, fold_in_items
@@ -238,7 +239,8 @@ def test_any_trained_model_is_ranked_blended_and_evaluated_alike(short_run):
     metrics = evaluate_ranking(module, task, 5)
     assert {"precision@5", "ndcg@5", "coverage@5"} <= set(metrics)
     assert all(np.isfinite(v) for v in metrics.values())
-    table = compare_models({family: module, "most popular": MostPopular().fit(opened.splits["train"])}, task, 5)
+    models = {family: module, "most popular": MostPopular().fit(opened.splits["train"])}
+    table = Experiment(task, models, k=5).run().table
     assert table[family] == metrics
     mixed = evaluate_ranking(blend([opened.scorer("dot"), MostPopular().fit(opened.splits["train"])]), task, 5)
     assert np.isfinite(mixed["ndcg@5"])

@@ -16,6 +16,7 @@ import scipy.sparse as sp
 from recjax.data import Ratings
 from recjax.data.splits import last_one_split, split_ratings, user_split
 from recjax.evaluation import (
+    Experiment,
     RankingTask,
     StrongTask,
     compare_pair,
@@ -124,6 +125,8 @@ def test_strong_task_holds_out_users_and_folds_in_80_percent():
 class FixedScores:
     """A fold-in model whose every folded-in user scores items by ``scores``."""
 
+    capabilities = EASE.capabilities  # declared as the model contract asks: ranks, folds in
+
     def __init__(self, scores):
         self.scores = np.asarray(scores, np.float64)
         self.calls = []
@@ -187,6 +190,12 @@ def test_strong_needs_a_model_that_folds_in():
     task = StrongTask.from_ratings(train, held, seed=0)
     with pytest.raises(ValueError, match="cannot fold in held-out users.*dae"):
         strong_generalization(MostPopular().fit(train), task)
+
+    class Undeclared(FixedScores):  # has fold_in, declares nothing: the contract asks the declaration
+        capabilities = None
+
+    with pytest.raises(ValueError, match="a Undeclared cannot fold in held-out users"):
+        strong_generalization(Undeclared(np.zeros(train.n_items)), task)
     with pytest.raises(ValueError, match="whole users held out"):
         StrongTask.from_ratings(train, train)
 
@@ -243,6 +252,92 @@ def test_bootstrap_finds_a_planted_better_scorer():
     assert r["share_a_better"] == 1.0
     with pytest.raises(ValueError, match="differ in length"):
         paired_bootstrap(a, b[:-1])
+
+
+def _ndcg_per_user(scores, relevant, k):
+    """Binary NDCG@k of each row of dense ``scores`` [U, I] against ``relevant`` [U, I]
+    (bool), nothing excluded, ideal DCG over min(k, relevant) hits (NumPy only)."""
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    gain = 1.0 / np.log2(np.arange(2, k + 2))
+    dcg = (np.take_along_axis(relevant, top, 1) * gain).sum(1)
+    ideal = np.array([gain[:n].sum() for n in np.minimum(relevant.sum(1), k)])
+    return dcg / ideal
+
+
+def test_experiment_table_and_paired_bootstrap_against_the_first_model():
+    task, rng = bootstrap_task()
+    dense = task.test.toarray()
+    noise = rng.normal(size=dense.shape)
+    better = (dense + 0.8 * noise, np.eye(task.n_items))
+    worse = (noise, np.eye(task.n_items))
+    experiment = Experiment(task, {"worse": worse, "better": better}, ["ndcg"], k=10)
+    result = experiment.run(400, seed=3)
+    a, b = _ndcg_per_user(better[0], dense > 0, 10), _ndcg_per_user(worse[0], dense > 0, 10)
+    assert result.table == {"worse": {"ndcg@10": pytest.approx(b.mean()), "users": task.n_users},
+                            "better": {"ndcg@10": pytest.approx(a.mean()), "users": task.n_users}}
+    (name, r), = result.bootstrap.items()  # every model after the first, minus the first
+    assert name == "better" and r["difference"] == pytest.approx(float(np.mean(a - b)))
+    assert 0.0 < r["low"] < r["difference"] < r["high"] and r["users"] == task.n_users
+    assert experiment.run().bootstrap is None
+    with pytest.raises(ValueError, match="unknown metric 'nope'"):
+        experiment.paired(10, metric="nope")
+    with pytest.raises(ValueError, match="no model named 'best'"):
+        experiment.paired(10, compared=["best"])
+    with pytest.raises(TypeError, match="protocol must be a RankingTask or a StrongTask"):
+        Experiment(task.test, {"worse": worse})
+
+
+def test_experiment_under_the_strong_protocol_folds_in_and_aliases_recall():
+    # 12 items; training user 0 rates all of them; held-out users 1 and 2 rate items 0..9:
+    # 8 folded in, 2 held out each, so each user's candidates are its 2 held-out items, 10, 11
+    n = 12
+    u, i = [0] * n + [1] * 10 + [2] * 10, list(range(n)) + list(range(10)) * 2
+    data = ratings(u, i, [5.0] * len(u))
+    task = StrongTask.from_ratings(data.subset(slice(0, n)), data.subset(slice(n, len(u))), seed=3)
+    right = np.zeros(n)
+    right[task.test.indices] = 10.0  # every held-out item first
+    wrong = np.r_[np.zeros(10), 100.0, 99.0]  # items 10, 11 first, the held-out items 3rd and 4th
+    experiment = Experiment(task, {"wrong": FixedScores(wrong), "right": FixedScores(right)}, k=4)
+    table = experiment.run().table
+    assert table["right"] == {"recall@20": 1.0, "recall@50": 1.0, "ndcg@4": 1.0, "users": 2}
+    by_hand = (1 / math.log2(4) + 1 / math.log2(5)) / (1 + 1 / math.log2(3))
+    assert table["wrong"]["ndcg@4"] == pytest.approx(by_hand) and table["wrong"]["recall@20"] == 1.0
+    # recall is Liang's under this protocol: hits / min(k, held out) = 1 at k = 1 (not 1/2)
+    paired = Experiment(task, experiment.models, k=1).paired(50, metric="recall")
+    assert paired["right"]["difference"] == 1.0 and paired["right"]["share_a_better"] == 1.0
+
+
+def test_evaluation_imports_point_one_way():
+    """Inside recjax.evaluation: protocol, strong, significance and ensemble import none of
+    each other, experiment imports them, compare imports experiment; no import is
+    deferred into a function to dodge a cycle. Below: nothing in recjax.train,
+    recjax.models or recjax.experiment imports recjax.evaluation (the metrics are the
+    leaf recjax.metrics)."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "recjax"
+    level = {"protocol": 0, "strong": 0, "significance": 0, "ensemble": 0, "experiment": 1, "compare": 2}
+
+    def imports(tree):
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                yield node, node.module
+            elif isinstance(node, ast.Import):
+                yield from ((node, alias.name) for alias in node.names)
+
+    for name, rank in level.items():
+        tree = ast.parse((root / "evaluation" / f"{name}.py").read_text())
+        top = {id(n) for n in tree.body}
+        for node, module in imports(tree):
+            if module.startswith("recjax.evaluation."):
+                other = module.rsplit(".", 1)[1]
+                assert id(node) in top, f"{name} defers its import of {module}"
+                assert level[other] < rank, f"{name} (level {rank}) imports {module} (level {level[other]})"
+    below = [*(root / "train").glob("*.py"), *(root / "models").glob("*.py"), root / "experiment.py"]
+    for path in below:
+        for _, module in imports(ast.parse(path.read_text())):
+            assert not module.startswith("recjax.evaluation"), f"{path.name} imports {module}"
 
 
 # ----------------------------------------------------------------------------- end to end

@@ -9,7 +9,7 @@ import pytest
 import scipy.sparse as sp
 
 from recjax.data import Ratings, Vocabulary
-from recjax.evaluation.compare import compare_models
+from recjax.evaluation.experiment import Experiment
 from recjax.evaluation.protocol import RankingTask, evaluate_ranking
 from recjax.models.baselines import EASE, MostPopular
 from recjax.scoring import EmbeddingScorer, FunctionScorer, as_scorer
@@ -176,7 +176,7 @@ def test_ease_beats_popularity_on_clustered_data():
     test_rows = rng.random(len(data)) < 0.25
     train, test = data.subset(~test_rows), data.subset(test_rows)
     task = RankingTask.from_ratings(train, test)
-    results = compare_models({"pop": MostPopular().fit(train), "ease": EASE(5).fit(train)}, task, 5)
+    results = Experiment(task, {"pop": MostPopular().fit(train), "ease": EASE(5).fit(train)}, k=5).run().table
     assert results["ease"]["ndcg@5"] > results["pop"]["ndcg@5"] + 0.1
     assert 0 < results["pop"]["coverage@5"] < results["ease"]["coverage@5"]
     assert results["pop"]["diversity@5"] == pytest.approx(0.0)  # 1-D vectors: all alike

@@ -11,14 +11,17 @@ module                 what it holds
 ``significance``       :func:`paired_bootstrap` over users of two models on one task
 ``ensemble``           :func:`blend` (score-standardised rank blending) and
                        :func:`average_predictions`
-``compare``            the comparison table: :func:`evaluate_runs` of run folders with
-                       their ensemble and baselines (fitted here, when evaluating), and
-                       :func:`compare_models` of in-memory models
+``experiment``         :class:`Experiment` ``(protocol, models, metrics).run()``: the
+                       table of models under one protocol, and their paired bootstrap
+``compare``            :func:`experiment_of_runs`: the experiment of run folders of one
+                       split with their ensemble and baselines (fitted here, when
+                       evaluating); :func:`evaluate_run`
 =====================  =================================================================
 
-The metrics themselves are a leaf below this package, :mod:`recjax.metrics` (NumPy
-and SciPy only, also used to validate during training). Each name here is imported
-from its module on first use.
+Imports point one way: ``compare`` -> ``experiment`` -> ``protocol``, ``strong``,
+``significance``, ``ensemble`` (these four import none of each other) -> the metrics,
+a leaf below this package (:mod:`recjax.metrics`, NumPy and SciPy only, also used to
+validate during training). Each name here is imported from its module on first use.
 
 Example
 -------
@@ -34,23 +37,21 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.evaluation.protocol": (
         "RankingTask", "evaluate_ranking",
     ),
-    "recjax.evaluation.strong": ("StrongTask", "strong_generalization", "per_user_values",
-                                 "evaluate_runs_strong", "STRONG_KS"),
+    "recjax.evaluation.strong": ("StrongTask", "strong_generalization", "STRONG_KS"),
     "recjax.evaluation.significance": ("paired_bootstrap", "per_user_metric", "compare_pair"),
     "recjax.evaluation.ensemble": ("BlendScorer", "blend", "average_predictions"),
+    "recjax.evaluation.experiment": ("Experiment", "ExperimentResult", "Rated"),
     "recjax.evaluation.compare": (
-        "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS",
-        "row_names", "bootstrap_runs",
+        "evaluate_run", "experiment_of_runs", "rating_baselines", "EASE_MAX_ITEMS", "row_names",
     ),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
 
 __all__ = [
-    "RankingTask", "evaluate_ranking", "BlendScorer", "blend",
-    "average_predictions", "compare_models", "evaluate_run", "evaluate_runs", "rating_baselines",
-    "EASE_MAX_ITEMS", "row_names", "bootstrap_runs", "StrongTask", "strong_generalization",
-    "per_user_values", "evaluate_runs_strong", "STRONG_KS", "paired_bootstrap",
-    "per_user_metric", "compare_pair",
+    "RankingTask", "evaluate_ranking", "BlendScorer", "blend", "average_predictions",
+    "Experiment", "ExperimentResult", "Rated", "evaluate_run", "experiment_of_runs",
+    "rating_baselines", "EASE_MAX_ITEMS", "row_names", "StrongTask", "strong_generalization",
+    "STRONG_KS", "paired_bootstrap", "per_user_metric", "compare_pair",
 ]
 
 

@@ -1,30 +1,34 @@
-"""The comparison table: rating and ranking metrics of trained runs and their baselines.
+"""The comparison of run folders: the :class:`recjax.evaluation.experiment.Experiment`
+of trained runs of one split, with their ensemble and their baselines.
 
 Runs are compared on their own split, read from the run folders (no dataset is
-re-derived): each run's test rating metrics and its ranking metrics under
-:func:`recjax.evaluation.protocol.evaluate_ranking`, the ensemble of the runs
-(:func:`recjax.evaluation.ensemble.blend`, optionally with EASE), and the baselines
-(global and user mean for ratings; most popular and EASE for ranking), all fitted
-here, on the split's train part, when evaluating.
+re-derived), under the protocol the split implies or the one asked for (ua and
+leave-last-one-out: :class:`recjax.evaluation.protocol.RankingTask`; strong:
+:class:`recjax.evaluation.strong.StrongTask`): each run's test rating metrics and its
+ranking metrics, the ensemble of the runs (:func:`recjax.evaluation.ensemble.blend`,
+optionally with EASE), and the baselines (global and user mean for ratings; most
+popular and EASE for ranking; EASE alone under the strong protocol), all fitted here,
+on the split's train part, when evaluating.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from recjax._checks import positive_int
 from recjax.data.dataset import Ratings
 from recjax.evaluation.ensemble import average_predictions, blend, mixture_weights
-from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-from recjax.metrics import rating_metrics, task_metrics
+from recjax.evaluation.experiment import Experiment, Rated
+from recjax.evaluation.protocol import RankingTask
+from recjax.evaluation.strong import StrongTask
 from recjax.families import MODELS
+from recjax.metrics import rating_metrics, task_metrics
 from recjax.models.baselines import EASE, GlobalMean, MostPopular, UserMean
 from recjax.runs import Run
 
-__all__ = ["compare_models", "evaluate_run", "evaluate_runs", "rating_baselines", "EASE_MAX_ITEMS",
-           "row_names", "bootstrap_runs"]
+__all__ = ["evaluate_run", "experiment_of_runs", "rating_baselines", "EASE_MAX_ITEMS", "row_names"]
 
 
 EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
@@ -33,7 +37,7 @@ EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
 def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baselines: bool = True,
                  ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
     """Rating and ranking metrics of a run and of its baselines, on the run's own split
-    (or on ``test``).
+    (or on ``test``), under the ua protocol (:func:`experiment_of_runs`).
 
     Parameters
     ----------
@@ -54,42 +58,62 @@ def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baseline
     dict
         ``{name: metrics}``, the run first (named :attr:`Run.name`). Rating metrics are
         those of its model's test predictions (``mse``, ``rmse``, ``mae``, or
-        ``accuracy``, ``auc``, ``log_loss``) for a family that scores pairs; ranking ones
-        follow :func:`recjax.evaluation.protocol.evaluate_ranking`, with diversity
+        ``accuracy``, ``auc``, ``log_loss``) for a family that predicts ratings; ranking
+        ones follow :func:`recjax.evaluation.protocol.evaluate_ranking`, with diversity
         measured in the run's item embedding space for every row.
     """
     if test is not None:
         run = run.with_test(test)
-    return evaluate_runs([run], k, baselines=baselines, ease_lambda=ease_lambda)
+    return experiment_of_runs([run], k=k, baselines=baselines, ease_lambda=ease_lambda).run().table
 
 
-def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
-                  ease_lambda: float = 250.0, ensemble: float | None = None,
-                  weights: Sequence[float] | None = None) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_run` of several runs of one split, in one table.
+def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | None = None,
+                       baselines: bool = True, ease_lambda: float = 250.0,
+                       ensemble: float | None = None, weights: Sequence[float] | None = None,
+                       threshold: float = 4.0, seed: int = 0) -> Experiment:
+    """The :class:`Experiment` of run folders of one split, their ensemble and baselines.
 
-    The baselines are fitted once; diversity is measured in the first run's item
-    embedding space for every row, so that the rows compare. Rows are named by
-    :attr:`Run.name`, with the folder name added where two runs share one.
-
-    ``ensemble`` adds a row for the runs' ensemble: it ranks with a blend
-    (:func:`recjax.evaluation.ensemble.blend`) of all the runs and EASE at weight
-    ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone), the
-    runs' share divided by ``weights`` (one non-negative weight per run, normalised;
-    default equal); when all are rating models of one task, its rating metrics are
-    those of their test predictions averaged with the same weights
-    (:func:`recjax.evaluation.ensemble.average_predictions`).
+    Parameters
+    ----------
+    runs : sequence of Run
+        Rows named by :func:`row_names`, in this order; the first is the bootstrap's
+        reference, and its item embeddings the space of every row's diversity.
+    protocol : {"ua", "loo", "strong"}
+        ua and loo: :meth:`RankingTask.from_run` of the first run; strong:
+        :meth:`StrongTask.from_run` (``threshold``, and ``seed`` of the 80/20 division).
+    k : int, optional
+        :attr:`Experiment.k` (default 10; strong: NDCG@100).
+    baselines : bool
+        After the runs (and the ensemble): most popular and EASE (``ease_lambda``,
+        skipped above :data:`EASE_MAX_ITEMS` items) fitted on the train part
+        (validation included), then the rating baselines global and user mean when a
+        run is a regression run; strong: EASE fitted on the training users.
+    ensemble : float, optional
+        A row for the runs' ensemble (ua and loo): it ranks with a blend
+        (:func:`recjax.evaluation.ensemble.blend`) of all the runs and EASE at weight
+        ``ensemble`` in [0, 1) (the runs share ``1 - ensemble``; 0: the runs alone),
+        the runs' share divided by ``weights`` (one non-negative weight per run,
+        normalised; default equal); when all are rating models of one task, its rating
+        metrics are those of their test predictions averaged with the same weights
+        (:func:`recjax.evaluation.ensemble.average_predictions`).
 
     Raises
     ------
     ValueError
-        No runs, a bad ``k``, runs whose train/test parts differ (another dataset,
-        split, or random-split seed), or ``weights`` without ``ensemble`` or not one
-        valid weight per run (:func:`recjax.evaluation.ensemble.mixture_weights`).
+        No runs, an unknown protocol, a bad ``k``, runs whose train/test parts differ
+        (another dataset, split, or random-split seed), an ensemble under the strong
+        protocol, or ``weights`` without ``ensemble`` or not one valid weight per run.
     """
     if not runs:
         raise ValueError("no runs to evaluate")
-    k = positive_int(k, "k")
+    if protocol not in ("ua", "loo", "strong"):
+        raise ValueError(f"protocol must be 'ua', 'loo' or 'strong', got {protocol!r}")
+    if k is not None:
+        k = positive_int(k, "k")
+    if protocol == "strong":
+        if ensemble is not None or weights is not None:
+            raise ValueError("an ensemble is not available under the strong protocol")
+        return _strong_experiment(runs, k, baselines, ease_lambda, threshold, seed)
     if ensemble is not None and not 0.0 <= ensemble < 1.0:
         raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
     if weights is not None and ensemble is None:
@@ -97,7 +121,6 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
     shares = mixture_weights(weights, len(runs))
     first = runs[0]
     task = RankingTask.from_run(first)
-    space = first.item_embeddings if first.item_embeddings.size else None  # none saved: no diversity
     for other in runs[1:]:
         t = RankingTask.from_run(other)
         if t.train.shape != task.train.shape or (t.train != task.train).nnz or (t.test != task.test).nnz:
@@ -105,10 +128,7 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
                              f"({other.dataset} {other.split!r} vs "
                              f"{first.dataset} {first.split!r}); evaluate them "
                              f"separately")
-    out: dict[str, dict[str, float]] = {}
-    for run, name in zip(runs, row_names(runs)):
-        out[name] = {**_rating_metrics(run), **evaluate_ranking(run.scorer("dot"), task, k,
-                                                               item_embeddings=space)}
+    models: dict[str, object] = dict(zip(row_names(runs), runs))
     fit_on = first.splits["train"].concat(first.splits["val"])
     ease = None
     if (baselines or ensemble) and task.n_items <= EASE_MAX_ITEMS:
@@ -121,17 +141,33 @@ def evaluate_runs(runs: Sequence[Run], k: int = 10, *, baselines: bool = True,
                     list((1.0 - ensemble) * shares) + ([ensemble] if ensemble else []))
         name = (f"ensemble of {len(runs)} runs" + ("" if weights is None else " (weighted)")
                 + (f" + EASE ({ensemble:g})" if ensemble else ""))
-        out[name] = {**_ensemble_rating_metrics(runs, shares),
-                     **evaluate_ranking(mix, task, k, item_embeddings=space)}
+        models[name] = Rated(mix, _ensemble_rating_metrics(runs, shares))
     if baselines:
-        models = {"most popular": MostPopular().fit(fit_on)}
+        models["most popular"] = MostPopular().fit(fit_on)
         if ease is not None:
             models[f"EASE (lambda {ease_lambda:g})"] = ease
-        for name, model in models.items():
-            out[name] = evaluate_ranking(model, task, k, item_embeddings=space)
         if any(r.train_config.task == "regression" for r in runs):
-            out.update(rating_baselines(fit_on, first.splits["test"]))
-    return out
+            models.update({name: Rated(None, m)
+                           for name, m in rating_baselines(fit_on, first.splits["test"]).items()})
+    space = first.item_embeddings if first.item_embeddings.size else None  # none saved: no diversity
+    return Experiment(task, models, k=k, item_embeddings=space)
+
+
+def _strong_experiment(runs: Sequence[Run], k: int | None, baselines: bool, ease_lambda: float,
+                       threshold: float, seed: int) -> Experiment:
+    """:func:`experiment_of_runs` under the strong protocol."""
+    first = runs[0]
+    for other in runs[1:]:
+        for part in ("train", "test"):
+            a, b = first.splits[part], other.splits[part]
+            if len(a) != len(b) or not (np.array_equal(a.user, b.user) and np.array_equal(a.item, b.item)):
+                raise ValueError(f"{other.path} and {first.path} were trained on different splits; "
+                                 f"evaluate them separately")
+    task = StrongTask.from_run(first, threshold=threshold, seed=seed)
+    models: dict[str, object] = dict(zip(row_names(runs), runs))
+    if baselines and task.n_items <= EASE_MAX_ITEMS:
+        models[f"EASE (lambda {ease_lambda:g})"] = EASE(ease_lambda).fit(first.splits["train"])
+    return Experiment(task, models, k=k)
 
 
 def row_names(runs: Sequence[Run]) -> list[str]:
@@ -148,24 +184,6 @@ def row_names(runs: Sequence[Run]) -> list[str]:
     return out
 
 
-def bootstrap_runs(runs: Sequence[Run], task: Any, k: int, *, metric: str = "ndcg",
-                   n_resamples: int = 1000, seed: int = 0) -> dict[str, dict[str, float]]:
-    """Paired bootstrap over users (:func:`recjax.evaluation.significance.paired_bootstrap`)
-    of ``metric@k`` of each run after the first minus the first, on ``task`` (a
-    :class:`RankingTask`, the ua and leave-last-one-out protocols, or a
-    :class:`recjax.evaluation.strong.StrongTask`): ``{row name: result}``."""
-    from recjax.evaluation.significance import paired_bootstrap, per_user_metric
-    from recjax.evaluation.strong import StrongTask
-
-    if len(runs) < 2:
-        raise ValueError("a paired comparison needs at least two runs")
-    values = [per_user_metric(run if isinstance(task, StrongTask) else run.scorer("dot"), task, metric, k)
-              for run in runs]
-    names = row_names(runs)
-    return {name: paired_bootstrap(v, values[0], n_resamples=n_resamples, seed=seed)
-            for name, v in zip(names[1:], values[1:])}
-
-
 def rating_baselines(train: Ratings, test: Ratings) -> dict[str, dict[str, float]]:
     """Test rating metrics (``mse``, ``rmse``, ``mae``) of the global-mean and user-mean
     baselines fitted on ``train``: ``{"global mean": {...}, "user mean": {...}}``."""
@@ -173,25 +191,11 @@ def rating_baselines(train: Ratings, test: Ratings) -> dict[str, dict[str, float
             for name, baseline in (("global mean", GlobalMean), ("user mean", UserMean))}
 
 
-def _predicts_ratings(run: Run) -> bool:
-    """Whether the run's model predicts ratings (:attr:`ModelSpec.predicts_ratings`): a
-    rating metric of iALS's or EASE's ranking scores would be meaningless."""
-    return MODELS[run.train_config.model].predicts_ratings
-
-
-def _rating_metrics(run: Run) -> dict[str, float]:
-    """The run's test rating metrics, from its model's predictions; empty for a family
-    that predicts no ratings (softmax, Mult-DAE, iALS, EASE)."""
-    if not _predicts_ratings(run):
-        return {}
-    return task_metrics(run.train_config.task, *run.rating_predictions("test"))
-
-
 def _ensemble_rating_metrics(runs: Sequence[Run], weights: np.ndarray) -> dict[str, float]:
     """Test metrics of the runs' predictions averaged with ``weights``
     (:func:`average_predictions`); empty unless every run is a rating model of one task."""
     tasks = {r.train_config.task for r in runs}
-    if len(tasks) > 1 or not all(_predicts_ratings(r) for r in runs):
+    if len(tasks) > 1 or not all(MODELS[r.train_config.model].predicts_ratings for r in runs):
         return {}
     task = tasks.pop()
     predicted = [r.rating_predictions("test") for r in runs]
@@ -201,11 +205,3 @@ def _ensemble_rating_metrics(runs: Sequence[Run], weights: np.ndarray) -> dict[s
                          "their predictions cannot be averaged")
     mean = average_predictions([p for p, _ in predicted], task, weights)
     return task_metrics(task, mean, labels)
-
-
-def compare_models(models: dict[str, Any], task: RankingTask, k: int = 10, *,
-                   item_embeddings: np.ndarray | None = None) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_ranking` of each named in-memory model on one task, in one table
-    (diversity in one embedding space): ``{name: metrics}``."""
-    return {name: evaluate_ranking(m, task, k, item_embeddings=item_embeddings)
-            for name, m in models.items()}

@@ -39,7 +39,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -47,7 +47,13 @@ import scipy.sparse as sp
 from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings
-from recjax.metrics import catalogue_coverage, diversity, novelty, ranking_metrics
+from recjax.metrics import (
+    catalogue_coverage,
+    diversity,
+    novelty,
+    per_user_ranking_metrics,
+    ranking_metrics,
+)
 from recjax.retrieval import TopK
 from recjax.scoring import EmbeddingScorer, as_scorer
 
@@ -69,6 +75,9 @@ class RankingTask:
     item_counts : int64 [n_items]
         Train ratings per item (popularity, for novelty and the most-popular baseline).
     """
+
+    #: Metric names of this protocol that mean another per-user metric: none.
+    ALIASES: ClassVar[dict[str, str]] = {}
 
     train: sp.csr_matrix
     test: sp.csr_matrix
@@ -132,6 +141,16 @@ class RankingTask:
             raise ValueError(f"{type(scorer).__name__}.topk returned ids of shape {np.shape(top.ids)}, "
                              f"expected ({len(users)}, {k})")
         return top
+
+    def per_user_values(self, model: Any, ks: Sequence[int]) -> dict[str, np.ndarray]:
+        """Per test user (float64 [n_test_users], rows as :attr:`users`), every metric of
+        :func:`recjax.metrics.per_user_ranking_metrics` at each cut-off of ``ks``, keyed
+        ``name@k``, from one ranking of the top ``max(ks)`` (``model`` as :meth:`rank`)."""
+        ks = [positive_int(k, "k") for k in ks]
+        top = self.rank(model, max(ks))
+        return {f"{name}@{k}": value for k in ks
+                for name, value in per_user_ranking_metrics(top, self.test, k,
+                                                            users=self.users).items()}
 
 
 def evaluate_ranking(model: Any, task: RankingTask, k: int = 10, *, metric: str = "dot",

@@ -25,7 +25,6 @@ import numpy as np
 from scipy.stats import bootstrap
 
 from recjax._checks import positive_int
-from recjax.metrics import per_user_ranking_metrics
 
 __all__ = ["paired_bootstrap", "per_user_metric", "compare_pair"]
 
@@ -75,25 +74,19 @@ def paired_bootstrap(a: Any, b: Any, *, n_resamples: int = 1000, confidence: flo
             "resamples": n_resamples}
 
 
-def per_user_metric(model: Any, task: Any, metric: str = "ndcg", k: int = 10) -> np.ndarray:
+def per_user_metric(model: Any, task: Any, metric: str = "ndcg", k: int = 10, **options: Any) -> np.ndarray:
     """One metric at ``k`` for every evaluated user of ``task``: a
     :class:`recjax.evaluation.RankingTask` (the ua and leave-last-one-out protocols) or
     a :class:`recjax.evaluation.strong.StrongTask` (``recall`` there is Liang's,
-    ``capped_recall``). float64 [users with a relevant item], in ``task.users`` order."""
-    from recjax.evaluation.strong import StrongTask, per_user_values
-
-    if isinstance(task, StrongTask):
-        name = "capped_recall" if metric == "recall" else metric
-        values = per_user_values(model, task, (k,))
-        key = f"{name}@{k}"
-        if key not in values:
-            raise ValueError(f"unknown metric {metric!r}; use one of "
-                             f"{', '.join(sorted({n.split('@')[0] for n in values}))}")
-        return values[key]
-    values = per_user_ranking_metrics(task.rank(model, k), task.test, k, users=task.users)
-    if metric not in values:
-        raise ValueError(f"unknown metric {metric!r}; use one of {', '.join(values)}")
-    return values[metric]
+    ``capped_recall``: the task's ``ALIASES``). float64 [users evaluated], in
+    ``task.users`` order, from the task's ``per_user_values`` (given ``options``:
+    a StrongTask's ``binary_threshold``)."""
+    values = task.per_user_values(model, (k,), **options)
+    key = f"{task.ALIASES.get(metric, metric)}@{k}"
+    if key not in values:
+        raise ValueError(f"unknown metric {metric!r}; use one of "
+                         f"{', '.join(dict.fromkeys(n.split('@')[0] for n in values))}")
+    return values[key]
 
 
 def compare_pair(model_a: Any, model_b: Any, task: Any, metric: str = "ndcg", k: int = 10, *,

@@ -12,8 +12,9 @@ users``). For every held-out user:
    are not evaluated;
 3. the positives are divided at random (seeded): ``floor(0.2 n)`` held out (Liang's
    ``int(test_prop * n)``), the rest (80%) folded into the model through the model
-   contract (:mod:`recjax.models.base`: a bag model's user tower over the bag, or
-   the ``fold_in`` capability), without retraining;
+   contract (the ``fold_in`` capability of :mod:`recjax.models.base`: a bag model's
+   user tower over the bag, a factor model's solve against its frozen items), without
+   retraining;
 4. every catalogue item not folded in is ranked, and the held-out 20% are the
    relevant items: Recall@20 and Recall@50 normalised by ``min(k, held out)``
    (Liang's ``Recall_at_k_batch``: ``capped_recall`` of
@@ -21,7 +22,8 @@ users``). For every held-out user:
    (``NDCG_binary_at_k_batch``, ideal DCG over ``min(k, held out)`` hits).
 
 EASE (:class:`recjax.models.baselines.EASE`, fitted on the training users) folds a
-user in by its definition, ``scores = x B`` with ``x`` the user's folded-in row.
+user in by its definition, ``scores = x B`` with ``x`` the user's folded-in row. Run
+folders are measured under this protocol by :class:`recjax.evaluation.experiment.Experiment`.
 
 Example
 -------
@@ -46,7 +48,7 @@ Example
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, ClassVar, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -57,7 +59,7 @@ from recjax.metrics import per_user_ranking_metrics
 from recjax.retrieval import TopK
 from recjax.scoring import EmbeddingScorer
 
-__all__ = ["StrongTask", "strong_generalization", "per_user_values", "evaluate_runs_strong", "STRONG_KS"]
+__all__ = ["StrongTask", "strong_generalization", "STRONG_KS"]
 
 #: The cut-offs Liang et al. report: Recall@20, Recall@50 (``ks``) and NDCG@100.
 STRONG_KS = ((20, 50), 100)
@@ -82,6 +84,10 @@ class StrongTask:
     catalogue : bool [n_items]
         Items with a positive training rating: the only ones ranked.
     """
+
+    #: Metric names of this protocol that mean another per-user metric: Liang's recall
+    #: is ``capped_recall`` (normalised by ``min(k, held out)``).
+    ALIASES: ClassVar[dict[str, str]] = {"recall": "capped_recall"}
 
     users: np.ndarray
     fold: sp.csr_matrix
@@ -170,11 +176,12 @@ class StrongTask:
         """Top ``k`` of every evaluated user, folded into ``model``: ids [U, min(k,
         catalogue)] (rows as :attr:`users`).
 
-        ``model``: a :class:`recjax.runs.Run`, a module of a family that folds users in
-        (a bag model, or one with the ``fold_in`` capability), or a fitted
-        :class:`recjax.models.baselines.EASE`. ``binary_threshold``: the positives of a
-        binary MF fold-in (default: the run's, else ``threshold`` of the task's
-        ratings, which are all positives).
+        ``model``: a model that declares the ``fold_in`` capability
+        (:mod:`recjax.models.base`: a trained module of a family that folds users in,
+        ``Run.model()``, or a fitted :class:`recjax.models.baselines.EASE`).
+        ``binary_threshold``: the positives of a binary MF fold-in (a run's
+        ``train_config.binary_threshold``; default: every folded-in rating, the task's
+        ratings being all positives).
 
         Raises
         ------
@@ -187,9 +194,21 @@ class StrongTask:
             raise ValueError(f"the model scores {scorer.n_items} items, the split has {self.n_items}")
         return scorer.topk(np.arange(len(self.users)), k, self.exclude)
 
+    def per_user_values(self, model: Any, ks: Sequence[int], *,
+                        binary_threshold: float | None = None) -> dict[str, np.ndarray]:
+        """Per evaluated user (float64 [U], rows as :attr:`users`), every metric of
+        :func:`recjax.metrics.per_user_ranking_metrics` at each cut-off of ``ks``, keyed
+        ``name@k``, from one ranking of the top ``max(ks)`` (``model`` and
+        ``binary_threshold`` as :meth:`rank`)."""
+        ks = [positive_int(k, "k") for k in ks]
+        top = self.rank(model, max(ks), binary_threshold=binary_threshold)
+        return {f"{name}@{k}": value for k in ks
+                for name, value in per_user_ranking_metrics(top, self.test, k).items()}
+
 
 def strong_generalization(model: Any, task: StrongTask, *, ks: Sequence[int] = STRONG_KS[0],
-                          ndcg_k: int = STRONG_KS[1], prefix: str = "") -> dict[str, float]:
+                          ndcg_k: int = STRONG_KS[1], prefix: str = "",
+                          binary_threshold: float | None = None) -> dict[str, float]:
     """Liang et al.'s strong-generalisation metrics of ``model`` on ``task``.
 
     Parameters
@@ -200,29 +219,18 @@ def strong_generalization(model: Any, task: StrongTask, *, ks: Sequence[int] = S
         Recall cut-offs (default 20, 50), recall normalised by ``min(k, held out)``.
     ndcg_k : int
         NDCG cut-off (default 100), binary gain.
+    binary_threshold : float, optional
+        As :meth:`StrongTask.rank`.
 
     Returns
     -------
     dict
         ``recall@k`` for each of ``ks``, ``ndcg@{ndcg_k}`` and ``users`` (evaluated).
     """
-    values = per_user_values(model, task, (*ks, ndcg_k))
+    values = task.per_user_values(model, (*ks, ndcg_k), binary_threshold=binary_threshold)
     out = {f"{prefix}recall@{k}": float(values[f"capped_recall@{k}"].mean()) for k in ks}
     out[f"{prefix}ndcg@{ndcg_k}"] = float(values[f"ndcg@{ndcg_k}"].mean())
     out[f"{prefix}users"] = len(task.users)
-    return out
-
-
-def per_user_values(model: Any, task: StrongTask, ks: Sequence[int]) -> dict[str, np.ndarray]:
-    """Per evaluated user (rows as ``task.users``), every metric of
-    :func:`recjax.metrics.per_user_ranking_metrics` at each cut-off of
-    ``ks``, keyed ``name@k``, from one ranking of the top ``max(ks)``."""
-    ks = [positive_int(k, "k") for k in ks]
-    top = task.rank(model, max(ks))
-    out: dict[str, np.ndarray] = {}
-    for k in ks:
-        for name, value in per_user_ranking_metrics(top, task.test, k).items():
-            out[f"{name}@{k}"] = value
     return out
 
 
@@ -237,21 +245,10 @@ def _pattern(row: np.ndarray, col: np.ndarray, shape: tuple[int, int]) -> tuple[
 def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None) -> Any:
     """A scorer whose user ``r`` is ``task.users[r]`` folded into ``model``: every held-out
     user folded in by one batched call of the model's ``fold_in``, scored against the
-    item side of its ranking vectors."""
-    from recjax.families import MODELS
-    from recjax.models.base import FoldIn, fold_in_items
-    from recjax.models.capabilities import capabilities_of
+    item side of its ranking vectors (the model contract, :mod:`recjax.models.base`)."""
+    from recjax.models.base import capabilities_of, fold_in_items  # imports JAX: only when ranking
 
-    if hasattr(model, "train_config") and hasattr(model, "model"):  # a recjax.runs.Run
-        family = model.train_config.model
-        if not MODELS[family].capabilities.fold_in:
-            raise ValueError(f"a {family} run cannot fold in held-out users (its users are tokens "
-                             f"learned in training): strong generalisation needs one of "
-                             f"{', '.join(_folding_families())}")
-        if binary_threshold is None:
-            binary_threshold = model.train_config.binary_threshold
-        model = model.model()
-    if not (capabilities_of(model).fold_in or isinstance(model, FoldIn)):
+    if not capabilities_of(model).fold_in:
         raise ValueError(f"a {type(model).__name__} cannot fold in held-out users: strong "
                          f"generalisation needs one of {', '.join(_folding_families())} (or EASE)")
     threshold = -np.inf if binary_threshold is None else binary_threshold
@@ -260,48 +257,8 @@ def _fold_in_scorer(model: Any, task: StrongTask, binary_threshold: float | None
 
 
 def _folding_families() -> list[str]:
-    from recjax.families import MODELS
+    """The families that declare the ``fold_in`` capability."""
+    from recjax.families import MODELS  # the registry imports the model modules: only on error
 
     return [name for name, spec in MODELS.items() if spec.capabilities.fold_in]
 
-
-def evaluate_runs_strong(runs: Sequence[Any], *, threshold: float = 4.0, fold_fraction: float = 0.8,
-                         min_positives: int = 5, seed: int = 0, baselines: bool = True,
-                         ease_lambda: float = 250.0, ks: Sequence[int] = STRONG_KS[0],
-                         ndcg_k: int = STRONG_KS[1]) -> tuple[dict[str, dict[str, float]], StrongTask]:
-    """:func:`strong_generalization` of run folders trained on one ``users`` split, with
-    EASE (``ease_lambda``, fitted here on the training users) as the baseline.
-
-    Returns
-    -------
-    (table, task)
-        ``{row name: metrics}`` (the runs by :attr:`recjax.runs.Run.name`, then EASE
-        unless ``baselines`` is False or the catalogue is above
-        :data:`recjax.evaluation.compare.EASE_MAX_ITEMS`), and the task they were
-        measured on.
-
-    Raises
-    ------
-    ValueError
-        No runs, runs of other splits, or a run whose family cannot fold in users.
-    """
-    from recjax.evaluation.compare import EASE_MAX_ITEMS, row_names
-    from recjax.models.baselines import EASE
-
-    if not runs:
-        raise ValueError("no runs to evaluate")
-    first = runs[0]
-    for other in runs[1:]:
-        for part in ("train", "test"):
-            a, b = first.splits[part], other.splits[part]
-            if len(a) != len(b) or not (np.array_equal(a.user, b.user) and np.array_equal(a.item, b.item)):
-                raise ValueError(f"{other.path} and {first.path} were trained on different splits; "
-                                 f"evaluate them separately")
-    task = StrongTask.from_run(first, threshold=threshold, fold_fraction=fold_fraction,
-                               min_positives=min_positives, seed=seed)
-    table = {name: strong_generalization(run, task, ks=ks, ndcg_k=ndcg_k)
-             for name, run in zip(row_names(runs), runs)}
-    if baselines and task.n_items <= EASE_MAX_ITEMS:
-        ease = EASE(ease_lambda).fit(first.splits["train"])
-        table[f"EASE (lambda {ease_lambda:g})"] = strong_generalization(ease, task, ks=ks, ndcg_k=ndcg_k)
-    return table, task

@@ -505,7 +505,7 @@ def _compare(best: Any, defaults: Any, key: str, protocol: str, n_resamples: int
     user under ``protocol`` (a rating metric as each user's mean squared / absolute error)."""
     import numpy as np
 
-    from recjax.evaluation.compare import bootstrap_runs
+    from recjax.evaluation.experiment import Experiment
     from recjax.evaluation.protocol import RankingTask
     from recjax.evaluation.significance import paired_bootstrap
     from recjax.evaluation.strong import StrongTask
@@ -514,8 +514,8 @@ def _compare(best: Any, defaults: Any, key: str, protocol: str, n_resamples: int
     if "@" in name:
         metric, k = name.split("@")
         task = (StrongTask if protocol == "strong" else RankingTask).from_run(best)
-        row = bootstrap_runs([defaults, best], task, int(k), metric=metric,
-                             n_resamples=n_resamples)
+        row = Experiment(task, {"defaults": defaults, "best": best}, k=int(k)).paired(
+            n_resamples, metric=metric)
         return {"metric": f"test_{name}", **next(iter(row.values()))}
     per_user = []
     for run in (best, defaults):
