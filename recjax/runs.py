@@ -63,9 +63,10 @@ from recjax.run_folder import (
 )
 from recjax.scoring import EmbeddingScorer, as_scorer, module_predictions
 
-__all__ = ["Run", "RunFolderError", "Embeddings", "MEASURES"]
+__all__ = ["Run", "RunFolderError", "Embeddings", "MEASURES", "QUERIES"]
 
 MEASURES = ("dot", "cosine", "l2")  # how a run's vectors score items: Run.scorer, Run.similar_items
+QUERIES = ("recommend", "fold_in", "similar_items", "predict")  # what Run.refusal answers for
 
 
 @dataclass(eq=False)
@@ -314,6 +315,43 @@ class Run:
         return as_scorer(self.model(), bags=bags)
 
     # -- queries: raw ids in, raw ids out
+    def refusal(self, query: str) -> str | None:
+        """Why this run cannot answer ``query``, or None when it can, without running it:
+        read from what its family declares (:class:`recjax.models.capabilities.Capabilities`)
+        and what its folder holds. The query itself refuses with this message (a
+        ``ValueError``); a server answers requests for it so (422).
+
+        Parameters
+        ----------
+        query : {"recommend", "fold_in", "similar_items", "predict"}
+            :meth:`recommend` for the run's users, :meth:`fold_in` (``recommend`` for new
+            users), :meth:`similar_items`, :meth:`predict`.
+        """
+        from recjax.families import MODELS
+
+        if query not in QUERIES:
+            raise ValueError(f"unknown query {query!r}; choose one of {', '.join(QUERIES)}")
+        family = self.train_config.model
+        caps = MODELS[family].capabilities
+        if query == "fold_in" and not caps.fold_in:
+            able = [name for name, spec in MODELS.items() if spec.capabilities.fold_in]
+            return (f"a {family} run cannot fold in a new user: its users are tokens learned in "
+                    f"training (retrain with the user's data, or use {', '.join(able[:-1])} or "
+                    f"{able[-1]})")
+        if query == "predict" and not caps.pairs:
+            return f"a {family} run scores items for users, not (user, item) pairs; use recommend"
+        if not self.has_vocabulary:
+            return self._no_vocabulary("fold-in" if query == "fold_in" else query)
+        if query == "similar_items" and self.data.n_items < 2:
+            return "the catalogue has a single item: it has no similar items"
+        return None
+
+    def _require(self, query: str) -> None:
+        """Raise :meth:`refusal`'s reason, if any, as a ValueError."""
+        reason = self.refusal(query)
+        if reason is not None:
+            raise ValueError(reason)
+
     def recommend(self, users: Any = None, N: int = 10, *, filter_already_liked_items: bool = True,
                   items: Any = None, new_user_items: Any = None,
                   new_user_ratings: Any = None) -> TopK:
@@ -358,7 +396,7 @@ class Run:
             that cannot fold in a user.
         """
 
-        self._need_vocabulary("recommend")
+        self._require("recommend")
         n = positive_int(N, "N")
         if (users is None) == (new_user_items is None):
             raise ValueError("give exactly one of users and new_user_items")
@@ -398,12 +436,10 @@ class Run:
         from recjax.retrieval import topk
 
         _check_measure(measure)
-        self._need_vocabulary("similar_items")
+        self._require("similar_items")
         n = positive_int(N, "N")
         index = self._index("item", items, "items").ravel()
         k = min(n, self.data.n_items - 1)
-        if k < 1:
-            raise ValueError("the catalogue has a single item: it has no similar items")
         self_only = sp.csr_matrix((np.ones(len(index)), (np.arange(len(index)), index)),
                                   shape=(len(index), self.data.n_items))
         top = topk(self.item_embeddings[index], self.item_embeddings, k, metric=measure,
@@ -427,11 +463,8 @@ class Run:
         """
         from recjax.families import MODELS
 
-        self._need_vocabulary("predict")
+        self._require("predict")
         spec = MODELS[self.train_config.model]
-        if not spec.capabilities.pairs:
-            raise ValueError(f"a {self.train_config.model} run scores items for users, not "
-                             f"(user, item) pairs; use recommend")
         u, i = np.broadcast_arrays(self._index("user", users, "users"),
                                    self._index("item", items, "items"))
         user, item = u.ravel().astype(np.int32), i.ravel().astype(np.int32)
@@ -477,14 +510,7 @@ class Run:
         scores are ``item_vectors @ users[u]``, ``item_vectors`` being the item side of
         the model's ranking vectors (what :meth:`recommend` scores them against).
         """
-        from recjax.families import MODELS
-
-        family = self.train_config.model
-        if not MODELS[family].capabilities.fold_in:
-            able = [name for name, spec in MODELS.items() if spec.capabilities.fold_in]
-            raise ValueError(f"a {family} run cannot fold in a new user: its users are tokens learned "
-                             f"in training (retrain with the user's data, or use "
-                             f"{', '.join(able[:-1])} or {able[-1]})")
+        self._require("fold_in")
         user_items, flat = self.new_user_rows(items, ratings)
         users = self.model().fold_in(user_items, flat, binary_threshold=self.train_config.binary_threshold)
         return users, user_items
@@ -616,8 +642,11 @@ class Run:
 
     def _need_vocabulary(self, what: str) -> None:
         if not self.has_vocabulary:
-            raise ValueError(f"{self.path} was trained on Object2Vec token files, which have no "
-                             f"user or item ids: {what} is not available (use predict)")
+            raise ValueError(self._no_vocabulary(what))
+
+    def _no_vocabulary(self, what: str) -> str:
+        return (f"{self.path} was trained on Object2Vec token files, which have no user or item "
+                f"ids: {what} is not available (use predict)")
 
 
 def _many_users(new_user_items: Any) -> bool:

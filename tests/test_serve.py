@@ -231,9 +231,47 @@ def test_ping_and_models(client):
     assert listed["default"] == "mf"
     ends = {m["name"]: m["endpoints"] for m in listed["models"]}
     assert all(v == "ok" for v in ends["mf"].values())
+    refused = {name: {kind for kind, v in kinds.items() if v != "ok"}
+               for name, kinds in ends.items()}
+    # what each family declares (recjax.models.capabilities.Capabilities): pair runs fold in
+    # no user, Mult-DAE scores no (user, item) pair nor answers /invocations
+    # (recjax.predict.PAIR_MODELS)
+    assert refused == {"mf": set(), "pair": {"fold_in"},
+                       "dae": {"predict", "invocations", "embeddings"}}
     assert "cannot fold in" in ends["pair"]["fold_in"]
     assert "not (user, item) pairs" in ends["dae"]["predict"]
     assert client.get("/models/dae").json()["users"] == 60
+
+
+def _query(run, query: str):
+    """Call one of the run's queries (recjax.runs.QUERIES) on its first user and item."""
+    user, item = run.data.users.ids[0], run.data.items.ids[0]
+    if query == "recommend":
+        return run.recommend(user, N=1)
+    if query == "fold_in":
+        high = run.data.rating_scale[1]
+        return run.recommend(new_user_items=[item], new_user_ratings=[high], N=1)
+    if query == "similar_items":
+        return run.similar_items(item, N=1)
+    return run.predict(user, item)
+
+
+def test_declared_refusals_are_what_the_queries_do(runs):
+    """Run.refusal (what the server lists, read from the family's declared capabilities)
+    names exactly the queries that refuse when called, with their own message."""
+    from recjax.runs import QUERIES
+
+    for name, run in runs.items():
+        for query in QUERIES:
+            reason = run.refusal(query)
+            if reason is None:
+                _query(run, query)
+            else:
+                with pytest.raises(ValueError) as refused:
+                    _query(run, query)
+                assert str(refused.value) == reason, (name, query)
+    assert [q for q in QUERIES if runs["pair"].refusal(q)] == ["fold_in"]
+    assert [q for q in QUERIES if runs["dae"].refusal(q)] == ["predict"]
 
 
 def test_ping_is_503_until_the_runs_are_warm(folders, monkeypatch):

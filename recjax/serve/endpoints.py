@@ -16,11 +16,13 @@ Batches are padded to a power of two rows (copies of their first row, dropped
 from the answers) so that the compiled JAX programs behind ``Run.predict`` and
 the network scorers see a bounded set of shapes.
 
-Capabilities are what the run's methods answer: :meth:`ServedRun.warm` calls each
-query once on a known user and item, which compiles it, and records the
-``ValueError`` of those the family cannot do (fold-in for pair and dnn runs,
-pair predictions for softmax and Mult-DAE runs, ...); such requests are then
+Capabilities are what the run declares: at load, :meth:`recjax.runs.Run.refusal`
+says which queries its family cannot answer (fold-in for pair and dnn runs, pair
+predictions for softmax and Mult-DAE runs, ...: read from
+:class:`recjax.models.capabilities.Capabilities`, nothing is run); such requests are
 answered 422 with that message.
+:meth:`ServedRun.warm` then calls each query the run answers once on a known user
+and item, which compiles it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any
 import numpy as np
 
 from recjax.data.dataset import UnknownIdError
+from recjax.runs import MEASURES
 from recjax.serve.batching import Job
 
 __all__ = ["DEFAULT_LIMITS", "KINDS", "Limits", "RequestError", "ServedRun"]
@@ -45,7 +48,8 @@ RECOMMEND_KEYS = ("users", "N", "filter_already_liked_items", "items", "new_user
                   "new_user_ratings")
 SIMILAR_KEYS = ("items", "title", "N", "measure")
 PREDICT_KEYS = ("users", "items")
-MEASURES = ("cosine", "dot", "l2")
+QUERIES = {"recommend": "recommend", "fold_in": "fold_in", "similar": "similar_items",
+           "predict": "predict"}  # endpoint kind -> the Run query behind it (Run.refusal)
 MAX_SEQLEN = 5000  # Object2Vec's infer_max_seqlens bound
 
 
@@ -185,6 +189,10 @@ class ServedRun:
         if self.run is None:
             self.run = Run.open(Path(self._source))
         run = self.run
+        for kind, query in QUERIES.items():
+            reason = run.refusal(query)
+            if reason is not None:
+                self.unsupported[kind] = reason
         if run.train_config.model in PAIR_MODELS:  # what predict.load_trained builds
             self.trained = Trained(run.model(), run.train_config, run.model_config, run.data)
         else:
@@ -194,14 +202,14 @@ class ServedRun:
         self.loaded = True
 
     def warm(self) -> None:
-        """Call every query once (compiling it); note those the run cannot answer."""
+        """Call every query the run answers once (compiling it)."""
         run = self.run
-        user = item = 0  # runs without vocabularies refuse before looking at ids
+        user = item = 0  # a run without vocabularies answers none of the four (Run.refusal)
         high = 1.0
         if self.has_vocabulary:
             user, item = run.data.users.ids[0], run.data.items.ids[0]
             high = float(run.data.rating_scale[1])
-        probes: dict[str, Any] = {
+        calls: dict[str, Any] = {
             "recommend": lambda: run.recommend(np.asarray([user]), N=1),
             "fold_in": lambda: run.recommend(new_user_items=[item], new_user_ratings=[high], N=1),
             "similar": lambda: run.similar_items(np.asarray([item]), N=1),
@@ -211,14 +219,13 @@ class ServedRun:
             from recjax.predict import respond
 
             in0, in1 = self._probe_tokens()
-            probes["invocations"] = lambda: respond(self.trained, {"instances": [{"in0": in0, "in1": in1}]})
-            probes["embeddings"] = lambda: (respond(self.trained, {"instances": [{"in0": in0}]}),
-                                            respond(self.trained, {"instances": [{"in1": in1}]}))
-        for kind, probe in probes.items():
-            try:
-                probe()
-            except ValueError as err:
-                self.unsupported[kind] = str(err)
+            pair = {"instances": [{"in0": in0, "in1": in1}]}
+            calls["invocations"] = lambda: respond(self.trained, pair)
+            calls["embeddings"] = lambda: (respond(self.trained, {"instances": [{"in0": in0}]}),
+                                           respond(self.trained, {"instances": [{"in1": in1}]}))
+        for kind, call in calls.items():
+            if kind not in self.unsupported:
+                call()
         if "fold_in" not in self.unsupported:
             self._warm_fold_in(high)
         if self.has_titles:
