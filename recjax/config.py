@@ -29,8 +29,9 @@ from typing import Any
 
 from recjax.data.download import DATASETS as _DOWNLOADS
 from recjax.data.frame import DUPLICATE_RULES
+from recjax.data.splits import RUN_SPLITS
 
-__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "SPLITS", "DATASETS", "from_dict",
+__all__ = ["RunConfig", "OPTIMIZERS", "SCHEDULES", "TASKS", "DATASETS", "from_dict",
            "make_configs", "parse_mesh", "describe"]
 
 OPTIMIZERS = ("sgd", "adam", "adagrad", "adamw")
@@ -38,8 +39,6 @@ TABLE_UPDATES = ("auto", "sparse", "dense")
 SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 TASKS = ("regression", "binary")
 DATASETS = (*_DOWNLOADS, "synthetic")  # a MovieLens release, or recjax.data.synthetic_ratings
-SPLITS = ("ua", "ub", "u1", "u2", "u3", "u4", "u5", "random", "per_user", "temporal", "users",
-          "last_one")
 # settings a model family recommends (recjax.families.ModelSpec.train_defaults); these are
 # used where a family recommends none
 _FAMILY_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,
@@ -77,7 +76,7 @@ class RunConfig:
                                choices=DUPLICATE_RULES)
     split: str = _setting("ua", "ml-100k's ua, ub, u1..u5; any data: random, per_user "
                                 "(test_fraction of all / of each user's ratings, seeded), temporal "
-                                "(each user's last rating)", choices=SPLITS)
+                                "(each user's last rating)", choices=RUN_SPLITS)
     test_fraction: float = _setting(0.1, "test share for the random and per_user splits")
     val_fraction: float = _setting(0.05, "validation share carved at random from the training part")
     task: str = _setting("regression", "regression (ratings) or binary (rating > binary_threshold)",

@@ -60,6 +60,8 @@ from recjax.data.frame import read_ratings
 from recjax.data.jsonlines import PairData
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import (
+    DRAWN_SPLITS,
+    PARTS,
     PREDEFINED_SPLITS,
     Splits,
     carve_validation,
@@ -82,7 +84,6 @@ __all__ = ["run", "RunResult", "load_splits", "DiskFullError"]
 
 # task -> (metric monitored on validation, higher is better)
 MONITOR = {"regression": ("val_rmse", False), "binary": ("val_log_loss", False)}
-SPLIT_METHODS = ("random", "per_user", "temporal", "users", "last_one")  # any dataset; ml-100k also PREDEFINED_SPLITS
 
 
 class DiskFullError(OSError):
@@ -117,12 +118,12 @@ def load_splits(cfg: RunConfig) -> dict[str, Ratings]:
     if cfg.split in PREDEFINED_SPLITS:
         if cfg.dataset != "ml-100k" or cfg.data:
             raise ValueError(f"split {cfg.split!r} exists for ml-100k only; use --split "
-                             f"{' or '.join(SPLIT_METHODS)}")
+                             f"{' or '.join(DRAWN_SPLITS)}")
         train, test, _ = predefined_split(cfg.split, cfg.data_dir)
         fit_part, val = carve_validation(train, cfg.val_fraction, cfg.seed)
         return {"train": fit_part, "val": val, "test": test}
-    if cfg.split not in SPLIT_METHODS:
-        raise ValueError(f"unknown split {cfg.split!r}; use {', '.join(SPLIT_METHODS)} or one of "
+    if cfg.split not in DRAWN_SPLITS:
+        raise ValueError(f"unknown split {cfg.split!r}; use {', '.join(DRAWN_SPLITS)} or one of "
                          f"{', '.join(PREDEFINED_SPLITS)}")
     return split_ratings(data, cfg.split, test_fraction=cfg.test_fraction,
                          val_fraction=cfg.val_fraction, seed=cfg.seed)._asdict()
@@ -150,11 +151,11 @@ def check_parts(parts: Any) -> dict[str, Any]:
         bad rating.
     """
     named = parts._asdict() if isinstance(parts, Splits) else dict(parts)
-    for name in ("train", "val", "test"):
+    for name in PARTS:
         if name not in named:
             raise ValueError(f"the run's data has no {name!r} part (it needs train, val and test; "
                              f"recjax.data.split_ratings makes them)")
-    extra = sorted(set(named) - {"train", "val", "test"})
+    extra = sorted(set(named) - set(PARTS))
     if extra:
         raise ValueError(f"unknown data part(s) {extra}; give train, val and test")
     if all(isinstance(p, PairData) for p in named.values()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from recjax.data.dataset import Ratings
+from recjax.data.splits import PARTS
 from recjax.evaluation.compare import rating_baselines
 
 __all__ = ["format_table", "print_run_summary"]
@@ -42,15 +43,15 @@ def print_run_summary(result: Any) -> None:
         names = ("accuracy", "auc", "log_loss")
     else:  # a model with its own metrics: those every part has
         names = tuple(k[5:] for k in m if k.startswith("test_") and f"val_{k[5:]}" in m)
-    header = ["model"] + [f"{part} {name.upper()}" for name in names for part in ("train", "val", "test")]
+    header = ["model"] + [f"{part} {name.upper()}" for name in names for part in PARTS]
     model_name = type(result.module).__name__
-    rows = [[model_name] + [m.get(f"{part}_{name}") for name in names for part in ("train", "val", "test")]]
-    if "test_rmse" in m and all(isinstance(result.splits.get(p), Ratings) for p in ("train", "val", "test")):
+    rows = [[model_name] + [m.get(f"{part}_{name}") for name in names for part in PARTS]]
+    if "test_rmse" in m and all(isinstance(result.splits.get(p), Ratings) for p in PARTS):
         per_part = {part: rating_baselines(result.splits["train"], result.splits[part])
-                    for part in ("train", "val", "test") if len(result.splits[part])}
+                    for part in PARTS if len(result.splits[part])}
         for baseline in per_part.get("test", {}):
             rows.append([baseline] + [per_part[part][baseline][name] if part in per_part else None
-                                      for name in names for part in ("train", "val", "test")])
+                                      for name in names for part in PARTS])
     print(format_table(header, rows))
     print(
         f"\nbest epoch {m['best_epoch']} of {m['epochs_run']}"

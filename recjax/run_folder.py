@@ -43,12 +43,12 @@ import pandas as pd
 
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PairData
+from recjax.data.splits import PARTS
 
 __all__ = ["RunFolderError", "Embeddings", "RunWriter", "write_atomic", "fingerprint",
            "fingerprint_digest", "data_differences"]
 
 FORMAT = "recjax-run/2"
-PARTS = ("train", "val", "test")
 _RATING_FIELDS = ("user", "item", "rating", "timestamp")
 _PAIR_FIELDS = ("in0", "in1", "label")
 

@@ -48,10 +48,10 @@ import scipy.sparse as sp
 from recjax._checks import positive_int
 from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, UnknownIdError
+from recjax.data.splits import PARTS
 from recjax.retrieval import TopK, dense_topk
 from recjax.run_folder import (
     FORMAT,
-    PARTS,
     Embeddings,
     RunFolderError,
     _load_data,

@@ -53,6 +53,9 @@ __all__ = [
     "temporal_split",
     "kfold",
     "PROTOCOL_SPLITS",
+    "DRAWN_SPLITS",
+    "RUN_SPLITS",
+    "PARTS",
     "PROTOCOLS",
     "protocol_of_split",
     "user_split",
@@ -65,6 +68,11 @@ SPLIT_METHODS = ("random", "per_user", "temporal", "kfold")
 #: The splits of the literature's ranking protocols (:mod:`recjax.evaluation.strong`):
 #: held-out users (strong generalisation) and leave-last-one-out with its validation.
 PROTOCOL_SPLITS = ("users", "last_one")
+#: The splits a run is trained on (``RunConfig.split``, ``--split``): those drawn from any
+#: dataset, one train / validation / test split each (k-fold's folds are not one), and
+#: ml-100k's published ones.
+DRAWN_SPLITS = tuple(m for m in SPLIT_METHODS if m != "kfold") + PROTOCOL_SPLITS
+RUN_SPLITS = PREDEFINED_SPLITS + DRAWN_SPLITS
 #: The ranking protocols (``evaluate --protocol``, ``tune --protocol``) and the split
 #: each needs: ``ua`` any split of further ratings of training users (ua, random,
 #: per_user, ...), ``strong`` held-out users, ``loo`` each user's latest rating.
@@ -315,6 +323,9 @@ class Splits(NamedTuple):
         """Raise ValueError if a part's vocabularies differ from train's; see
         :func:`check_shared_vocabulary`."""
         check_shared_vocabulary(self)
+
+
+PARTS = Splits._fields  # the parts' names, in order: train, val, test
 
 
 def check_shared_vocabulary(parts: Splits | Mapping[str, Ratings]) -> None:
