@@ -46,7 +46,8 @@ from recjax.data.jsonlines import PairData
 from recjax.data.splits import PARTS
 
 __all__ = ["RunFolderError", "Embeddings", "RunWriter", "write_atomic", "fingerprint",
-           "fingerprint_digest", "data_differences"]
+           "fingerprint_digest", "data_differences", "verify", "load_parts", "load_embeddings",
+           "read_metrics"]
 
 FORMAT = "recjax-run/2"
 _RATING_FIELDS = ("user", "item", "rating", "timestamp")
@@ -349,7 +350,7 @@ class RunWriter:
         data["split"] = split or "given"
         data["fingerprint"] = fingerprint(parts)
         if resume and (self.path / "metrics.jsonl").is_file():
-            self.records = [r for r in _read_metrics(self.path / "metrics.jsonl")
+            self.records = [r for r in read_metrics(self.path / "metrics.jsonl")
                             if r.get("event") != "final"]
         self.status = {"format": FORMAT, "status": "training", "recjax": _version(),
                        "created": _now(), "data": data}
@@ -406,8 +407,66 @@ class RunWriter:
         write_atomic(self.path / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in self.records))
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """The records of a metrics.jsonl file, in order."""
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# ----------------------------------------------------------------------------- reading
+def verify(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(run.json, config.json) of the finished run folder ``path``, every file listed in
+    run.json checked against its sha256 (what :meth:`recjax.runs.Run.open` opens).
+
+    Raises
+    ------
+    RunFolderError
+        Not a run folder; one being trained (locked) or interrupted (continue it with
+        ``--resume``); a failed one; written by another recjax format; a file missing
+        or damaged.
+    """
+    if not path.is_dir():
+        raise RunFolderError(f"{path}: no such run folder")
+    if not (path / "run.json").is_file():
+        hint = (" (written by an older recjax: retrain it)" if (path / "config.json").is_file()
+                else "")
+        raise RunFolderError(f"{path} is not a recjax run folder (no run.json){hint}")
+    status = _read_json(path / "run.json")
+    if status.get("format") != FORMAT:
+        raise RunFolderError(f"{path} is a run of format {status.get('format')!r}; this recjax "
+                             f"reads {FORMAT!r}: retrain it")
+    if status.get("status") != "finished":
+        holder = _Lock.holder(path)
+        if holder is not None:
+            raise RunFolderError(f"{path} is still being trained by {holder}")
+        if status.get("status") == "failed":
+            raise RunFolderError(f"{path} failed ({status.get('error')}); train it again: "
+                                 f"`recjax train --out {path}` starts it over, `--resume` "
+                                 f"continues it with corrected settings")
+        raise RunFolderError(f"{path} did not finish (interrupted); continue it with "
+                             f"`recjax train --resume --out {path}` and the same settings")
+    for name, digest in status.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            raise RunFolderError(f"{file} is missing; the run cannot be used")
+        if _sha256(file) != digest:
+            raise RunFolderError(f"{file} is damaged (it fails its sha256 check); the run "
+                                 f"cannot be used")
+    return status, _read_json(path / "config.json")
+
+
+def load_parts(path: Path, status: dict[str, Any]) -> dict[str, Any]:
+    """The train / val / test parts of a :func:`verify`-ed run folder."""
+    return _load_data(path / "data", status["data"])
+
+
+def load_embeddings(path: Path, status: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(user, item) vectors float32 [n_users, d], [n_items, d] of a :func:`verify`-ed run
+    folder, C-contiguous; [0, 0] each when it has none."""
+    users = items = np.zeros((0, 0), np.float32)
+    if "embeddings.npz" in status.get("files", {}):
+        with np.load(path / "embeddings.npz", allow_pickle=False) as z:
+            users, items = z["user_embeddings"], z["item_embeddings"]
+    return np.ascontiguousarray(users, np.float32), np.ascontiguousarray(items, np.float32)
 
 
 def _now() -> str:

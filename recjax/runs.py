@@ -51,15 +51,13 @@ from recjax.data.dataset import Ratings, UnknownIdError
 from recjax.data.splits import PARTS
 from recjax.retrieval import TopK, dense_topk
 from recjax.run_folder import (
-    FORMAT,
     Embeddings,
     RunFolderError,
-    _load_data,
-    _Lock,
-    _read_json,
-    _read_metrics,
-    _sha256,
     fingerprint_digest,
+    load_embeddings,
+    load_parts,
+    read_metrics,
+    verify,
 )
 from recjax.scoring import EmbeddingScorer, as_scorer, module_predictions
 
@@ -119,56 +117,23 @@ class Run:
             with ``--resume``); written by another recjax format; a file missing or
             damaged.
         """
-        from recjax.config import from_dict
+        from recjax.config import RunConfig, from_dict
         from recjax.families import MODELS
 
         path = Path(path)
-        if not path.is_dir():
-            raise RunFolderError(f"{path}: no such run folder")
-        if not (path / "run.json").is_file():
-            hint = (" (written by an older recjax: retrain it)" if (path / "config.json").is_file()
-                    else "")
-            raise RunFolderError(f"{path} is not a recjax run folder (no run.json){hint}")
-        status = _read_json(path / "run.json")
-        if status.get("format") != FORMAT:
-            raise RunFolderError(f"{path} is a run of format {status.get('format')!r}; this recjax "
-                                 f"reads {FORMAT!r}: retrain it")
-        if status.get("status") != "finished":
-            holder = _Lock.holder(path)
-            if holder is not None:
-                raise RunFolderError(f"{path} is still being trained by {holder}")
-            if status.get("status") == "failed":
-                raise RunFolderError(f"{path} failed ({status.get('error')}); train it again: "
-                                     f"`recjax train --out {path}` starts it over, `--resume` "
-                                     f"continues it with corrected settings")
-            raise RunFolderError(f"{path} did not finish (interrupted); continue it with "
-                                 f"`recjax train --resume --out {path}` and the same settings")
-        files = status.get("files", {})
-        for name, digest in files.items():
-            file = path / name
-            if not file.is_file():
-                raise RunFolderError(f"{file} is missing; the run cannot be used")
-            if _sha256(file) != digest:
-                raise RunFolderError(f"{file} is damaged (it fails its sha256 check); the run "
-                                     f"cannot be used")
-        config = _read_json(path / "config.json")
+        status, config = verify(path)
         try:
-            from recjax.config import RunConfig
-
             train_cfg = from_dict(RunConfig, config["train"])
             spec = MODELS[train_cfg.model]
             model_cfg = from_dict(spec.config, config["model"])
         except (KeyError, TypeError, ValueError) as err:
             raise RunFolderError(f"{path}/config.json does not describe a run of this recjax "
                                  f"({type(err).__name__}: {err})") from None
-        splits = _load_data(path / "data", status["data"])
-        users = items = np.zeros((0, 0), np.float32)
-        if "embeddings.npz" in files:
-            with np.load(path / "embeddings.npz", allow_pickle=False) as z:
-                users, items = z["user_embeddings"], z["item_embeddings"]
-        return cls(path, train_cfg, model_cfg, splits, np.ascontiguousarray(users, np.float32),
-                   np.ascontiguousarray(items, np.float32), _read_metrics(path / "metrics.jsonl"),
-                   status["data"]["fingerprint"], status["data"]["dataset"], status["data"]["split"])
+        users, items = load_embeddings(path, status)
+        data = status["data"]
+        return cls(path, train_cfg, model_cfg, load_parts(path, status), users, items,
+                   read_metrics(path / "metrics.jsonl"), data["fingerprint"], data["dataset"],
+                   data["split"])
 
     # -- what the run holds
     @property
