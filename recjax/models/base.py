@@ -78,7 +78,7 @@ from flax import nnx
 
 from recjax.models.capabilities import capabilities_of
 
-__all__ = ["PairScorer", "Ranker", "Embedder", "BagModel", "FoldIn", "fold_in_items", "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
+__all__ = ["PairScorer", "Ranker", "Embedder", "BagModel", "EXCLUDED_LOGIT", "bag_mask", "FoldIn", "fold_in_items", "BagUser", "Constant", "rating_inputs", "parse_dims", "TABLE", "table", "is_table"]
 
 
 @runtime_checkable
@@ -126,6 +126,18 @@ class BagModel(Protocol):
     def embeddings(self, inputs: dict[str, Any]) -> tuple[jax.Array, jax.Array]: ...
 
     def ranking_vectors(self, bag: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+
+EXCLUDED_LOGIT = -1e9  # the logit of a candidate taken out of the softmax
+
+
+def bag_mask(bag: jax.Array, n_items: int) -> jax.Array:
+    """Bool [B, n_items]: the movies in each row's bag (``PAD`` ignored)."""
+    import jax.numpy as jnp
+
+    rows = jnp.broadcast_to(jnp.arange(bag.shape[0])[:, None], bag.shape)
+    cols = jnp.where(bag >= 0, bag, n_items)  # PAD goes to a dropped extra column
+    return jnp.zeros((bag.shape[0], n_items + 1), bool).at[rows, cols].set(True)[:, :n_items]
 
 
 @runtime_checkable

@@ -60,13 +60,12 @@ from flax import nnx
 from recjax.data.bags import bag_inputs, item_features
 from recjax.data.dataset import Ratings
 from recjax.data.jsonlines import PAD
-from recjax.models.base import BagUser, Constant, parse_dims, table
+from recjax.models.base import EXCLUDED_LOGIT, BagUser, Constant, bag_mask, parse_dims, table
 from recjax.models.capabilities import Capabilities
 
-__all__ = ["SoftmaxConfig", "SoftmaxModel", "EXCLUDED_LOGIT", "bag_mask"]
+__all__ = ["SoftmaxConfig", "SoftmaxModel"]
 
 NEGATIVES = ("full", "uniform", "in_batch")
-EXCLUDED_LOGIT = -1e9  # the logit of a candidate taken out of the softmax
 
 
 @dataclass(frozen=True)
@@ -112,13 +111,6 @@ def _masked_mean(vectors: jax.Array, mask: jax.Array, axes: tuple[int, ...]) -> 
     total = jnp.sum(vectors * mask[..., None], axis=axes)
     count = jnp.sum(mask, axis=axes)[..., None]
     return total / jnp.maximum(count, 1.0)
-
-
-def bag_mask(bag: jax.Array, n_items: int) -> jax.Array:
-    """Bool [B, n_items]: the movies in each row's bag (``PAD`` ignored)."""
-    rows = jnp.broadcast_to(jnp.arange(bag.shape[0])[:, None], bag.shape)
-    cols = jnp.where(bag >= 0, bag, n_items)  # PAD goes to a dropped extra column
-    return jnp.zeros((bag.shape[0], n_items + 1), bool).at[rows, cols].set(True)[:, :n_items]
 
 
 def _sampled_logits(user: jax.Array, table: jax.Array, target: jax.Array, candidates: jax.Array,

@@ -37,8 +37,8 @@ from recjax.data.bags import user_item_pattern
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PAD
 from recjax.metrics import ranking_metrics
+from recjax.models.base import EXCLUDED_LOGIT, bag_mask
 from recjax.models.capabilities import capabilities_of
-from recjax.models.softmax import EXCLUDED_LOGIT, bag_mask
 from recjax.retrieval import recommend
 
 __all__ = ["bag_validator", "bag_ranking_stats", "ranking_validator", "sample_users"]
