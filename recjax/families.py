@@ -1,8 +1,12 @@
 """The model families a run can train: :data:`MODELS` maps a ``--model`` name to its
 :class:`ModelSpec`: the config class, the module class (which declares its
-:class:`~recjax.models.base.Capabilities`, the contract of :mod:`recjax.models.base`),
-a builder from (config, training ratings, run config) to the module, and the tasks it
-supports.
+:class:`~recjax.models.capabilities.Capabilities`, the contract of
+:mod:`recjax.models.base`), a builder from (config, training ratings, run config) to
+the module, the tasks it supports, what it optimises (its :attr:`ModelSpec.objective`),
+and the functions that train and validate it.
+
+A layer above :mod:`recjax.models` and :mod:`recjax.train`: it imports both (the
+trainers and validators by reference), and neither imports it.
 """
 
 from __future__ import annotations
@@ -23,8 +27,22 @@ from recjax.models.ease import EASEConfig, EASEModel, build_ease
 from recjax.models.mf import MF, MFConfig
 from recjax.models.pair import PairConfig, PairModel, build_pair, load_jsonl_splits, pair_inputs
 from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, build_softmax, softmax_inputs
+from recjax.train import alternating, loop
+from recjax.train.validation import bag_validator, ranking_validator
 
-__all__ = ["MODELS", "ModelSpec"]
+__all__ = ["MODELS", "ModelSpec", "OBJECTIVES"]
+
+#: what a family with its own objective optimises, instead of the run's task (the
+#: ``RunConfig.task`` it records is the default, which it does not optimise)
+OBJECTIVES = {
+    # a softmax over the catalogue of each user's held-out movies (sampled softmax,
+    # Mult-DAE's multinomial likelihood): the integer-label cross-entropy of
+    # :data:`recjax.train.losses.TASK_LOSSES`
+    "multinomial": "classification",
+    # least squares on the user-item pattern (iALS's weighted preferences, EASE's
+    # ridge), solved exactly by the family's own trainer: no task loss
+    "implicit": None,
+}
 
 
 @dataclass(frozen=True)
@@ -40,7 +58,9 @@ class ModelSpec:
         training part (its vocabularies and statistics), a task and a seed; never the
         run's configuration.
     tasks : tuple of str
-        Supported ``RunConfig.task`` values.
+        Supported ``RunConfig.task`` values: the user's task, which the family optimises
+        unless it declares its own :attr:`objective` (then only the default,
+        ``"regression"``, is accepted, and recorded in its runs as before).
     inputs : callable
         ``inputs(part, *, task, binary_threshold) -> dict`` of NumPy arrays with a
         leading example axis, holding ``label``: what the module's ``__call__`` reads
@@ -56,27 +76,26 @@ class ModelSpec:
         ``prepare(model_cfg, parts) -> {part: arrays}``: replaces ``inputs`` when a
         part's examples depend on the model config or on other parts (the softmax
         model's validation bags are the training movies).
-    loss : str, optional
-        The :data:`recjax.train.losses.TASK_LOSSES` entry trained with, instead
-        of ``run_cfg.task``'s.
-    validator : str, optional
-        The dotted name of the family's validation function,
+    objective : str, optional
+        What the family optimises when it is not the run's task (a key of
+        :data:`OBJECTIVES`: ``"multinomial"``, ``"implicit"``); ``None``: the run's task
+        (squared error of ratings, or the logistic loss of binary labels).
+    validator : callable, optional
+        The family's validation function,
         ``validator(model, inputs) -> evaluate(params, part, prefix, sample, seed) -> metrics``
         (e.g. :func:`recjax.train.validation.bag_validator`; ``sample``: how many of the
         part's users to measure, seeded, 0 for all), replacing the task's
-        rating or binary metrics of its predictions; named, not imported, as
-        :attr:`trainer` is.
+        rating or binary metrics of its predictions.
     monitor : (str, bool), optional
         Validation metric driving early stopping and whether higher is better,
         instead of the task's.
     module : type
         The family's module class; its ``capabilities`` attribute declares what the
         family can do (:attr:`capabilities`).
-    trainer : str
-        The dotted name of the family's training function, with
-        :func:`recjax.train.loop.fit`'s parameters and result (the default: SGD epochs);
-        :meth:`fit` calls it. Named, not imported, so that the model layer does not
-        import the training package.
+    trainer : callable
+        The family's training function, with :func:`recjax.train.loop.fit`'s parameters
+        and result (the default: SGD epochs; :func:`recjax.train.alternating.fit`:
+        exact sweeps); :meth:`fit` calls it.
     """
 
     config: type
@@ -86,36 +105,38 @@ class ModelSpec:
     train_defaults: dict[str, Any] = field(default_factory=dict)
     load: Callable[..., dict[str, Any] | None] | None = None
     prepare: Callable[[Any, dict[str, Any]], dict[str, dict[str, np.ndarray]]] | None = None
-    loss: str | None = None
-    validator: str | None = None
+    objective: str | None = None
+    validator: Callable[..., Callable[..., dict[str, float]]] | None = None
     monitor: tuple[str, bool] | None = None
     module: type | None = None
-    trainer: str = "recjax.train.loop.fit"
+    trainer: Callable[..., loop.FitResult] = loop.fit
 
-    def fit(self, *args: Any, **kwargs: Any) -> Any:
+    def __post_init__(self) -> None:
+        if self.objective is not None and self.objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {self.objective!r}; choose one of {', '.join(OBJECTIVES)}")
+
+    def fit(self, *args: Any, **kwargs: Any) -> loop.FitResult:
         """Train with the family's :attr:`trainer` (its parameters and
         :class:`recjax.train.loop.FitResult`)."""
-        import importlib
+        return self.trainer(*args, **kwargs)
 
-        module, name = self.trainer.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+    @property
+    def loss(self) -> str | None:
+        """The :data:`recjax.train.losses.TASK_LOSSES` entry the family trains with
+        instead of the run's task's (its :attr:`objective`'s; ``None``: the task's)."""
+        return None if self.objective is None else OBJECTIVES[self.objective]
 
     @property
     def predicts_ratings(self) -> bool:
         """Whether the family's pair scores are its task's labels (ratings, or binary
-        logits): it scores pairs and is validated by the task's metrics. A family with
-        its own validator scores pairs for ranking only (iALS's preferences, EASE's
+        logits): it scores pairs and optimises the run's task. A family with its own
+        :attr:`objective` scores pairs for ranking only (iALS's preferences, EASE's
         scores); no rating metric or rating scale applies to them."""
-        return self.capabilities.pairs and self.validator is None
+        return self.capabilities.pairs and self.objective is None
 
     def make_validator(self, model: Any, inputs: dict[str, dict[str, np.ndarray]]) -> Any:
         """The family's :attr:`validator` of ``model`` on ``inputs`` (None without one)."""
-        import importlib
-
-        if self.validator is None:
-            return None
-        module, name = self.validator.rsplit(".", 1)
-        return getattr(importlib.import_module(module), name)(model, inputs)
+        return None if self.validator is None else self.validator(model, inputs)
 
     @property
     def capabilities(self) -> Capabilities:
@@ -156,25 +177,26 @@ MODELS: dict[str, ModelSpec] = {
         optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=60, patience=4)),
     # examples are users: a batch of 64 users trains on 64 x targets_per_user held-out movies
     "softmax": ModelSpec(SoftmaxConfig, build_softmax, ("regression",), prepare=softmax_inputs,
-                         loss="classification", validator="recjax.train.validation.bag_validator",
+                         objective="multinomial", validator=bag_validator,
                          monitor=("val_loss", False), module=SoftmaxModel, train_defaults=dict(
                              optimizer="adam", learning_rate=3e-3, batch_size=64, epochs=200, patience=10)),
     # Mult-DAE: examples are users, each reconstructing its whole bag; its dropout and width
     # chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
-    "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, loss="classification",
-                     validator="recjax.train.validation.bag_validator", monitor=("val_loss", False), module=DAE,
+    "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, objective="multinomial",
+                     validator=bag_validator, monitor=("val_loss", False), module=DAE,
                      train_defaults=dict(
                          optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
     # alternating least squares: an epoch is one sweep (users, then items); no optimiser
     # epochs 16 / patience 3 (Rendle et al. 2021 run ~16): on ub the chosen setting's best sweep was the 4th
-    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), validator="recjax.train.validation.ranking_validator",
-                      monitor=("val_ndcg@10", True), module=IALS, trainer="recjax.train.alternating.fit",
+    "ials": ModelSpec(IALSConfig, build_ials, ("regression",), objective="implicit", validator=ranking_validator,
+                      monitor=("val_ndcg@10", True), module=IALS, trainer=alternating.fit,
                       train_defaults=dict(epochs=16, patience=3)),
-    # epochs 20 / patience 3: on ub (benchmarks/als_tuning.py) the chosen setting's best sweep was the 5th
-    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer="recjax.train.alternating.fit",
+    # explicit ALS regresses the ratings (the run's task). epochs 20 / patience 3: the setting was
+    # chosen on ub's validation (the search is in git history); its best sweep there was the 5th
+    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer=alternating.fit,
                      train_defaults=dict(epochs=20, patience=3)),
     # EASE's closed form is one "sweep": B solved exactly from the training pattern
-    "ease": ModelSpec(EASEConfig, build_ease, ("regression",), validator="recjax.train.validation.ranking_validator",
-                      monitor=("val_ndcg@10", True), module=EASEModel, trainer="recjax.train.alternating.fit",
+    "ease": ModelSpec(EASEConfig, build_ease, ("regression",), objective="implicit", validator=ranking_validator,
+                      monitor=("val_ndcg@10", True), module=EASEModel, trainer=alternating.fit,
                       train_defaults=dict(epochs=1, patience=1)),
 }

@@ -157,6 +157,15 @@ def test_data_names_need_no_jax():
     assert _heavy(modules) == []
 
 
+def test_numpy_baselines_need_no_jax():
+    """recjax.models is a lazy namespace: the NumPy baselines (EASE, MostPopular) and the
+    capability declaration import neither JAX nor Flax, nor any JAX model module."""
+    modules = _fresh_modules("from recjax.models.baselines import EASE, MostPopular\n"
+                             "from recjax.models import Capabilities")
+    assert _heavy(modules) == []
+    assert "recjax.models.baselines" in modules and "recjax.models.mf" not in modules
+
+
 def test_every_public_name_is_documented():
     """Classes and functions carry their own docstring; constants are described in
     recjax's module docstring."""

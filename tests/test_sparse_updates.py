@@ -22,6 +22,7 @@ from recjax.data import split_ratings, synthetic_ratings
 from recjax.families import MODELS
 from recjax.models.dnn import DNN, DNNConfig
 from recjax.models.mf import MF, MFConfig
+from recjax.train.loop import fit
 from recjax.train.losses import TASK_LOSSES, masked_mean
 from recjax.train.optim import make_optimizer, table_update_mode
 from recjax.train.sparse import SparseOptimizer, lookup_groups, unique_rows
@@ -37,7 +38,7 @@ SMALL = {
     "dae": dict(dims="4"),
 }
 # every family trained by gradients (the alternating least-squares ones have no optimiser)
-GRADIENT_FAMILIES = sorted(name for name, spec in MODELS.items() if spec.trainer == "recjax.train.loop.fit")
+GRADIENT_FAMILIES = sorted(name for name, spec in MODELS.items() if spec.trainer is fit)
 
 
 @pytest.fixture(scope="module")

@@ -114,9 +114,12 @@ class Embedder(Protocol):
 class BagModel(Protocol):
     """A user is a bag of item indices [B, L], padded with ``PAD`` (-1).
 
-    ``user_embedding(bag)`` -> [B, d]; ``embeddings({"bag": bag})`` -> (users [B, d'],
-    items [I, d']) as stored in a run folder; ``ranking_vectors(bag)`` the same as
-    float32 arrays, whose dot products are the model's scores of every item.
+    ``model({"bag": bag})`` -> logits [B, n_items] over the catalogue (what training
+    validates: :func:`bag_mask` takes the bag's own items out of them, as
+    :data:`EXCLUDED_LOGIT`); ``user_embedding(bag)`` -> [B, d];
+    ``embeddings({"bag": bag})`` -> (users [B, d'], items [I, d']) as stored in a run
+    folder; ``ranking_vectors(bag)`` the same as float32 arrays, whose dot products are
+    the model's scores of every item.
     """
 
     n_items: int
@@ -128,11 +131,11 @@ class BagModel(Protocol):
     def ranking_vectors(self, bag: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
 
-EXCLUDED_LOGIT = -1e9  # the logit of a candidate taken out of the softmax
+EXCLUDED_LOGIT = -1e9  # the logit of a candidate taken out of a softmax or a ranking
 
 
 def bag_mask(bag: jax.Array, n_items: int) -> jax.Array:
-    """Bool [B, n_items]: the movies in each row's bag (``PAD`` ignored)."""
+    """Bool [B, n_items]: the items in each row of ``bag`` [B, L] (``PAD`` ignored)."""
     import jax.numpy as jnp
 
     rows = jnp.broadcast_to(jnp.arange(bag.shape[0])[:, None], bag.shape)

@@ -7,7 +7,9 @@ held-out loss and precision / recall at ``k`` of each user's held-out movies, co
 on the device in one jitted call per epoch (:func:`bag_validator`). A family trained
 for ranking (iALS, EASE: anything that ``ranks``, :class:`recjax.models.base.Ranker`)
 is validated by the ranking protocol's own metrics (:func:`ranking_validator`). A
-family names its validator in its :class:`recjax.families.ModelSpec` (``validator``).
+family's :class:`recjax.families.ModelSpec` hands its validator the model; what a
+validator reads of it is the model contract (:mod:`recjax.models.base`: a bag model's
+logits ``model({"bag": bag})``, a ranker's ``ranking_vectors()``).
 
 Ranking the whole catalogue for every validation user can cost more than the epoch it
 judges (iALS's CG sweep at 300k x 40k, 153k validation users: 2.3x), so each validator's
