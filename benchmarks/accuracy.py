@@ -51,7 +51,7 @@ RANKING_RUNS = [
                               learning_rate=0.003, batch_size=1024, epochs=30, patience=30,
                               tolerance=0.0),
      dict(num_negatives=8, l2=0.003, embedding_dim=64)),
-    ("ials", "ials", {}, {}),  # its defaults (benchmarks/als_tuning.py) and --refit (REFIT), chosen on ub
+    ("ials", "ials", {}, {}),  # its defaults (the ub search of 479722b:benchmarks/als_tuning.py) and --refit (REFIT), chosen on ub
 ]
 
 

@@ -64,11 +64,11 @@ def _trials(study: Path) -> pd.DataFrame:
 @pytest.fixture(scope="module")
 def small_study(ratings_file, tmp_path_factory):
     """A 9-trial MF study (median pruning) of the planted space: trial 0 the defaults; with
-    --seed 3 (TPE's start-up draws seeded 3 + the one trial enqueued), trials 5 and 8 draw
-    the learning rate 1e-6."""
+    --seed 5 (each trial's draws seeded by trial_seed(5, number)), trials 6 and 8 draw the
+    learning rate 1e-6."""
     root = tmp_path_factory.mktemp("study")
     study = root / "study"
-    assert main(_flags(ratings_file, study, _space(root, PLANTED), "--trials", "9", "--seed", "3")) == 0
+    assert main(_flags(ratings_file, study, _space(root, PLANTED), "--trials", "9", "--seed", "5")) == 0
     return study
 
 
@@ -194,6 +194,14 @@ def test_refit_best_scores_the_test_part_once_against_the_defaults(ratings_file,
         predictions, labels = run.rating_predictions("test")
         assert test[name]["test_rmse"] == pytest.approx(np.sqrt(np.mean((predictions - labels) ** 2)),
                                                         rel=1e-4)
+    saved = []  # each test user's squared error the best setting saves over the defaults
+    for name in ("defaults", "best"):
+        run = Run.open(study / name)
+        predictions, labels = run.rating_predictions("test")
+        users = run.splits["test"].user
+        saved.append(np.bincount(users, (predictions - labels) ** 2)[np.unique(users)]
+                     / np.bincount(users)[np.unique(users)])
+    assert test["bootstrap"]["difference"] == pytest.approx(np.mean(saved[0] - saved[1]), rel=1e-4, abs=1e-9)
     assert test["bootstrap"]["low"] <= test["bootstrap"]["difference"] <= test["bootstrap"]["high"]
     assert test["bootstrap"]["resamples"] == 200
 
@@ -214,3 +222,18 @@ def test_the_protocol_chooses_the_split_and_refuses_one_that_does_not_fit(rating
     trained = set(run.splits["train"].users.ids[run.splits["train"].user])
     scored = set(run.splits["test"].users.ids[run.splits["test"].user])
     assert scored and not scored & trained  # scored on held-out users, none of them trained on
+
+
+def test_processes_joining_a_study_together_draw_different_settings(ratings_file, tmp_path):
+    """Two processes started at the same moment on a study of one trial (the defaults) each
+    draw their own settings (seeded by the trial number the storage hands out), never the
+    same ones; the study was seen drawing pairs of equal settings when each process seeded
+    its sampler by the count of trials it found."""
+    study = tmp_path / "study"
+    flags = _flags(ratings_file, study, _space(tmp_path), "--pruner", "none", "--epochs", "2")
+    assert main([*flags, "--trials", "1"]) == 0
+    command = [sys.executable, "-m", "recjax", *flags, "--trials", "5", "--resume"]
+    processes = [subprocess.Popen(command, env=subprocess_env(), stdout=subprocess.DEVNULL) for _ in range(2)]
+    assert [p.wait(timeout=300) for p in processes] == [0, 0]
+    settings = [row[1:] for number, row in _finished(study).items() if number > 0]
+    assert len(settings) >= 4 and len(set(settings)) == len(settings)

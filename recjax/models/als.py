@@ -71,13 +71,13 @@ def _check_solver(cfg: Any) -> None:
 @dataclass(frozen=True)
 class IALSConfig:
     """iALS hyper-parameters (embedding_dim, unobserved_weight, regularization: chosen on
-    ml-100k's ub split by validation NDCG@10, benchmarks/als_tuning.py)."""
+    ml-100k's ub split by validation NDCG@10, the ub search of 479722b:benchmarks/als_tuning.py)."""
 
     embedding_dim: int = field(default=128, metadata={
         "help": "factors per user and item (with alpha0 3 and lambda 0.003, nu 1, the exact solver: the "
                 "best by validation NDCG@10 on ml-100k's ub split of alpha0 0.3/1/3/10 x lambda "
                 "0.003/0.01/0.03 at d 128, then lambda 0.0015/0.006 and alpha0 1.5/6 around it, nu 0/0.5 "
-                "and d 256/512; benchmarks/als_tuning.py)"})
+                "and d 256/512; the ub search of 479722b:benchmarks/als_tuning.py)"})
     unobserved_weight: float = field(
         default=3.0, metadata={"help": "alpha0: weight of every unobserved (user, item) entry, target 0; "
                                        "chosen with embedding_dim"})
@@ -109,7 +109,7 @@ class ALSConfig:
         "help": "factors per user and item (64, lambda 3.9 and nu 0.25: the best by validation RMSE on "
                 "ml-100k's ub split of dims 16/32/64/128 x lambda 0.03/0.1/0.3 at nu 1, lambda x 0.6/1.6 "
                 "around the best, nu 0.25/0.5/0.75 x five lambdas, then d 64/256 (256 gained under "
-                "0.001, so the smaller model); biases on; benchmarks/als_tuning.py)"})
+                "0.001, so the smaller model); biases on; the ub search of 479722b:benchmarks/als_tuning.py)"})
     regularization: float = field(
         default=3.9, metadata={"help": "lambda, times each user's (item's) number of ratings to the power "
                                        "nu; chosen with embedding_dim"})

@@ -81,7 +81,7 @@ def summary_lines(report: dict[str, Any], frame: Any, top: int = 10) -> list[str
             scores = ", ".join(f"{k} {v:.4f}" for k, v in test[name].items() if k.startswith("test_"))
             lines.append(f"{name} settings on the test part: {scores}")
         b = test["bootstrap"]
-        lines.append(f"best - defaults, {b['metric']}: {b['difference']:+.4f} "
+        lines.append(f"{b['metric']}: {b['difference']:+.4f} "
                      f"[{b['low']:+.4f}, {b['high']:+.4f}] (95% paired bootstrap over {b['users']} users)")
     return lines
 

@@ -26,7 +26,7 @@ the family's CLI defaults in every trial.
 ``load_space(family)`` reads the family's default space, one file per family in
 :func:`default_space_path` (``recjax/tuning/spaces/<family>.toml``, shipped with the
 package; each file's comments give its ranges' sources: this project's own searches,
-``benchmarks/als_tuning.py``, ``benchmarks/main_job_tuning.py`` and the config help
+the hand-written searches that chose the defaults (``benchmarks/als_tuning.py``, ``benchmarks/main_job_tuning.py``, replaced by tune studies; ``git show 479722b:benchmarks/als_tuning.py``) and the config help
 texts, and the literature). ``load_space(family, path)`` reads the user's file
 instead: it *replaces* the default space, it is not merged with it.
 

@@ -215,7 +215,7 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, proto
             raise StudyError("jobs > 1 loads the data in each process: give train={'data': FILE, ...}, "
                              "not splits")
         context = multiprocessing.get_context("spawn")  # JAX is not fork-safe
-        workers = [context.Process(target=_work, kwargs={**work, "worker": n}) for n in range(1, jobs)]
+        workers = [context.Process(target=_work, kwargs=work) for _ in range(1, jobs)]
         for w in workers:
             w.start()
         try:
@@ -252,6 +252,14 @@ def _protocol_split(protocol: str | None, train: dict[str, Any]) -> dict[str, An
     return {**train, "split": need} if need and split is None else train
 
 
+def trial_seed(seed: int, number: int) -> int:
+    """The seed of trial ``number``'s draws in a study seeded ``seed``: the two mixed
+    (NumPy's ``SeedSequence``), so that studies of nearby seeds draw unrelated settings."""
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, number]).generate_state(1)[0])
+
+
 def _monitor(model: str, train: dict[str, Any]) -> str:
     """The family's early-stopping metric for the task (``val_rmse``, ``val_ndcg@10``...)."""
     from recjax.config import make_configs
@@ -279,12 +287,14 @@ def _prepare_folder(study_dir: Path, settings: dict[str, Any], resume: bool) -> 
     if study_dir.exists() and any(study_dir.iterdir()):
         raise StudyError(f"{study_dir} exists and is not empty; give a new folder for the study")
     study_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    # the study and its trial 0 exist in the storage before tune.json says there is a study,
+    # so a worker joining (--resume) as soon as tune.json appears finds them
     study = open_study(study_dir, settings, create=True)
     study.enqueue_trial(load_space(settings["model"], settings["space"]).defaults(),
                         user_attrs={"defaults": True})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
 
 
 def _read_settings(study_dir: Path) -> dict[str, Any]:
@@ -306,7 +316,8 @@ def open_study(study_dir: Path, settings: dict[str, Any] | None = None, *, creat
                                    sampler=_sampler(settings["sampler"], settings["seed"], space),
                                    pruner=_pruner(settings["pruner"]))
     except optuna.exceptions.DuplicatedStudyError:
-        raise StudyError(f"the storage {settings['storage']} already holds a study of {settings['model']}; "
+        raise StudyError(f"the storage {settings['storage'] or storage.url} already holds a study of "
+                         f"{settings['model']}; "
                          f"resume it (--resume) or give another --storage") from None
 
 
@@ -356,10 +367,8 @@ def _pruner(name: str) -> Any:
 
 
 # ----------------------------------------------------------------------------- one worker
-def _work(study_dir: str, trials: int, timeout: float | None, progress: bool, splits: Any = None,
-          worker: int = 0) -> None:
-    """Search until the study holds ``trials`` finished or pruned trials (or ``timeout``).
-    ``worker``: this process's number among those started together."""
+def _work(study_dir: str, trials: int, timeout: float | None, progress: bool, splits: Any = None) -> None:
+    """Search until the study holds ``trials`` finished or pruned trials (or ``timeout``)."""
     from recjax.experiment import enable_compilation_cache, load_splits
 
     optuna = _optuna()
@@ -367,11 +376,6 @@ def _work(study_dir: str, trials: int, timeout: float | None, progress: bool, sp
     settings = _read_settings(study_dir)
     enable_compilation_cache(study_dir / "jax-cache")
     study = open_study(study_dir, settings)
-    # the sampler's own random draws (TPE's start-up trials) must not replay another worker's
-    # or an earlier session's: its seed moves on with the trials the study already holds
-    if settings["sampler"] != "grid":
-        study.sampler = _sampler(settings["sampler"], settings["seed"] + 7919 * worker
-                                 + len(study.get_trials(deepcopy=False)), None)
     base, _ = _configs(settings, {"train": {}, "model": {}}, "")
     parts = splits if splits is not None else load_splits(base)
     trial_parts = {"train": parts["train"], "val": parts["val"], "test": parts["val"]}
@@ -415,6 +419,11 @@ def _objective(study_dir: Path, settings: dict[str, Any], space: Space, parts: d
     key = settings["metric"]
 
     def objective(trial: Any) -> float:
+        if settings["sampler"] != "grid":
+            # each trial draws from a sampler seeded by its number, which the storage hands out
+            # once: workers and resumed sessions never replay each other's draws, and a study
+            # run again by one process draws the same settings
+            trial.study.sampler = _sampler(settings["sampler"], trial_seed(settings["seed"], trial.number), None)
         folder = study_dir / "trials" / f"trial-{trial.number:04d}"
         trial.set_user_attr("run", str(folder.relative_to(study_dir)))
         cfg, model_cfg = _configs(settings, space.suggest(trial), str(folder))
@@ -516,7 +525,7 @@ def _compare(best: Any, defaults: Any, key: str, protocol: str, n_resamples: int
         task = (StrongTask if protocol == "strong" else RankingTask).from_run(best)
         row = Experiment(task, {"defaults": defaults, "best": best}, k=int(k)).paired(
             n_resamples, metric=metric)
-        return {"metric": f"test_{name}", **next(iter(row.values()))}
+        return {"metric": f"test_{name} gain (best - defaults)", **next(iter(row.values()))}
     per_user = []
     for run in (best, defaults):
         predictions, labels = run.rating_predictions("test")
@@ -524,4 +533,7 @@ def _compare(best: Any, defaults: Any, key: str, protocol: str, n_resamples: int
         users = run.splits["test"].user
         per_user.append(np.bincount(users, errors) [np.unique(users)] / np.bincount(users)[np.unique(users)])
     what = "mae" if name == "mae" else "mse"
-    return {"metric": f"test per-user {what}", **paired_bootstrap(per_user[0], per_user[1], n_resamples=n_resamples)}
+    # errors negated: the difference is the error the best setting saves (defaults - best),
+    # and share_a_better the share of resamples where it saves some
+    return {"metric": f"test per-user {what} reduction (defaults - best)",
+            **paired_bootstrap(-per_user[0], -per_user[1], n_resamples=n_resamples)}
