@@ -262,10 +262,11 @@ def _embeddings(module: Any, data: Any, train_inputs: dict[str, np.ndarray]) -> 
     return Embeddings(data.users.ids, users, data.items.ids, items)
 
 
-def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
+def run(cfg: RunConfig, model_cfg: Any = None, *, resume: bool = False,
         splits: Splits | dict[str, Ratings] | None = None,
         on_epoch: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
-    """Train ``cfg.model`` with ``model_cfg``; write and return the run.
+    """Train ``cfg.model`` with ``model_cfg`` (default: the family's config with its
+    defaults, as ``python -m recjax train --model M`` trains); write and return the run.
 
     ``splits`` (:class:`recjax.data.Splits`, or a dict ``{"train", "val", "test"}``, of
     :class:`Ratings` sharing one vocabulary, e.g. from
@@ -285,6 +286,8 @@ def run(cfg: RunConfig, model_cfg: Any, *, resume: bool = False,
     if cfg.model not in MODELS:
         raise ValueError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
     spec = MODELS[cfg.model]
+    if model_cfg is None:
+        model_cfg = spec.config()
     if not isinstance(model_cfg, spec.config):
         raise TypeError(f"model {cfg.model!r} needs a {spec.config.__name__}")
     if cfg.task not in spec.tasks:

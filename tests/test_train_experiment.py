@@ -214,3 +214,17 @@ def test_refit_trains_for_the_epoch_count_validation_chose(tmp_path):
     for name in alone.params:
         np.testing.assert_array_equal(np.asarray(result.fit.params[name]),
                                       np.asarray(alone.params[name]), err_msg=name)
+
+
+def test_run_without_a_model_config_trains_the_cli_defaults(tmp_path):
+    """``recjax.run(RunConfig(model=M))`` trains M's defaults, as ``train --model M`` does
+    (it was a TypeError: run() missing 1 required positional argument: 'model_cfg')."""
+    from recjax.cli import main
+
+    assert main(["train", "--model", "ease", "--dataset", "synthetic", "--split", "random",
+                 "--out", str(tmp_path / "cli"), "--quiet"]) == 0
+    run(RunConfig(model="ease", dataset="synthetic", split="random", out=str(tmp_path / "api"), quiet=True))
+    cli, api = (json.loads((tmp_path / name / "config.json").read_text()) for name in ("cli", "api"))
+    assert api["model"] == cli["model"] == dataclasses.asdict(MODELS["ease"].config())
+    assert {k: v for k, v in api["train"].items() if k != "out"} == {k: v for k, v in cli["train"].items()
+                                                                       if k != "out"}
