@@ -12,7 +12,7 @@ compiled kernel (the data names need neither; a model config, :func:`run` or
 Data
     :class:`Ratings` (ratings with contiguous indices), :class:`Vocabulary`,
     :class:`UnknownIdError`; :func:`load_movielens`, :func:`read_ratings` (a CSV or
-    Parquet file), :func:`ratings_from_pandas`, :func:`synthetic_ratings`;
+    Parquet file; a DataFrame: ``Ratings.from_pandas``), :func:`synthetic_ratings`;
     :func:`split_ratings` (train / val / test as :class:`Splits`),
     :func:`predefined_split` (ml-100k's published splits, named in
     :data:`PREDEFINED_SPLITS`).
@@ -20,7 +20,8 @@ Training
     :class:`RunConfig` and one config per model family (:class:`MFConfig`,
     :class:`PairConfig`, :class:`DNNConfig`, :class:`SoftmaxConfig`,
     :class:`DAEConfig`, :class:`ALSConfig`, :class:`IALSConfig`, :class:`EASEConfig`);
-    :func:`run` trains into a run folder and returns a
+    :data:`MODELS` (the families by ``--model`` name); :func:`run` trains into a run
+    folder (a family's defaults unless a model config is given) and returns a
     :class:`RunResult`; :class:`Run` opens a folder (:class:`RunFolderError` if it is
     unusable) and answers queries with raw ids; :class:`Embeddings`.
 Retrieval
@@ -29,13 +30,11 @@ Retrieval
 Evaluation
     The ranking protocol (:class:`RankingTask`, :func:`evaluate_ranking`), strong
     generalisation (:func:`strong_generalization`), paired significance
-    (:func:`paired_bootstrap`); rating
-    metrics (:func:`rmse`, :func:`mae`, :func:`mse`); ranking metrics
-    (:func:`precision_at_k`, :func:`recall_at_k`, :func:`ndcg_at_k`,
-    :func:`map_at_k`, :func:`mrr`, :func:`hit_rate`); beyond accuracy
-    (:func:`catalogue_coverage`, :func:`diversity`, :func:`novelty`); ensembles
-    (:func:`blend`, :func:`average_predictions`); baselines (:class:`EASE`,
-    :class:`MostPopular`).
+    (:func:`paired_bootstrap`); :class:`Experiment` (a protocol, named models, metrics:
+    their table and paired bootstrap); :func:`evaluate_run` (a run folder under its
+    split's protocol, with baselines); ensembles (:func:`blend`,
+    :func:`average_predictions`); baselines (:class:`EASE`, :class:`MostPopular`). The
+    metric functions (rmse, ndcg_at_k, diversity, ...) are in :mod:`recjax.metrics`.
 Search
     :func:`tune`: a fair hyper-parameter search (Optuna, the ``tune`` extra) on the
     validation carve, every trial a run folder, returning a :class:`TuneResult`.
@@ -55,22 +54,20 @@ True
 >>> items = np.eye(3, dtype=np.float32)
 >>> recjax.topk(np.array([[0.2, 0.9, 0.5]], np.float32), items, 2).ids.tolist()
 [[1, 2]]
->>> float(recjax.rmse(np.array([3.0, 4.0]), np.array([3.0, 2.0])))
+>>> from recjax.metrics import rmse
+>>> float(rmse(np.array([3.0, 4.0]), np.array([3.0, 2.0])))
 1.4142135623730951
 """
 
 from recjax._lazy import lazy_getattr as _lazy_getattr
 
-TYPE_CHECKING = False  # as type checkers read it; importing typing would cost more than recjax
-
 __version__ = "0.1.0"
 
-# Each public name and the module it is imported from on first use.
+# The public names, declared once: each with the module it is imported from on first use.
 _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.data": (
         "Ratings", "Vocabulary", "UnknownIdError", "Splits", "split_ratings", "read_ratings",
-        "ratings_from_pandas", "load_movielens", "predefined_split", "synthetic_ratings",
-        "PREDEFINED_SPLITS",
+        "load_movielens", "predefined_split", "synthetic_ratings", "PREDEFINED_SPLITS",
     ),
     "recjax.config": ("RunConfig",),
     "recjax.models.mf": ("MFConfig",),
@@ -80,45 +77,21 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "recjax.models.dae": ("DAEConfig",),
     "recjax.models.als": ("ALSConfig", "IALSConfig"),
     "recjax.models.ease": ("EASEConfig",),
+    "recjax.families": ("MODELS",),
     "recjax.experiment": ("run", "RunResult"),
     "recjax.runs": ("Run", "Embeddings", "RunFolderError"),
     "recjax.retrieval": ("topk", "TopK", "similar_items"),
     "recjax.evaluation.protocol": ("RankingTask", "evaluate_ranking"),
     "recjax.evaluation.strong": ("strong_generalization",),
     "recjax.evaluation.significance": ("paired_bootstrap",),
-    "recjax.metrics": (
-        "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
-        "hit_rate", "catalogue_coverage", "diversity", "novelty",
-    ),
+    "recjax.evaluation.experiment": ("Experiment",),
+    "recjax.evaluation.compare": ("evaluate_run",),
     "recjax.evaluation.ensemble": ("blend", "average_predictions"),
     "recjax.models.baselines": ("EASE", "MostPopular"),
     "recjax.tuning.study": ("tune", "TuneResult"),
 }
 _MODULE_OF = {name: module for module, names in _MODULES.items() for name in names}
-
-__all__ = [
-    # data
-    "Ratings", "Vocabulary", "UnknownIdError", "Splits", "split_ratings", "read_ratings",
-    "ratings_from_pandas", "load_movielens", "predefined_split", "synthetic_ratings",
-    "PREDEFINED_SPLITS",
-    # configurations
-    "RunConfig", "MFConfig", "PairConfig", "DNNConfig", "SoftmaxConfig", "DAEConfig", "ALSConfig",
-    "IALSConfig", "EASEConfig",
-    # running and run folders
-    "run", "RunResult", "Run", "Embeddings", "RunFolderError",
-    # retrieval
-    "topk", "TopK", "similar_items",
-    # the ranking protocols
-    "RankingTask", "evaluate_ranking", "strong_generalization", "paired_bootstrap",
-    # metrics
-    "rmse", "mae", "mse", "precision_at_k", "recall_at_k", "ndcg_at_k", "map_at_k", "mrr",
-    "hit_rate", "catalogue_coverage", "diversity", "novelty",
-    # ensembles and baselines
-    "blend", "average_predictions", "EASE", "MostPopular",
-    # hyper-parameter search (the tune extra: Optuna)
-    "tune", "TuneResult",
-]
-
+__all__ = list(_MODULE_OF)
 
 #: Import a public name from its module on first use (PEP 562), then keep it here.
 __getattr__ = _lazy_getattr(__name__, _MODULE_OF, globals())
@@ -127,50 +100,3 @@ __getattr__ = _lazy_getattr(__name__, _MODULE_OF, globals())
 def __dir__() -> list[str]:
     """The public names (loaded or not) and ``__version__``."""
     return sorted([*__all__, "__version__"])
-
-
-if TYPE_CHECKING:  # what static type checkers and IDEs see; nothing is imported at run time
-    from recjax.config import RunConfig
-    from recjax.data import (
-        PREDEFINED_SPLITS,
-        Ratings,
-        Splits,
-        UnknownIdError,
-        Vocabulary,
-        load_movielens,
-        predefined_split,
-        ratings_from_pandas,
-        read_ratings,
-        split_ratings,
-        synthetic_ratings,
-    )
-    from recjax.evaluation.ensemble import average_predictions, blend
-    from recjax.metrics import (
-        catalogue_coverage,
-        diversity,
-        hit_rate,
-        mae,
-        map_at_k,
-        mrr,
-        mse,
-        ndcg_at_k,
-        novelty,
-        precision_at_k,
-        recall_at_k,
-        rmse,
-    )
-    from recjax.evaluation.protocol import RankingTask, evaluate_ranking
-    from recjax.evaluation.significance import paired_bootstrap
-    from recjax.evaluation.strong import strong_generalization
-    from recjax.experiment import RunResult, run
-    from recjax.models.als import ALSConfig, IALSConfig
-    from recjax.models.baselines import EASE, MostPopular
-    from recjax.models.dae import DAEConfig
-    from recjax.models.dnn import DNNConfig
-    from recjax.models.ease import EASEConfig
-    from recjax.models.mf import MFConfig
-    from recjax.models.pair import PairConfig
-    from recjax.models.softmax import SoftmaxConfig
-    from recjax.retrieval import TopK, similar_items, topk
-    from recjax.runs import Embeddings, Run, RunFolderError
-    from recjax.tuning.study import TuneResult, tune
