@@ -48,7 +48,7 @@ Example
 >>> len(parts.train), len(parts.test)
 (960, 240)
 >>> task = recjax.RankingTask.from_ratings(parts.train, parts.test)
->>> scores = recjax.evaluate_ranking(recjax.EASE(lam=10.0).fit(parts.train), task, k=5)
+>>> scores = recjax.evaluate_ranking(recjax.EASE(l2=10.0).fit(parts.train), task, k=5)
 >>> 0.0 <= scores["ndcg@5"] <= 1.0
 True
 >>> items = np.eye(3, dtype=np.float32)

@@ -343,7 +343,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         raise CommandError("--ensemble is not available with --protocol strong")
     experiment = experiment_of_runs(
         runs, protocol, k=None if protocol == "strong" else args.k, baselines=not args.no_baselines,
-        ease_lambda=args.ease_lambda, ensemble=(args.ensemble_ease or 0.0) if args.ensemble else None,
+        ease_l2=args.ease_l2, ensemble=(args.ensemble_ease or 0.0) if args.ensemble else None,
         weights=args.ensemble_weights, threshold=args.threshold, seed=args.seed)
     result = experiment.run(args.bootstrap or 0, seed=args.seed, compared=row_names(runs)[1:])
     results, significance, k = result.table, result.bootstrap, experiment.cutoff
@@ -404,7 +404,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
                          "first run's, printed after the table")
     ev.add_argument("--seed", type=int, default=0,
                     help="seeds the strong protocol's 80/20 division and the bootstrap (default 0)")
-    ev.add_argument("--ease-lambda", type=float, default=250.0,
+    ev.add_argument("--ease-l2", type=float, default=250.0,
                     help="the EASE baseline's L2 weight (default 250, tuned on ml-100k)")
     ev.add_argument("--k", type=_positive, default=10, help="ranking cut-off (default 10)")
     ev.add_argument("--json", metavar="FILE", help="also write the results as JSON")

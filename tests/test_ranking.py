@@ -149,7 +149,7 @@ def test_most_popular_matches_counts():
 def test_ease_closed_form_by_hand():
     # 3 users x 3 items; B = I - P diag(1/diag(P)), P = (X^T X + lam I)^-1
     data = Ratings.from_raw([0, 0, 1, 1, 2], [0, 1, 1, 2, 0], [5.0] * 5)
-    ease = EASE(lam=1.0).fit(data)
+    ease = EASE(l2=1.0).fit(data)
     x = np.array([[1, 1, 0], [0, 1, 1], [1, 0, 0]], float)
     p = np.linalg.inv(x.T @ x + np.eye(3))
     b = np.eye(3) - p / np.diag(p)
@@ -159,7 +159,7 @@ def test_ease_closed_form_by_hand():
     np.testing.assert_allclose(users @ items.T, x @ b, atol=1e-6)
     np.testing.assert_allclose(ease.predict(np.array([0, 2]), np.array([2, 1])), (x @ b)[[0, 2], [2, 1]],
                                atol=1e-6)
-    with pytest.raises(ValueError, match="lam"):
+    with pytest.raises(ValueError, match="l2"):
         EASE(0)
 
 

@@ -35,7 +35,7 @@ EASE_MAX_ITEMS = 20_000  # EASE inverts an n_items x n_items matrix
 
 
 def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baselines: bool = True,
-                 ease_lambda: float = 250.0) -> dict[str, dict[str, float]]:
+                 ease_l2: float = 250.0) -> dict[str, dict[str, float]]:
     """Rating and ranking metrics of a run and of its baselines, on the run's own split
     (or on ``test``), under the ua protocol (:func:`experiment_of_runs`).
 
@@ -49,7 +49,7 @@ def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baseline
         against everything not in the run's train + validation parts.
     baselines : bool
         Add the rating baselines global and user mean (regression runs) and the
-        ranking baselines most-popular and EASE (``ease_lambda``; skipped above
+        ranking baselines most-popular and EASE (``ease_l2``; skipped above
         :data:`EASE_MAX_ITEMS` items), fitted here on the split's train part
         (validation included).
 
@@ -64,11 +64,11 @@ def evaluate_run(run: Run, k: int = 10, *, test: Ratings | None = None, baseline
     """
     if test is not None:
         run = run.with_test(test)
-    return experiment_of_runs([run], k=k, baselines=baselines, ease_lambda=ease_lambda).run().table
+    return experiment_of_runs([run], k=k, baselines=baselines, ease_l2=ease_l2).run().table
 
 
 def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | None = None,
-                       baselines: bool = True, ease_lambda: float = 250.0,
+                       baselines: bool = True, ease_l2: float = 250.0,
                        ensemble: float | None = None, weights: Sequence[float] | None = None,
                        threshold: float = 4.0, seed: int = 0) -> Experiment:
     """The :class:`Experiment` of run folders of one split, their ensemble and baselines.
@@ -84,7 +84,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     k : int, optional
         :attr:`Experiment.k` (default 10; strong: NDCG@100).
     baselines : bool
-        After the runs (and the ensemble): most popular and EASE (``ease_lambda``,
+        After the runs (and the ensemble): most popular and EASE (``ease_l2``,
         skipped above :data:`EASE_MAX_ITEMS` items) fitted on the train part
         (validation included), then the rating baselines global and user mean when a
         run is a regression run; strong: EASE fitted on the training users.
@@ -113,7 +113,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     if protocol == "strong":
         if ensemble is not None or weights is not None:
             raise ValueError("an ensemble is not available under the strong protocol")
-        return _strong_experiment(runs, k, baselines, ease_lambda, threshold, seed)
+        return _strong_experiment(runs, k, baselines, ease_l2, threshold, seed)
     if ensemble is not None and not 0.0 <= ensemble < 1.0:
         raise ValueError(f"the ensemble's EASE weight must be in [0, 1), got {ensemble!r}")
     if weights is not None and ensemble is None:
@@ -132,7 +132,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     fit_on = first.splits["train"].concat(first.splits["val"])
     ease = None
     if (baselines or ensemble) and task.n_items <= EASE_MAX_ITEMS:
-        ease = EASE(ease_lambda).fit(fit_on)
+        ease = EASE(ease_l2).fit(fit_on)
     if ensemble is not None:
         if ensemble and ease is None:
             raise ValueError(f"EASE is not fitted above {EASE_MAX_ITEMS} items; use an ensemble "
@@ -145,7 +145,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     if baselines:
         models["most popular"] = MostPopular().fit(fit_on)
         if ease is not None:
-            models[f"EASE (lambda {ease_lambda:g})"] = ease
+            models[f"EASE (lambda {ease_l2:g})"] = ease
         if any(r.train_config.task == "regression" for r in runs):
             models.update({name: Rated(None, m)
                            for name, m in rating_baselines(fit_on, first.splits["test"]).items()})
@@ -153,7 +153,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     return Experiment(task, models, k=k, item_embeddings=space)
 
 
-def _strong_experiment(runs: Sequence[Run], k: int | None, baselines: bool, ease_lambda: float,
+def _strong_experiment(runs: Sequence[Run], k: int | None, baselines: bool, ease_l2: float,
                        threshold: float, seed: int) -> Experiment:
     """:func:`experiment_of_runs` under the strong protocol."""
     first = runs[0]
@@ -166,7 +166,7 @@ def _strong_experiment(runs: Sequence[Run], k: int | None, baselines: bool, ease
     task = StrongTask.from_run(first, threshold=threshold, seed=seed)
     models: dict[str, object] = dict(zip(row_names(runs), runs))
     if baselines and task.n_items <= EASE_MAX_ITEMS:
-        models[f"EASE (lambda {ease_lambda:g})"] = EASE(ease_lambda).fit(first.splits["train"])
+        models[f"EASE (lambda {ease_l2:g})"] = EASE(ease_l2).fit(first.splits["train"])
     return Experiment(task, models, k=k)
 
 

@@ -162,20 +162,20 @@ class EASE:
 
     Parameters
     ----------
-    lam : float
+    l2 : float
         L2 weight lambda (250 is the tuned value on ml-100k's ub split).
     """
 
     capabilities = Capabilities(ranks=True, fold_in=True)
 
-    def __init__(self, lam: float = 250.0) -> None:
-        if lam <= 0:
-            raise ValueError(f"lam must be > 0, got {lam}")
-        self.lam = float(lam)
+    def __init__(self, l2: float = 250.0) -> None:
+        if not l2 > 0:
+            raise ValueError(f"l2 must be > 0, got {l2}")
+        self.l2 = float(l2)
 
     def fit(self, train: Ratings) -> "EASE":
         x = user_item_pattern(train)
-        self.x_, self.b_ = x.astype(np.float32), ease_weights(x, self.lam).astype(np.float32)
+        self.x_, self.b_ = x.astype(np.float32), ease_weights(x, self.l2).astype(np.float32)
         return self
 
     def predict(self, user: np.ndarray, item: np.ndarray) -> np.ndarray:
