@@ -498,7 +498,7 @@ def fit(
     on_epoch : callable, optional
         Called with each epoch's record (for logging), before any checkpoint of the
         epoch is written: an epoch re-run after an interruption is logged again, and
-        its record replaces the first (:meth:`recjax.runs.RunWriter.log`).
+        its record replaces the first (:meth:`recjax.run_folder.RunWriter.log`).
     layout : Layout, optional
         The device mesh and how the state lies on it (default: one device). The
         parameters ``validate`` receives are the mesh's (tables padded; ``model.bind``
