@@ -4,7 +4,7 @@
         [--models mf,pair,dnn] [--sections folds,ua,small,ranking] [--seed 0]
 
 Protocol: each model trains with its recommended settings
-(:func:`recjax.config.make_configs`: each family's defaults); validation is 5% of the split's
+(:func:`recjax.families.make_configs`: each family's defaults); validation is 5% of the split's
 training part, drawn with the seed, and only chooses the epoch count. Models in
 :data:`REFIT` are then retrained on the whole training part for that many epochs.
 The test part is scored once. Baselines are fitted on the whole training part.
@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from recjax.config import make_configs
+from recjax.families import make_configs
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
 from recjax.evaluation import average_predictions, experiment_of_runs

@@ -32,7 +32,8 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     import jax
     import numpy as np
 
-    from recjax.config import make_configs, parse_mesh
+    from recjax.config import parse_mesh
+    from recjax.families import make_configs
     from recjax.data.synthetic import synthetic_ratings
     from recjax.families import MODELS
     from recjax.train.loop import fit, initial_state

@@ -34,7 +34,8 @@ import numpy as np
 import pytest
 from _common import full_mode, peak_extra_mib
 
-from recjax.config import RunConfig, make_configs
+from recjax.config import RunConfig
+from recjax.families import make_configs
 from recjax.data.splits import holdout_split
 from recjax.data.synthetic import synthetic_ratings
 from recjax.families import MODELS

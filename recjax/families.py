@@ -11,12 +11,13 @@ trainers and validators by reference), and neither imports it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 from flax import nnx
 
+from recjax.config import RunConfig, from_dict
 from recjax.data.dataset import Ratings
 from recjax.models.als import ALS, IALS, ALSConfig, IALSConfig, build_als, build_ials
 from recjax.models.base import rating_inputs
@@ -30,7 +31,7 @@ from recjax.models.softmax import SoftmaxConfig, SoftmaxModel, build_softmax, so
 from recjax.train import alternating, loop
 from recjax.train.validation import bag_validator, ranking_validator
 
-__all__ = ["MODELS", "ModelSpec", "OBJECTIVES"]
+__all__ = ["MODELS", "ModelSpec", "OBJECTIVES", "make_configs"]
 
 #: what a family with its own objective optimises, instead of the run's task (the
 #: ``RunConfig.task`` it records is the default, which it does not optimise)
@@ -65,9 +66,6 @@ class ModelSpec:
         ``inputs(part, *, task, binary_threshold) -> dict`` of NumPy arrays with a
         leading example axis, holding ``label``: what the module's ``__call__`` reads
         from a batch.
-    train_defaults : dict
-        The model's recommended :class:`RunConfig` settings; the CLI applies them
-        under any value from a config file or a flag.
     load : callable, optional
         ``load(model_cfg, *, task, val_fraction, seed) -> {"train", "val", "test"} or
         None``: the model's own data source (e.g. Object2Vec JSON Lines); ``None``
@@ -102,7 +100,6 @@ class ModelSpec:
     build: Callable[..., nnx.Module]
     tasks: tuple[str, ...]
     inputs: Callable[..., dict[str, np.ndarray]] = rating_inputs
-    train_defaults: dict[str, Any] = field(default_factory=dict)
     load: Callable[..., dict[str, Any] | None] | None = None
     prepare: Callable[[Any, dict[str, Any]], dict[str, dict[str, np.ndarray]]] | None = None
     objective: str | None = None
@@ -165,38 +162,41 @@ def _build_dnn(cfg: DNNConfig, train: Ratings, task: str = "regression", seed: i
 
 
 MODELS: dict[str, ModelSpec] = {
-    # Chosen on validation (5% of u1.base; dim 1024 also on u2.base): plain SGD beat
-    # adam/adagrad/adamw; 1024 factors beat 512 (val RMSE 0.9037 vs 0.9060, 0.9000 vs 0.9004).
-    "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), module=MF, train_defaults=dict(
-        optimizer="sgd", learning_rate=0.5, batch_size=128, epochs=100, patience=5)),
-    # Object2Vec's adam at lr 1e-3; dropout 0.7 and side features chosen on validation (ua.base minus 5%)
+    # (each family's recommended training settings: recjax.config.FAMILY_SETTINGS)
+    "mf": ModelSpec(MFConfig, _build_mf, ("regression", "binary"), module=MF),
+    # dropout 0.7 and side features chosen on validation (ua.base minus 5%)
     "pair": ModelSpec(PairConfig, build_pair, ("regression", "binary"), inputs=pair_inputs,
-                      load=load_jsonl_splits, module=PairModel, train_defaults=dict(
-                          optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=80, patience=4)),
-    "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), module=DNN, train_defaults=dict(
-        optimizer="adam", learning_rate=1e-3, batch_size=256, epochs=60, patience=4)),
-    # examples are users: a batch of 64 users trains on 64 x targets_per_user held-out movies
+                      load=load_jsonl_splits, module=PairModel),
+    "dnn": ModelSpec(DNNConfig, _build_dnn, ("regression", "binary"), module=DNN),
     "softmax": ModelSpec(SoftmaxConfig, build_softmax, ("regression",), prepare=softmax_inputs,
                          objective="multinomial", validator=bag_validator,
-                         monitor=("val_loss", False), module=SoftmaxModel, train_defaults=dict(
-                             optimizer="adam", learning_rate=3e-3, batch_size=64, epochs=200, patience=10)),
-    # Mult-DAE: examples are users, each reconstructing its whole bag; its dropout and width
-    # chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
+                         monitor=("val_loss", False), module=SoftmaxModel),
+    # Mult-DAE: its dropout and width chosen on ub (ranking NDCG@10 0.301 there, EASE 0.310)
     "dae": ModelSpec(DAEConfig, build_dae, ("regression",), prepare=dae_inputs, objective="multinomial",
-                     validator=bag_validator, monitor=("val_loss", False), module=DAE,
-                     train_defaults=dict(
-                         optimizer="adam", learning_rate=1e-3, batch_size=64, epochs=200, patience=10)),
-    # alternating least squares: an epoch is one sweep (users, then items); no optimiser
-    # epochs 16 / patience 3 (Rendle et al. 2021 run ~16): on ub the chosen setting's best sweep was the 4th
+                     validator=bag_validator, monitor=("val_loss", False), module=DAE),
+    # alternating least squares: an epoch is one sweep (users, then items)
     "ials": ModelSpec(IALSConfig, build_ials, ("regression",), objective="implicit", validator=ranking_validator,
-                      monitor=("val_ndcg@10", True), module=IALS, trainer=alternating.fit,
-                      train_defaults=dict(epochs=16, patience=3)),
-    # explicit ALS regresses the ratings (the run's task). epochs 20 / patience 3: the setting was
-    # chosen on ub's validation (the search is in git history); its best sweep there was the 5th
-    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer=alternating.fit,
-                     train_defaults=dict(epochs=20, patience=3)),
+                      monitor=("val_ndcg@10", True), module=IALS, trainer=alternating.fit),
+    # explicit ALS regresses the ratings (the run's task)
+    "als": ModelSpec(ALSConfig, build_als, ("regression",), module=ALS, trainer=alternating.fit),
     # EASE's closed form is one "sweep": B solved exactly from the training pattern
     "ease": ModelSpec(EASEConfig, build_ease, ("regression",), objective="implicit", validator=ranking_validator,
-                      monitor=("val_ndcg@10", True), module=EASEModel, trainer=alternating.fit,
-                      train_defaults=dict(epochs=1, patience=1)),
+                      monitor=("val_ndcg@10", True), module=EASEModel, trainer=alternating.fit),
 }
+
+
+def make_configs(model: str = "mf", train: dict[str, Any] | None = None,
+                 model_values: dict[str, Any] | None = None) -> tuple[RunConfig, Any]:
+    """(RunConfig, model config) of a ``model`` family from plain values: the family's
+    own defaults wherever ``train`` and ``model_values`` say nothing.
+
+    Example
+    -------
+    >>> run_cfg, mf_cfg = make_configs("mf", {"split": "u1"})
+    >>> run_cfg.optimizer, run_cfg.split, mf_cfg.embedding_dim
+    ('sgd', 'u1', 1024)
+    """
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(MODELS)}")
+    return (from_dict(RunConfig, {**(train or {}), "model": model}),
+            from_dict(MODELS[model].config, model_values or {}))

@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from recjax.config import OPTIMIZERS, SCHEDULES, RunConfig, from_dict
+from recjax.config import FAMILY_SETTINGS, OPTIMIZERS, SCHEDULES, RunConfig, from_dict
 from recjax.models.mf import MFConfig
 
 
@@ -107,13 +107,18 @@ def test_from_dict_accepts_integers_for_floats():
 
 def test_model_dependent_settings_default_to_the_family_recommendation():
     """One source of defaults: what a family recommends is what RunConfig gives, unless
-    set; what is set stays."""
+    set; what is set stays; every family has its entry, and only families have one."""
     from recjax.families import MODELS
 
-    for name, spec in MODELS.items():
+    assert list(FAMILY_SETTINGS) == list(MODELS)
+    for name, settings in FAMILY_SETTINGS.items():
         cfg = RunConfig(model=name)
-        for key, value in spec.train_defaults.items():
+        for key, value in settings.items():
             assert getattr(cfg, key) == value, (name, key)
+    mf, ials = RunConfig(model="mf"), RunConfig(model="ials")
+    assert (mf.optimizer, mf.learning_rate, mf.batch_size, mf.epochs, mf.patience) == ("sgd", 0.5, 128, 100, 5)
+    # a family recommending no optimiser inherits the common ones
+    assert (ials.optimizer, ials.learning_rate, ials.batch_size, ials.epochs) == ("adam", 3e-3, 1024, 16)
     assert RunConfig(model="pair", learning_rate=0.01).learning_rate == 0.01
     assert RunConfig(model="mf", optimizer="adam").optimizer == "adam"
     with pytest.raises(ValueError, match="unknown model 'nope'; choose one of mf"):

@@ -54,7 +54,7 @@ def test_default_space_holds_the_cli_defaults(family):
 
 
 def test_defaults_are_each_familys_own():
-    """The training defaults are the family's recommended ones (ModelSpec.train_defaults),
+    """The training defaults are the family's recommended ones (recjax.config.FAMILY_SETTINGS),
     not RunConfig's generic ones: mf's SGD step is 0.5, dae's adam step 1e-3."""
     assert load_space("mf").defaults()["train.learning_rate"] == 0.5
     assert load_space("dae").defaults()["train.learning_rate"] == 1e-3

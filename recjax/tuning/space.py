@@ -49,7 +49,7 @@ setting that cannot be searched (above), a wrong type (a string or a bool for a 
 a non-integer bound of an int field), an impossible range (``low >= high``, ``log``
 with ``low <= 0``, empty, repeated or mixed-type choices), and a value the configs
 themselves refuse: every range end and every choice is built into the configs
-(``recjax.config.make_configs``), the other searched settings at their defaults. A
+(``recjax.families.make_configs``), the other searched settings at their defaults. A
 default outside its range is refused by :meth:`Space.defaults` (trial 0 trains the
 defaults).
 
@@ -383,7 +383,7 @@ def _check_configs(file: Path, family: str, params: tuple[Param, ...]) -> None:
     """Build the configs at every range end and choice, the other searched settings at
     their defaults (or their first value when the default is outside), so that a value
     the configs refuse is an error before any trial."""
-    from recjax.config import make_configs
+    from recjax.families import make_configs
 
     defaults = _default_values(family, params)
     base = {p.key: defaults[p.key] if p.contains(defaults[p.key]) else p.probes()[0]
@@ -398,9 +398,9 @@ def _check_configs(file: Path, family: str, params: tuple[Param, ...]) -> None:
 
 
 def _default_values(family: str, params: tuple[Param, ...]) -> dict[str, Any]:
-    """{param.key: the family's CLI default}: ``recjax.config.make_configs(family)``, the one
+    """{param.key: the family's CLI default}: ``recjax.families.make_configs(family)``, the one
     place that applies the family's recommended training settings."""
-    from recjax.config import make_configs
+    from recjax.families import make_configs
 
     configs = dict(zip(TABLES, make_configs(family)))
     return {p.key: getattr(configs[p.table], p.name) for p in params}

@@ -181,7 +181,7 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, proto
         (a ValueError) Bad settings, a study that exists (without ``resume``) or does not
         (with it) or was created with other settings, a metric no trial reports.
     """
-    from recjax.config import make_configs
+    from recjax.families import make_configs
 
     if sampler not in SAMPLERS:
         raise StudyError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}")
@@ -262,7 +262,7 @@ def trial_seed(seed: int, number: int) -> int:
 
 def _monitor(model: str, train: dict[str, Any]) -> str:
     """The family's early-stopping metric for the task (``val_rmse``, ``val_ndcg@10``...)."""
-    from recjax.config import make_configs
+    from recjax.families import make_configs
     from recjax.experiment import MONITOR
     from recjax.families import MODELS
 
@@ -404,7 +404,7 @@ def _work(study_dir: str, trials: int, timeout: float | None, progress: bool, sp
 
 
 def _configs(settings: dict[str, Any], params: dict[str, dict[str, Any]], out: str) -> tuple[Any, Any]:
-    from recjax.config import make_configs
+    from recjax.families import make_configs
 
     cfg, model_cfg = make_configs(settings["model"], {**settings["train"], **params["train"]},
                                   {**settings["model_settings"], **params["model"]})
