@@ -60,8 +60,7 @@ True
 """
 
 from recjax._lazy import lazy_getattr as _lazy_getattr
-
-__version__ = "0.1.0"
+from recjax._version import __version__
 
 # The public names, declared once: each with the module it is imported from on first use.
 _MODULES: dict[str, tuple[str, ...]] = {

@@ -41,6 +41,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import pandas as pd
 
+from recjax._version import __version__
 from recjax.data.dataset import Ratings, Vocabulary
 from recjax.data.jsonlines import PairData
 from recjax.data.splits import PARTS
@@ -352,7 +353,7 @@ class RunWriter:
         if resume and (self.path / "metrics.jsonl").is_file():
             self.records = [r for r in read_metrics(self.path / "metrics.jsonl")
                             if r.get("event") != "final"]
-        self.status = {"format": FORMAT, "status": "training", "recjax": _version(),
+        self.status = {"format": FORMAT, "status": "training", "recjax": __version__,
                        "created": _now(), "data": data}
         self._write_status()
         self._write_metrics()
@@ -471,12 +472,6 @@ def load_embeddings(path: Path, status: dict[str, Any]) -> tuple[np.ndarray, np.
 
 def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-
-
-def _version() -> str:
-    from recjax import __version__
-
-    return __version__
 
 
 
