@@ -750,7 +750,11 @@ def test_cli_errors_are_one_line(folders, tmp_path, capsys, monkeypatch):
         assert "cannot listen on" in one_line(folders["mf"], "--port", busy.getsockname()[1])
     finally:
         busy.close()
-    # without the serve extra: the hint, in one line
+    # without the serve extra: the hint, in one line (as in a fresh process: recjax.serve
+    # keeps what it has once imported, so that goes too)
+    import recjax.serve
+
+    monkeypatch.delattr(recjax.serve, "serve", raising=False)
     monkeypatch.delitem(sys.modules, "recjax.serve.server", raising=False)
     monkeypatch.setitem(sys.modules, "uvicorn", None)
     assert "pip install 'recjax[serve]'" in one_line(folders["mf"])

@@ -42,6 +42,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from recjax._lazy import lazy_getattr
+
 __all__ = ["DEFAULTS", "Batcher", "Job", "RequestError", "ServedRun", "create_app", "serve"]
 
 DEFAULTS: dict[str, Any] = {  # the one source of the server's defaults (API and CLI)
@@ -56,18 +58,11 @@ DEFAULTS: dict[str, Any] = {  # the one source of the server's defaults (API and
     "threads": 4,  # worker threads for model calls
 }
 
-_WHERE = {"create_app": "recjax.serve.app", "serve": "recjax.serve.server",
-          "Batcher": "recjax.serve.batching", "Job": "recjax.serve.batching",
-          "ServedRun": "recjax.serve.endpoints", "RequestError": "recjax.serve.endpoints"}
-
-
-def __getattr__(name: str) -> Any:
-    """Lazy: starlette and uvicorn are imported only when the server is used."""
-    if name not in _WHERE:
-        raise AttributeError(f"module 'recjax.serve' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_WHERE[name]), name)
+#: Lazy (:mod:`recjax._lazy`): starlette and uvicorn are imported only when the server is used.
+__getattr__ = lazy_getattr(__name__, {
+    "create_app": "recjax.serve.app", "serve": "recjax.serve.server",
+    "Batcher": "recjax.serve.batching", "Job": "recjax.serve.batching",
+    "ServedRun": "recjax.serve.endpoints", "RequestError": "recjax.serve.endpoints"}, globals())
 
 
 def __dir__() -> list[str]:
