@@ -652,7 +652,7 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
 
 # ----------------------------------------------------------------------------- main
 def _tune(args: argparse.Namespace) -> int:
-    from recjax.tuning.report import summary_lines, write_report
+    from recjax.tuning.report import summary_lines
     from recjax.tuning.study import tune
 
     train, model_values = given_settings(args, _TUNE_ONLY)
@@ -665,22 +665,23 @@ def _tune(args: argparse.Namespace) -> int:
                   storage=args.storage, jobs=args.jobs, seed=train.pop("seed", 0), resume=args.resume,
                   refit_best=args.refit_best, bootstrap=args.bootstrap, train=train,
                   model_settings=model_values, progress=True)
-    print("\n".join(summary_lines(write_report(result.study_dir), result.trials)))
+    report = json.loads((result.study_dir / "best.json").read_text())  # tune wrote the report
+    print("\n".join(summary_lines(report, result.trials)))
     print(f"study: {result.study_dir} (trials.csv, best.json, plots); best run: {result.best_run}")
     return 0
 
 
 def _tune_report(argv: Sequence[str]) -> int:
     """``tune report STUDY``: the report written anew and its table printed."""
-    from recjax.tuning.report import summary_lines, trials_frame, write_report
-    from recjax.tuning.study import open_study
+    from recjax.tuning.report import summary_lines, trials_frame
+    from recjax.tuning.study import open_study, report_study
 
     parser = argparse.ArgumentParser(prog="recjax tune report",
                                      description="Write a study's report (trials.csv, best.json, plots) "
                                                  "and print its table.")
     parser.add_argument("study", help="the study folder (tune --out)")
     args = parser.parse_args(argv)
-    report = write_report(args.study)
+    report = report_study(args.study)
     print("\n".join(summary_lines(report, trials_frame(open_study(Path(args.study))))))
     return 0
 

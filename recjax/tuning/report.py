@@ -1,7 +1,8 @@
 """A study's report: ``trials.csv``, ``best.json``, plots and a one-screen table.
 
-Written into the study folder by :func:`recjax.tuning.study.tune` when it ends and by
-``python -m recjax tune report STUDY`` at any time (also while workers search):
+Written into the study folder (:func:`recjax.tuning.study.report_study`) by
+:func:`recjax.tuning.study.tune` when it ends and by ``python -m recjax tune report
+STUDY`` at any time (also while workers search):
 
 * ``trials.csv``: one row per trial (number, state, value, seconds, every searched
   setting, its run folder, why it was pruned or failed);
@@ -19,7 +20,15 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["trials_frame", "write_report", "summary_lines"]
+__all__ = ["best_trial", "trials_frame", "write_report", "summary_lines"]
+
+
+def best_trial(study: Any) -> Any:
+    """The study's best ``optuna.trial.FrozenTrial``; None before a trial finishes."""
+    try:
+        return study.best_trial
+    except ValueError:  # no finished trial yet
+        return None
 
 
 def trials_frame(study: Any) -> Any:
@@ -37,17 +46,15 @@ def trials_frame(study: Any) -> Any:
     return pd.DataFrame(rows)
 
 
-def write_report(study_dir: str | Path, *, test: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``trials.csv``, ``best.json`` and the plots; returns ``best.json``'s content.
-    ``test``: a refit's comparison (kept from an earlier ``best.json`` when not given)."""
-    from recjax.tuning.study import _best, _read_settings, open_study
-
-    study_dir = Path(study_dir)
-    settings = _read_settings(study_dir)
-    study = open_study(study_dir, settings)
+def write_report(study: Any, study_dir: Path, settings: dict[str, Any], *,
+                 test: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``trials.csv``, ``best.json`` and the plots of ``study`` (an
+    ``optuna.Study``) into ``study_dir``, whose ``tune.json`` holds ``settings``; returns
+    ``best.json``'s content. ``test``: a refit's comparison (kept from an earlier
+    ``best.json`` when not given)."""
     frame = trials_frame(study)
     _atomic(study_dir / "trials.csv", frame.to_csv(index=False))
-    best = _best(study)
+    best = best_trial(study)
     previous = study_dir / "best.json"
     if test is None and previous.is_file():
         test = json.loads(previous.read_text()).get("test")

@@ -52,9 +52,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recjax.data.splits import PROTOCOLS, protocol_of_split
+from recjax.tuning.report import best_trial, trials_frame, write_report
 from recjax.tuning.space import Space, load_space
 
-__all__ = ["tune", "TuneResult", "StudyError", "SAMPLERS", "PRUNERS", "metric_key", "open_study"]
+__all__ = ["tune", "TuneResult", "StudyError", "SAMPLERS", "PRUNERS", "metric_key", "open_study",
+           "report_study"]
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
@@ -113,11 +115,9 @@ class TuneResult:
     def refit(self, *, bootstrap: int = 1000) -> dict[str, Any]:
         """Retrain the best setting and the defaults on the whole split and score the test
         part once (what ``refit_best`` does); the comparison, also in ``best.json``."""
-        from recjax.tuning.report import write_report
-
         settings = _read_settings(self.study_dir)
         self.test = _refit_best(self.study_dir, settings, self.best_params, bootstrap)
-        write_report(self.study_dir, test=self.test)
+        report_study(self.study_dir, test=self.test)
         return self.test
 
 
@@ -229,13 +229,11 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, proto
                              f"see their messages above, then continue with --resume")
     else:
         _work(**work, splits=splits)
-    from recjax.tuning.report import write_report
-
     result = _result(study_dir)
     if refit_best:
         result.refit(bootstrap=bootstrap)
     else:
-        write_report(study_dir)
+        report_study(study_dir)
     return result
 
 
@@ -321,6 +319,14 @@ def open_study(study_dir: Path, settings: dict[str, Any] | None = None, *, creat
                          f"resume it (--resume) or give another --storage") from None
 
 
+def report_study(study_dir: str | Path, *, test: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the report of the study in ``study_dir`` (:func:`recjax.tuning.report.write_report`:
+    ``trials.csv``, ``best.json``, plots); returns ``best.json``'s content."""
+    study_dir = Path(study_dir)
+    settings = _read_settings(study_dir)
+    return write_report(open_study(study_dir, settings), study_dir, settings, test=test)
+
+
 def _optuna() -> Any:
     try:
         import optuna
@@ -390,7 +396,7 @@ def _work(study_dir: str, trials: int, timeout: float | None, progress: bool, sp
 
     def report(study: Any, trial: Any) -> None:
         if progress:
-            best = _best(study)
+            best = best_trial(study)
             value = "-" if trial.value is None else f"{trial.value:.5g}"
             print(f"trial {trial.number:4d} {trial.state.name.lower():8s} {settings['metric']} {value:>10s}  "
                   f"best {best.value if best else float('nan'):.5g}", flush=True)
@@ -456,18 +462,9 @@ def _objective(study_dir: Path, settings: dict[str, Any], space: Space, parts: d
     return objective
 
 
-def _best(study: Any) -> Any:
-    try:
-        return study.best_trial
-    except ValueError:  # no finished trial yet
-        return None
-
-
 def _result(study_dir: Path) -> TuneResult:
-    from recjax.tuning.report import trials_frame
-
     study = open_study(study_dir)
-    best = _best(study)
+    best = best_trial(study)
     if best is None:
         raise StudyError(f"{study_dir}: no trial finished (see trials.csv's errors); nothing to report")
     settings = _read_settings(study_dir)
