@@ -20,14 +20,13 @@ from typing import Any
 
 import numpy as np
 
-from recjax.families import make_configs
 from recjax.data.movielens import load_movielens
 from recjax.data.splits import holdout_split, predefined_split
 from recjax.evaluation import average_predictions, experiment_of_runs
 from recjax.experiment import RunResult, run
 from recjax.explore import load_run
+from recjax.families import MODELS, make_configs
 from recjax.metrics import mse, rmse
-from recjax.families import MODELS
 from recjax.models.baselines import BiasModel, GlobalMean, UserMean
 from recjax.report import format_table
 

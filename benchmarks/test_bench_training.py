@@ -35,10 +35,9 @@ import pytest
 from _common import full_mode, peak_extra_mib
 
 from recjax.config import RunConfig
-from recjax.families import make_configs
 from recjax.data.splits import holdout_split
 from recjax.data.synthetic import synthetic_ratings
-from recjax.families import MODELS
+from recjax.families import MODELS, make_configs
 from recjax.train.optim import make_optimizer
 from recjax.train.step import Model, TrainState, batch_layout, make_epoch, make_train_step
 
