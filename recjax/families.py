@@ -6,7 +6,10 @@ the module, the tasks it supports, what it optimises (its :attr:`ModelSpec.objec
 and the functions that train and validate it.
 
 A layer above :mod:`recjax.models` and :mod:`recjax.train`: it imports both (the
-trainers and validators by reference), and neither imports it.
+trainers and validators by reference), and neither imports it. A family's recommended
+training settings (optimizer, learning rate, batch size, epochs, patience) are
+:data:`recjax.config.FAMILY_SETTINGS`, below it, so that a :class:`RunConfig` knows
+them; a new family is an entry here and one there.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from recjax.config import RunConfig
+from recjax.config import FAMILY_SETTINGS, RunConfig
 from recjax.experiment import load_splits, run
 from recjax.families import MODELS, ModelSpec
 from recjax.models.mf import MF, MFConfig
@@ -45,6 +45,7 @@ def test_task_the_model_does_not_support(tmp_path, monkeypatch, no_training):
         return MF(cfg, train.n_users, train.n_items, rngs=None)
 
     monkeypatch.setitem(MODELS, "toy", ModelSpec(MFConfig, build, ("regression",)))
+    monkeypatch.setitem(FAMILY_SETTINGS, "toy", {})  # a family registers its training settings too
     with pytest.raises(ValueError, match=r"model 'toy' does not support task 'binary' \(regression\)"):
         run(_synthetic(tmp_path, model="toy", task="binary"), MFConfig())
     assert not (tmp_path / "run").exists()
