@@ -34,11 +34,11 @@ def test_evaluate_table_and_json(capsys, run_dir, tmp_path):
     status, out, _ = cli(capsys, "evaluate", run_dir, "--k", 5, "--json", path)
     assert status == 0
     for text in ("model", "RMSE", "NDCG@5", "HR@5", "cov@5", "div@5", "novelty@5", "most popular",
-                 "EASE (lambda 250)", "global mean", "user mean", "relevant = the user's test items"):
+                 "EASE (l2 250)", "global mean", "user mean", "relevant = the user's test items"):
         assert text in out, text
     saved = json.loads(path.read_text())
     assert saved["k"] == 5 and saved["split"] == "random" and saved["runs"] == [str(run_dir)]
-    assert set(saved["results"]) == {"mf", "most popular", "EASE (lambda 250)", "global mean", "user mean"}
+    assert set(saved["results"]) == {"mf", "most popular", "EASE (l2 250)", "global mean", "user mean"}
     assert 0 <= saved["results"]["mf"]["ndcg@5"] <= 1
 
 

@@ -144,7 +144,7 @@ def test_find_titles():
 
 def test_evaluate_run(run):
     results = evaluate_run(run, 5)
-    assert list(results)[:3] == ["mf", "most popular", "EASE (lambda 250)"]
+    assert list(results)[:3] == ["mf", "most popular", "EASE (l2 250)"]
     mf = results["mf"]
     assert {"rmse", "mae", "ndcg@5", "coverage@5", "diversity@5", "self_information@5"} <= set(mf)
     assert results["global mean"]["rmse"] > 0
@@ -248,7 +248,7 @@ def test_runs_ensemble_row(run):
         assert same[name] == alone[name]
     with_ease = experiment_of_runs([run], k=5, ensemble=0.5).run().table
     assert list(with_ease) == ["mf", "ensemble of 1 runs + EASE (0.5)", "most popular",
-                               "EASE (lambda 250)", "global mean", "user mean"]
+                               "EASE (l2 250)", "global mean", "user mean"]
     assert with_ease["ensemble of 1 runs + EASE (0.5)"]["ndcg@5"] != alone["ndcg@5"]
     for bad in (1.0, -0.1):
         with pytest.raises(ValueError, match=r"in \[0, 1\)"):

@@ -361,7 +361,7 @@ def test_strong_protocol_end_to_end_on_ml100k(movielens_dir, tmp_path):
 
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["protocol"] == "strong"
-    assert list(report["results"]) == ["dae", "EASE (lambda 250)"]  # the run, then the baseline
+    assert list(report["results"]) == ["dae", "EASE (l2 250)"]  # the run, then the baseline
     for row in report["results"].values():
         assert set(row) == {"recall@20", "recall@50", "ndcg@100", "users"}
         assert 0.0 < row["recall@20"] <= row["recall@50"] <= 1.0 and row["users"] > 20

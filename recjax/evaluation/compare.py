@@ -145,7 +145,7 @@ def experiment_of_runs(runs: Sequence[Run], protocol: str = "ua", *, k: int | No
     if baselines:
         models["most popular"] = MostPopular().fit(fit_on)
         if ease is not None:
-            models[f"EASE (lambda {ease_l2:g})"] = ease
+            models[f"EASE (l2 {ease_l2:g})"] = ease
         if any(r.train_config.task == "regression" for r in runs):
             models.update({name: Rated(None, m)
                            for name, m in rating_baselines(fit_on, first.splits["test"]).items()})
@@ -166,7 +166,7 @@ def _strong_experiment(runs: Sequence[Run], k: int | None, baselines: bool, ease
     task = StrongTask.from_run(first, threshold=threshold, seed=seed)
     models: dict[str, object] = dict(zip(row_names(runs), runs))
     if baselines and task.n_items <= EASE_MAX_ITEMS:
-        models[f"EASE (lambda {ease_l2:g})"] = EASE(ease_l2).fit(first.splits["train"])
+        models[f"EASE (l2 {ease_l2:g})"] = EASE(ease_l2).fit(first.splits["train"])
     return Experiment(task, models, k=k)
 
 
