@@ -1,18 +1,8 @@
 """recjax's layers: every import points down.
 
-The package is a stack of units (a top-level module, or a subpackage taken whole),
-bottom to top::
-
-    9  recjax (the curated namespace), __main__
-    8  cli
-    7  serve, tuning, plots, report
-    6  evaluation, explore, predict
-    5  runs (the query API), experiment (a run from data to folder)
-    4  families (the registry), scoring, run_folder (the folder format)
-    3  train
-    2  config, models, retrieval, metrics
-    1  _blocks, data
-    0  _checks, _ext, _lazy, _version
+The package is a stack of units (a top-level module, or a subpackage taken whole):
+:data:`LAYERS`, bottom to top, which README's "Code layout" table shows (and
+:func:`test_readme_shows_the_layers` keeps it so).
 
 A unit imports only units of lower layers (and itself). The scan reads every module's
 syntax tree, so it sees imports at any depth (deferred ones inside functions),
@@ -24,6 +14,7 @@ a lazy namespace or ``importlib`` would import); ``importlib`` itself is used on
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -91,6 +82,14 @@ def _imports_of(path: Path) -> list[str]:
 
 def _sources() -> list[Path]:
     return sorted(ROOT.rglob("*.py"))
+
+
+def test_readme_shows_the_layers():
+    """README's Code layout table lists LAYERS, top to bottom."""
+    text = (ROOT.parent / "README.md").read_text().split("## Code layout", 1)[1]
+    rows = [line.split("|") for line in text.splitlines() if re.match(r"\| \d+ \|", line)]
+    shown = {int(row[1]): set(re.findall(r"`(\w+)`", row[2])) for row in rows}
+    assert shown == {level: set(units) for level, units in enumerate(LAYERS)}
 
 
 def test_every_unit_has_a_layer():
