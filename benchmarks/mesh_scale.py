@@ -33,9 +33,8 @@ def child(mesh: str, n_ratings: int, epochs: int) -> dict:
     import numpy as np
 
     from recjax.config import parse_mesh
-    from recjax.families import make_configs
     from recjax.data.synthetic import synthetic_ratings
-    from recjax.families import MODELS
+    from recjax.families import MODELS, make_configs
     from recjax.train.loop import fit, initial_state
     from recjax.train.optim import make_optimizer
     from recjax.train.sharding import Layout, make_mesh

@@ -665,8 +665,7 @@ def _tune(args: argparse.Namespace) -> int:
                   storage=args.storage, jobs=args.jobs, seed=train.pop("seed", 0), resume=args.resume,
                   refit_best=args.refit_best, bootstrap=args.bootstrap, train=train,
                   model_settings=model_values, progress=True)
-    report = json.loads((result.study_dir / "best.json").read_text())  # tune wrote the report
-    print("\n".join(summary_lines(report, result.trials)))
+    print("\n".join(summary_lines(result.report, result.trials)))
     print(f"study: {result.study_dir} (trials.csv, best.json, plots); best run: {result.best_run}")
     return 0
 

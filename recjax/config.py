@@ -40,12 +40,12 @@ SCHEDULES = ("constant", "cosine", "exponential", "warmup_cosine")
 TASKS = ("regression", "binary")
 DATASETS = (*_DOWNLOADS, "synthetic")  # a MovieLens release, or recjax.data.synthetic_ratings
 # the settings every family inherits unless FAMILY_SETTINGS says otherwise
-_FAMILY_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,
+_COMMON_SETTINGS = {"epochs": 40, "batch_size": 1024, "optimizer": "adam", "learning_rate": 3e-3,
                     "patience": 3}
 
 #: {model family: the RunConfig settings it recommends}, one entry per
 #: :data:`recjax.families.MODELS` key, in the same order; a RunConfig fills the fields
-#: left unset from them (then from ``_FAMILY_SETTINGS``), the CLI puts them under any
+#: left unset from them (then from ``_COMMON_SETTINGS``), the CLI puts them under any
 #: value from a config file or a flag
 FAMILY_SETTINGS: dict[str, dict[str, Any]] = {
     # Chosen on validation (5% of u1.base; dim 1024 also on u2.base): plain SGD beat
@@ -142,7 +142,7 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _check_choice("model", self.model, tuple(FAMILY_SETTINGS))
-        recommended = {**_FAMILY_SETTINGS, **FAMILY_SETTINGS[self.model]}
+        recommended = {**_COMMON_SETTINGS, **FAMILY_SETTINGS[self.model]}
         for name in recommended:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, recommended[name])

@@ -474,7 +474,6 @@ def _now() -> str:
     return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
-
 def fingerprint_digest(fp: dict[str, Any]) -> str:
     """One sha256 over a :func:`fingerprint` (what checkpoints record)."""
     return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()

@@ -218,6 +218,9 @@ def test_the_protocol_chooses_the_split_and_refuses_one_that_does_not_fit(rating
                   train={"data": str(ratings_file), "columns": "user,item,rating", "epochs": 2})
     settings = json.loads((tmp_path / "strong" / "tune.json").read_text())
     assert settings["protocol"] == "strong" and settings["train"]["split"] == "users"
+    # the result carries the report tune wrote (what the CLI prints)
+    assert result.report == json.loads((tmp_path / "strong" / "best.json").read_text())
+    assert result.report["best"]["run"] == str(result.best_run.relative_to(tmp_path / "strong"))
     run = Run.open(result.best_run)  # trained less the held-out validation users, scored on them
     trained = set(run.splits["train"].users.ids[run.splits["train"].user])
     scored = set(run.splits["test"].users.ids[run.splits["test"].user])

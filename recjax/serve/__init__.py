@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recjax._lazy import lazy_getattr
+from recjax._lazy import lazy_getattr as _lazy_getattr
 
 __all__ = ["DEFAULTS", "Batcher", "Job", "RequestError", "ServedRun", "create_app", "serve"]
 
@@ -59,7 +59,7 @@ DEFAULTS: dict[str, Any] = {  # the one source of the server's defaults (API and
 }
 
 #: Lazy (:mod:`recjax._lazy`): starlette and uvicorn are imported only when the server is used.
-__getattr__ = lazy_getattr(__name__, {
+__getattr__ = _lazy_getattr(__name__, {
     "create_app": "recjax.serve.app", "serve": "recjax.serve.server",
     "Batcher": "recjax.serve.batching", "Job": "recjax.serve.batching",
     "ServedRun": "recjax.serve.endpoints", "RequestError": "recjax.serve.endpoints"}, globals())

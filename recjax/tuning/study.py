@@ -102,6 +102,10 @@ class TuneResult:
     test : dict or None
         With ``refit_best``: the best and the default settings scored once on the test
         part, and the paired bootstrap of their difference.
+    report : dict or None
+        ``best.json``'s content as the study's report last wrote it (by :func:`tune`
+        and :meth:`refit`): the model, the metric, the trials by state, the best trial,
+        ``test``.
     """
 
     study_dir: Path
@@ -111,13 +115,14 @@ class TuneResult:
     best_run: Path
     trials: Any
     test: dict[str, Any] | None = None
+    report: dict[str, Any] | None = None
 
     def refit(self, *, bootstrap: int = 1000) -> dict[str, Any]:
         """Retrain the best setting and the defaults on the whole split and score the test
         part once (what ``refit_best`` does); the comparison, also in ``best.json``."""
         settings = _read_settings(self.study_dir)
         self.test = _refit_best(self.study_dir, settings, self.best_params, bootstrap)
-        report_study(self.study_dir, test=self.test)
+        self.report = report_study(self.study_dir, test=self.test)
         return self.test
 
 
@@ -233,7 +238,7 @@ def tune(model: str = "mf", *, out: str | Path, metric: str | None = None, proto
     if refit_best:
         result.refit(bootstrap=bootstrap)
     else:
-        report_study(study_dir)
+        result.report = report_study(study_dir)
     return result
 
 
